@@ -1,0 +1,12 @@
+//! Everything every Sluice role needs to plan and run the same SQL: the session
+//! template (configuration, functions, shared catalog), the query planner that
+//! decides what runs on the cluster and what stays in the frontend, and the
+//! `sluice` system schema.
+
+pub mod error;
+pub mod planner;
+pub mod session;
+pub mod system;
+
+pub use error::{EngineError, Result};
+pub use session::{SessionFactory, SessionOptions, DEFAULT_CATALOG, DEFAULT_SCHEMA};

@@ -1,0 +1,125 @@
+//! The query planner: decides whether a plan runs on the cluster or in the
+//! frontend.
+//!
+//! Every plan that reads a file-backed table becomes a Ballista job (the
+//! scheduler splits it into stages and the executors run them). Plans that read
+//! only tables held in the frontend — `pg_catalog`, `information_schema`, the
+//! `sluice` system schema, in-memory tables, table functions — or no table at
+//! all run in the frontend: those tables describe or hold the frontend's own
+//! state, and Ballista cannot serialise them.
+
+use std::sync::Arc;
+
+use ballista_core::config::BallistaConfig;
+use ballista_core::planner::BallistaQueryPlanner;
+use ballista_core::serde::BallistaLogicalExtensionCodec;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::source_as_provider;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::logical_expr::{LogicalPlan, TableScan};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion_proto::protobuf::LogicalPlanNode;
+
+/// Where a logical plan runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In the frontend process: catalog, system and in-memory tables, table
+    /// functions such as `generate_series`, or no table at all.
+    Frontend,
+    /// As a distributed Ballista job: the plan reads file-backed tables.
+    Cluster,
+}
+
+/// Decides where `plan` runs.
+///
+/// Plans reading file-backed (listing) tables run on the cluster, where every
+/// executor can reach the files; every other table lives in the frontend's
+/// memory. A plan mixing both kinds is refused: it could run in neither place.
+pub fn placement(plan: &LogicalPlan) -> Result<Placement> {
+    let mut files = false;
+    let mut local: Option<String> = None;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(TableScan {
+            table_name, source, ..
+        }) = node
+        {
+            let file_backed = source_as_provider(source)
+                .map(|provider| provider.is::<ListingTable>())
+                .unwrap_or(false);
+            if file_backed {
+                files = true;
+            } else {
+                local.get_or_insert_with(|| table_name.to_string());
+            }
+        }
+        Ok(if files && local.is_some() {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    })?;
+    match (files, local) {
+        (true, Some(table)) => Err(DataFusionError::NotImplemented(format!(
+            "a query cannot combine file-backed tables with {table}, which lives in the \
+             frontend (catalog, system and in-memory tables, table functions); \
+             query them separately"
+        ))),
+        (true, None) => Ok(Placement::Cluster),
+        (false, _) => Ok(Placement::Frontend),
+    }
+}
+
+/// Plans catalog queries locally and everything else as a Ballista job.
+pub struct SluiceQueryPlanner {
+    cluster: BallistaQueryPlanner<LogicalPlanNode>,
+    local: DefaultPhysicalPlanner,
+}
+
+impl SluiceQueryPlanner {
+    /// A planner submitting jobs to the scheduler at `scheduler_url`
+    /// (`http://host:port`).
+    pub fn new(scheduler_url: String, config: BallistaConfig) -> Self {
+        Self {
+            cluster: BallistaQueryPlanner::with_extension(
+                scheduler_url,
+                config,
+                Arc::new(BallistaLogicalExtensionCodec::default()),
+            ),
+            local: DefaultPhysicalPlanner::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SluiceQueryPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SluiceQueryPlanner")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for SluiceQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        match placement(logical_plan)? {
+            Placement::Frontend => {
+                self.local
+                    .create_physical_plan(logical_plan, session_state)
+                    .await
+            }
+            Placement::Cluster => {
+                self.cluster
+                    .create_physical_plan(logical_plan, session_state)
+                    .await
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! A whole Ballista cluster in one process: one scheduler and N executors, each
+//! with its own Flight endpoint and work directory, all on 127.0.0.1.
+
+use std::net::TcpListener as StdTcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::utils::{default_config_producer, default_session_builder};
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use tokio::task::JoinHandle;
+
+use crate::error::{ClusterError, Result};
+use crate::task_counts::TaskCounts;
+
+/// How long [`EmbeddedCluster::start`] waits for every executor to register.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`EmbeddedCluster::shutdown`] waits for executors to drain.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Fraction of host memory shared by all embedded executors' memory pools.
+const MEMORY_FRACTION: f64 = 0.7;
+
+/// Shape of an embedded cluster.
+#[derive(Debug, Clone)]
+pub struct EmbeddedClusterOptions {
+    /// Number of executors.
+    pub executors: usize,
+    /// Task slots (vcores) each executor offers.
+    pub slots_per_executor: usize,
+    /// Parent of the executors' work directories; removed at shutdown.
+    pub work_dir: PathBuf,
+}
+
+/// One executor as the scheduler sees it, plus its completed-task count.
+#[derive(Debug, Clone)]
+pub struct ExecutorInfo {
+    /// Ballista executor id.
+    pub executor_id: String,
+    /// Host the executor's Flight service listens on.
+    pub host: String,
+    /// Port of the executor's Arrow Flight service (shuffle and results).
+    pub flight_port: u16,
+    /// Task slots (vcores) the executor offers.
+    pub task_slots: u32,
+    /// Tasks the executor has completed successfully.
+    pub tasks_completed: u64,
+    /// Time of the executor's last heartbeat.
+    pub last_seen: Option<SystemTime>,
+}
+
+/// A Ballista job as the scheduler knows it.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// Ballista job id.
+    pub job_id: String,
+    /// Job name (Sluice sets it to the query id).
+    pub job_name: String,
+    /// Number of stages the job was split into.
+    pub stages: usize,
+}
+
+/// A running in-process cluster.
+pub struct EmbeddedCluster {
+    scheduler_url: String,
+    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+    scheduler_task: Mutex<Option<JoinHandle<()>>>,
+    executor_tasks: Mutex<Vec<JoinHandle<()>>>,
+    task_counts: Arc<TaskCounts>,
+    slots: usize,
+    work_dir: PathBuf,
+}
+
+impl std::fmt::Debug for EmbeddedCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedCluster")
+            .field("scheduler_url", &self.scheduler_url)
+            .field("slots", &self.slots)
+            .field("work_dir", &self.work_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedCluster {
+    /// Starts the scheduler and executors and waits until every executor has
+    /// registered.
+    pub async fn start(options: EmbeddedClusterOptions) -> Result<Self> {
+        let executors = options.executors.max(1);
+        let slots_per_executor = options.slots_per_executor.max(1);
+        // Nothing in the work directory outlives a run: clear what a crash left.
+        remove_dir(&options.work_dir);
+        std::fs::create_dir_all(&options.work_dir)
+            .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| ClusterError::io("binding the scheduler port", e))?;
+        let scheduler_port = listener
+            .local_addr()
+            .map_err(|e| ClusterError::io("reading the scheduler address", e))?
+            .port();
+        let config = SchedulerConfig {
+            bind_host: "127.0.0.1".into(),
+            external_host: "127.0.0.1".into(),
+            bind_port: scheduler_port,
+            scheduling_policy: TaskSchedulingPolicy::PushStaged,
+            task_distribution: TaskDistributionPolicy::RoundRobin,
+            ..SchedulerConfig::default()
+        };
+        let cluster = BallistaCluster::new_memory(
+            config.scheduler_endpoint(),
+            Arc::new(default_session_builder),
+            Arc::new(default_config_producer),
+        );
+        let scheduler =
+            create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+                .await
+                .map_err(|e| ClusterError::ballista("creating the scheduler", e))?;
+        let scheduler_task = {
+            let scheduler = scheduler.clone();
+            tokio::spawn(async move {
+                if let Err(e) = start_grpc_service_with_listener(listener, scheduler).await {
+                    tracing::error!("scheduler stopped: {e}");
+                }
+            })
+        };
+
+        let task_counts = Arc::new(TaskCounts::default());
+        let mut executor_tasks = Vec::with_capacity(executors);
+        for index in 0..executors {
+            let work_dir = options.work_dir.join(format!("executor-{index}"));
+            std::fs::create_dir_all(&work_dir)
+                .map_err(|e| ClusterError::io(format!("creating {}", work_dir.display()), e))?;
+            let defaults = ExecutorProcessConfig::default();
+            let executor_id = defaults.executor_id.clone();
+            let config = ExecutorProcessConfig {
+                bind_host: "127.0.0.1".into(),
+                external_host: Some("127.0.0.1".into()),
+                port: free_port()?,
+                grpc_port: free_port()?,
+                scheduler_host: "127.0.0.1".into(),
+                scheduler_port,
+                scheduler_connect_timeout_seconds: 10,
+                vcores: slots_per_executor,
+                task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+                work_dir: Some(work_dir.to_string_lossy().into_owned()),
+                // The scheduler removes finished jobs' data from executors, and
+                // the whole work directory goes at shutdown: no executor-side
+                // sweeper is needed.
+                job_data_clean_up_interval_seconds: 0,
+                memory_pool_fraction: MEMORY_FRACTION / executors as f64,
+                override_execution_engine: Some(task_counts.engine(&executor_id)),
+                ..defaults
+            };
+            executor_tasks.push(tokio::spawn(async move {
+                if let Err(e) = start_executor_process(Arc::new(config)).await {
+                    tracing::error!("executor {executor_id} stopped: {e}");
+                }
+            }));
+        }
+
+        let cluster = Self {
+            scheduler_url: format!("http://127.0.0.1:{scheduler_port}"),
+            scheduler,
+            scheduler_task: Mutex::new(Some(scheduler_task)),
+            executor_tasks: Mutex::new(executor_tasks),
+            task_counts,
+            slots: executors * slots_per_executor,
+            work_dir: options.work_dir,
+        };
+        cluster.wait_for_executors(executors).await?;
+        Ok(cluster)
+    }
+
+    async fn wait_for_executors(&self, expected: usize) -> Result<()> {
+        let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+        loop {
+            let registered = self.executors().await?.len();
+            if registered >= expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::NotReady(format!(
+                    "only {registered} of {expected} executors registered with the scheduler \
+                     within {REGISTRATION_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The scheduler's gRPC address, `http://127.0.0.1:port`.
+    pub fn scheduler_url(&self) -> &str {
+        &self.scheduler_url
+    }
+
+    /// Total task slots over all executors.
+    pub fn total_slots(&self) -> usize {
+        self.slots
+    }
+
+    /// The executors registered with the scheduler.
+    pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
+        let states = self
+            .scheduler
+            .state
+            .executor_manager
+            .get_executors_state()
+            .await
+            .map_err(|e| ClusterError::ballista("listing executors", e))?;
+        Ok(states
+            .into_iter()
+            .map(|(meta, heartbeat, _)| ExecutorInfo {
+                tasks_completed: self.task_counts.completed(&meta.id),
+                executor_id: meta.id,
+                host: meta.host,
+                flight_port: meta.port,
+                task_slots: meta.specification.vcores,
+                last_seen: heartbeat.map(|since_epoch| SystemTime::UNIX_EPOCH + since_epoch),
+            })
+            .collect())
+    }
+
+    /// The jobs the scheduler still remembers.
+    pub async fn jobs(&self) -> Result<Vec<JobSummary>> {
+        let jobs = self
+            .scheduler
+            .state
+            .task_manager
+            .get_all_jobs()
+            .await
+            .map_err(|e| ClusterError::ballista("listing jobs", e))?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobSummary {
+                job_id: job.job_id.to_string(),
+                job_name: job.job_name,
+                stages: job.num_stages,
+            })
+            .collect())
+    }
+
+    /// Stops the executors (they deregister and drain on SIGINT/SIGTERM; any
+    /// still running after a grace period are aborted), then the scheduler, and
+    /// removes the work directories.
+    pub async fn shutdown(&self) {
+        let executors = std::mem::take(&mut *lock(&self.executor_tasks));
+        for task in executors {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
+                abort.abort();
+            }
+        }
+        let scheduler = lock(&self.scheduler_task).take();
+        if let Some(task) = scheduler {
+            task.abort();
+            let _ = task.await;
+        }
+        remove_dir(&self.work_dir);
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A port on 127.0.0.1 that is free right now.
+fn free_port() -> Result<u16> {
+    StdTcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .map_err(|e| ClusterError::io("finding a free port", e))
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!("could not remove {}: {e}", dir.display());
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! Per-executor counts of completed tasks.
+//!
+//! Ballista's scheduler does not record which executor ran a task once the task
+//! is done, so each executor's execution engine is wrapped: every query stage
+//! task that finishes successfully increments the executor's counter.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ballista_core::serde::protobuf::{
+    RuntimeStatsReport, ShuffleWritePartition, TaskColumnStats, WindowStateReport,
+};
+use ballista_core::JobId;
+use ballista_executor::execution_engine::{
+    DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
+};
+use datafusion::error::Result;
+use datafusion::execution::context::TaskContext;
+use datafusion::physical_plan::metrics::MetricsSet;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+
+/// Completed-task counters, one per executor id.
+#[derive(Debug, Default)]
+pub struct TaskCounts {
+    counters: Mutex<HashMap<String, Arc<AtomicU64>>>,
+}
+
+impl TaskCounts {
+    /// The counter of `executor_id`, created at zero on first use.
+    fn counter(&self, executor_id: &str) -> Arc<AtomicU64> {
+        let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        counters.entry(executor_id.to_string()).or_default().clone()
+    }
+
+    /// Tasks `executor_id` has completed so far.
+    pub fn completed(&self, executor_id: &str) -> u64 {
+        self.counter(executor_id).load(Ordering::Relaxed)
+    }
+
+    /// An execution engine for `executor_id` that counts into these counters.
+    pub fn engine(self: &Arc<Self>, executor_id: &str) -> Arc<dyn ExecutionEngine> {
+        Arc::new(CountingEngine {
+            inner: DefaultExecutionEngine::new(),
+            completed: self.counter(executor_id),
+        })
+    }
+}
+
+/// Ballista's default engine, counting the tasks that succeed.
+struct CountingEngine {
+    inner: DefaultExecutionEngine,
+    completed: Arc<AtomicU64>,
+}
+
+impl ExecutionEngine for CountingEngine {
+    fn create_query_stage_exec(
+        &self,
+        job_id: JobId,
+        stage_id: usize,
+        task_id: usize,
+        global_output_partition_ids: Vec<usize>,
+        plan: Arc<dyn ExecutionPlan>,
+        work_dir: &str,
+        config: &SessionConfig,
+    ) -> Result<Arc<dyn QueryStageExecutor>> {
+        let inner = self.inner.create_query_stage_exec(
+            job_id,
+            stage_id,
+            task_id,
+            global_output_partition_ids,
+            plan,
+            work_dir,
+            config,
+        )?;
+        Ok(Arc::new(CountingStage {
+            inner,
+            completed: self.completed.clone(),
+        }))
+    }
+}
+
+/// One query stage task; bumps the counter when it succeeds.
+#[derive(Debug)]
+struct CountingStage {
+    inner: Arc<dyn QueryStageExecutor>,
+    completed: Arc<AtomicU64>,
+}
+
+impl fmt::Display for CountingStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.inner, f)
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryStageExecutor for CountingStage {
+    async fn execute_query_stage(
+        &self,
+        task_id: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<Vec<ShuffleWritePartition>> {
+        let partitions = self.inner.execute_query_stage(task_id, context).await?;
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        Ok(partitions)
+    }
+
+    fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
+        self.inner.collect_plan_metrics()
+    }
+
+    fn collect_runtime_stats_reports(&self) -> Vec<RuntimeStatsReport> {
+        self.inner.collect_runtime_stats_reports()
+    }
+
+    fn collect_window_state_reports(&self) -> Result<Vec<WindowStateReport>> {
+        self.inner.collect_window_state_reports()
+    }
+
+    fn collect_column_stats(&self) -> Vec<TaskColumnStats> {
+        self.inner.collect_column_stats()
+    }
+}

@@ -1,0 +1,322 @@
+//! The handlers of one client connection.
+//!
+//! Each connection owns its own DataFusion session (so `SET` stays local to
+//! it) built from the frontend's shared template (so the catalog is shared).
+//! Query execution is datafusion-postgres' `DfSessionService`; this layer adds
+//! what Sluice needs around it: query records and logging, the job name that
+//! ties a query to its Ballista job, SQLSTATE classification, and turning a
+//! panic into an error instead of a dropped connection.
+
+use std::fmt::Debug;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::StartupHandler;
+use datafusion_postgres::pgwire::api::cancel::CancelHandler;
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+    METADATA_DATABASE, METADATA_USER,
+};
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::data::DataRow;
+use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use futures::{FutureExt, Stream};
+
+use super::copy::CopyToHook;
+use super::datafusion_ddl;
+use super::sqlstate::{self, SqlStateErrorHandler};
+use super::Frontend;
+use crate::query_log::QueryTracker;
+
+/// datafusion-postgres' statement hooks plus Sluice's own.
+fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
+    vec![
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+        Arc::new(CopyToHook),
+    ]
+}
+
+/// The database name clients must connect to.
+pub const DATABASE: &str = "sluice";
+
+/// Handlers for one connection.
+pub struct Connection {
+    frontend: Arc<Frontend>,
+    session: Arc<SessionHandler>,
+}
+
+impl Connection {
+    /// Handlers for a new connection with a fresh session.
+    pub fn new(frontend: Arc<Frontend>) -> Self {
+        let context = Arc::new(frontend.sessions.new_session());
+        let session = Arc::new(SessionHandler {
+            inner: DfSessionService::new_with_hooks(context.clone(), query_hooks()),
+            context,
+            frontend: frontend.clone(),
+        });
+        Self { frontend, session }
+    }
+}
+
+impl PgWireServerHandlers for Connection {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        Arc::new(TrustStartup {
+            connections: self.frontend.connections.clone(),
+        })
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(SqlStateErrorHandler)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.frontend.cancel.clone()
+    }
+}
+
+/// Lets in any user on the `sluice` database (no users are configured yet).
+struct TrustStartup {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait]
+impl NoopStartupHandler for TrustStartup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let database = client.metadata().get(METADATA_DATABASE).cloned();
+        match database.as_deref() {
+            None | Some(DATABASE) => Ok(()),
+            Some(other) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "FATAL".into(),
+                "3D000".into(),
+                format!(
+                    "database \"{other}\" does not exist (this server has database \"{DATABASE}\")"
+                ),
+            )))),
+        }
+    }
+}
+
+/// Runs one connection's queries.
+pub struct SessionHandler {
+    inner: DfSessionService,
+    context: Arc<SessionContext>,
+    frontend: Arc<Frontend>,
+}
+
+impl SessionHandler {
+    /// Records the query and names the Ballista jobs it will submit after it.
+    fn begin<C: ClientInfo>(&self, client: &C, text: &str) -> Arc<QueryTracker> {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .map(String::as_str)
+            .unwrap_or("");
+        let tracker = self.frontend.queries.start(user, text);
+        let state = self.context.state_ref();
+        let mut state = state.write();
+        if let Err(e) = state
+            .config_mut()
+            .options_mut()
+            .set("ballista.job.name", &tracker.record().job_name)
+        {
+            tracing::warn!("could not set the job name: {e}");
+        }
+        tracker
+    }
+}
+
+/// Awaits a handler future, turning a panic into an internal error and
+/// recording failures on the tracker.
+async fn guarded<T>(
+    tracker: &QueryTracker,
+    future: impl std::future::Future<Output = PgWireResult<T>>,
+) -> PgWireResult<T> {
+    let result = match AssertUnwindSafe(future).catch_unwind().await {
+        Ok(result) => result.map_err(sqlstate::classify),
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown panic");
+            tracing::error!("query panicked: {message}");
+            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                sqlstate::INTERNAL_ERROR.into(),
+                format!("internal error: {message}"),
+            ))))
+        }
+    };
+    if let Err(error) = &result {
+        let (code, message) = sqlstate::describe(error);
+        tracker.fail(format!("{code}: {message}"));
+    }
+    result
+}
+
+/// Whether `error` is the Postgres-dialect parser rejecting the text.
+fn is_parse_error(error: &PgWireError) -> bool {
+    matches!(error, PgWireError::ApiError(source) if source.downcast_ref::<ParserError>().is_some())
+}
+
+/// Makes a response's rows feed the tracker.
+fn track(response: Response, tracker: &Arc<QueryTracker>) -> Response {
+    match response {
+        Response::Query(mut query) => {
+            let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
+            query.data_rows = Box::pin(TrackedRows {
+                inner: rows,
+                tracker: tracker.clone(),
+                done: false,
+            });
+            Response::Query(query)
+        }
+        other => other,
+    }
+}
+
+/// A row stream that counts rows, records errors with their SQLSTATE, and
+/// marks the query cancelled if dropped before its end.
+struct TrackedRows {
+    inner: Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>,
+    tracker: Arc<QueryTracker>,
+    done: bool,
+}
+
+impl Stream for TrackedRows {
+    type Item = PgWireResult<DataRow>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = self.inner.as_mut().poll_next(cx);
+        match polled {
+            Poll::Ready(Some(Ok(row))) => {
+                self.tracker.add_row();
+                Poll::Ready(Some(Ok(row)))
+            }
+            Poll::Ready(Some(Err(error))) => {
+                let error = sqlstate::classify(error);
+                let (code, message) = sqlstate::describe(&error);
+                self.tracker.fail(format!("{code}: {message}"));
+                self.done = true;
+                Poll::Ready(Some(Err(error)))
+            }
+            Poll::Ready(None) => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for TrackedRows {
+    fn drop(&mut self) {
+        if !self.done {
+            self.tracker.cancel();
+        }
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for SessionHandler {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let tracker = self.begin(client, query);
+        let responses = guarded(&tracker, async {
+            match SimpleQueryHandler::do_query(&self.inner, client, query).await {
+                Err(error) if is_parse_error(&error) => {
+                    match datafusion_ddl::run(&self.context, query).await {
+                        Some(result) => result,
+                        None => Err(error),
+                    }
+                }
+                result => result,
+            }
+        })
+        .await?;
+        Ok(responses.into_iter().map(|r| track(r, &tracker)).collect())
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for SessionHandler {
+    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
+    type QueryParser = Parser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.inner.query_parser()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let tracker = self.begin(client, &portal.statement.statement.0);
+        let response = guarded(
+            &tracker,
+            ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
+        )
+        .await?;
+        Ok(track(response, &tracker))
+    }
+}

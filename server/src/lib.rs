@@ -1,0 +1,9 @@
+//! The Sluice server: the Postgres-wire frontend and the commands of the
+//! `sluice` binary.
+
+pub mod config;
+pub mod error;
+pub mod frontend;
+pub mod query_log;
+pub mod serve;
+pub mod system_tables;

@@ -1,0 +1,59 @@
+//! `sluice`: a distributed SQL engine speaking the Postgres wire protocol.
+
+use clap::{Parser, Subcommand};
+use sluice_server::config::ServeArgs;
+use tracing_subscriber::EnvFilter;
+
+/// Log filter when RUST_LOG is unset: Sluice's own lines only.
+const DEFAULT_LOG_FILTER: &str = "warn,sluice_server=info,sluice_scheduler=info,sluice_engine=info";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Distributed SQL over Parquet, spoken over the Postgres wire protocol"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the embedded cluster (scheduler + executors) and the Postgres frontend.
+    Serve(ServeArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sluice: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => sluice_server::serve::run(args.resolve()?).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! `sluice serve`: the embedded cluster and the Postgres frontend in one
+//! process.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use sluice_engine::system::{register_system_schema, SystemTable};
+use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG};
+use sluice_scheduler::{EmbeddedCluster, EmbeddedClusterOptions};
+use tokio::net::TcpListener;
+
+use crate::config::ServeConfig;
+use crate::error::{Result, ServerError};
+use crate::frontend::{self, Frontend, DATABASE};
+use crate::query_log::QueryLog;
+use crate::system_tables::{ExecutorsTable, QueriesTable};
+
+/// Runs the server until SIGINT or SIGTERM, then shuts everything down.
+pub async fn run(config: ServeConfig) -> Result<()> {
+    let started = Instant::now();
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::io(format!("listening on {}", config.listen), e))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServerError::io("reading the listener address", e))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        ServerError::io(
+            format!("creating data directory {}", config.data_dir.display()),
+            e,
+        )
+    })?;
+
+    let cluster = Arc::new(
+        EmbeddedCluster::start(EmbeddedClusterOptions {
+            executors: config.executors,
+            slots_per_executor: config.slots,
+            work_dir: config.data_dir.join("work"),
+        })
+        .await?,
+    );
+    let frontend = build_frontend(&cluster)?;
+
+    println!(
+        "sluice ready in {:.0?} with {} executors x {} slots; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
+        started.elapsed(),
+        config.executors,
+        config.slots,
+        address.ip(),
+        address.port(),
+    );
+    let _ = std::io::stdout().flush();
+
+    frontend::serve(listener, frontend, shutdown_signal()).await;
+    tracing::info!("shutting down");
+    cluster.shutdown().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The frontend over `cluster`: sessions with pg_catalog and the system schema.
+fn build_frontend(cluster: &Arc<EmbeddedCluster>) -> Result<Arc<Frontend>> {
+    let sessions = SessionFactory::new(&SessionOptions {
+        scheduler_url: cluster.scheduler_url().to_string(),
+        target_partitions: cluster.total_slots(),
+    })?;
+    setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
+        .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;
+    let frontend_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+    let queries = Arc::new(QueryLog::new(frontend_id));
+    let tables: HashMap<&str, Arc<dyn SystemTable>> = HashMap::from([
+        (
+            "executors",
+            Arc::new(ExecutorsTable::new(cluster.clone())) as Arc<dyn SystemTable>,
+        ),
+        (
+            "queries",
+            Arc::new(QueriesTable::new(queries.clone(), cluster.clone())),
+        ),
+    ]);
+    register_system_schema(sessions.template(), tables)?;
+    Ok(Arc::new(Frontend::new(sessions, queries)))
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}

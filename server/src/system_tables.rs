@@ -1,0 +1,192 @@
+//! The rows behind `sluice.executors` and `sluice.queries`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use sluice_engine::system::SystemTable;
+use sluice_scheduler::EmbeddedCluster;
+
+use crate::query_log::{QueryLog, QueryState};
+
+fn timestamp() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn micros(time: SystemTime) -> i64 {
+    time.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+fn cluster_error(e: sluice_scheduler::ClusterError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// `sluice.executors`: the executors registered with the scheduler.
+#[derive(Debug)]
+pub struct ExecutorsTable {
+    cluster: Arc<EmbeddedCluster>,
+    schema: SchemaRef,
+}
+
+impl ExecutorsTable {
+    /// The table over `cluster`'s executors.
+    pub fn new(cluster: Arc<EmbeddedCluster>) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("executor_id", DataType::Utf8, false),
+            Field::new("host", DataType::Utf8, false),
+            Field::new("flight_port", DataType::Int32, false),
+            Field::new("task_slots", DataType::Int32, false),
+            Field::new("tasks_completed", DataType::Int64, false),
+            Field::new("last_seen", timestamp(), true),
+        ]));
+        Self { cluster, schema }
+    }
+}
+
+#[async_trait]
+impl SystemTable for ExecutorsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn snapshot(&self) -> Result<RecordBatch> {
+        let mut executors = self.cluster.executors().await.map_err(cluster_error)?;
+        executors.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(
+                executors.iter().map(|e| &e.executor_id),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                executors.iter().map(|e| &e.host),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                executors.iter().map(|e| i32::from(e.flight_port)),
+            )),
+            Arc::new(Int32Array::from_iter_values(
+                executors.iter().map(|e| e.task_slots as i32),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                executors.iter().map(|e| e.tasks_completed as i64),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    executors.iter().map(|e| e.last_seen.map(micros)),
+                )
+                .with_timezone("UTC"),
+            ),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// `sluice.queries`: this frontend's recent queries.
+#[derive(Debug)]
+pub struct QueriesTable {
+    log: Arc<QueryLog>,
+    cluster: Arc<EmbeddedCluster>,
+    schema: SchemaRef,
+}
+
+impl QueriesTable {
+    /// The table over `log`, with stage counts from `cluster`'s jobs.
+    pub fn new(log: Arc<QueryLog>, cluster: Arc<EmbeddedCluster>) -> Self {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("query_id", DataType::Int64, false),
+            Field::new("user_name", DataType::Utf8, false),
+            Field::new("query_text", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("started_at", timestamp(), false),
+            Field::new("finished_at", timestamp(), true),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("stages", DataType::Int64, true),
+            Field::new("error", DataType::Utf8, true),
+        ]));
+        Self {
+            log,
+            cluster,
+            schema,
+        }
+    }
+}
+
+#[async_trait]
+impl SystemTable for QueriesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    async fn snapshot(&self) -> Result<RecordBatch> {
+        let records = self.log.records();
+        // Stage counts come from the scheduler; once found they are kept on the
+        // record, since the scheduler forgets finished jobs after a while.
+        let jobs: HashMap<String, u64> = self
+            .cluster
+            .jobs()
+            .await
+            .map_err(cluster_error)?
+            .into_iter()
+            .map(|job| (job.job_name, job.stages as u64))
+            .fold(HashMap::new(), |mut stages, (name, count)| {
+                *stages.entry(name).or_default() += count;
+                stages
+            });
+        let progress: Vec<_> = records
+            .iter()
+            .map(|record| {
+                if let Some(stages) = jobs.get(&record.job_name) {
+                    record.set_stages(*stages);
+                }
+                let mut progress = record.progress();
+                if progress.stages.is_none() && progress.state != QueryState::Running {
+                    progress.stages = Some(0);
+                }
+                progress
+            })
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(Int64Array::from_iter_values(
+                records.iter().map(|r| r.id as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| &r.user),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                records.iter().map(|r| &r.text),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                progress.iter().map(|p| p.state.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    records.iter().map(|r| micros(r.started_at)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter(
+                    progress.iter().map(|p| p.finished_at.map(micros)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(
+                progress.iter().map(|p| p.rows as i64),
+            )),
+            Arc::new(Int64Array::from_iter(
+                progress.iter().map(|p| p.stages.map(|s| s as i64)),
+            )),
+            Arc::new(StringArray::from_iter(
+                progress.iter().map(|p| p.error.clone()),
+            )),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}

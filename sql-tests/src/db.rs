@@ -1,0 +1,99 @@
+//! sqllogictest's database interface over a tokio-postgres connection.
+
+use std::time::Duration;
+
+use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+/// A failed statement: SQLSTATE and server message when the server sent an
+/// ErrorResponse, the client error otherwise.
+#[derive(Debug)]
+pub struct DbError(tokio_postgres::Error);
+
+impl std::fmt::Display for DbError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_db_error() {
+            Some(db) => write!(f, "{}: {}", db.code().code(), db.message()),
+            None => write!(f, "{}", self.0),
+        }
+    }
+}
+
+impl std::error::Error for DbError {}
+
+/// One Postgres-protocol connection to a Sluice server.
+pub struct PostgresDb {
+    client: Client,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl PostgresDb {
+    /// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`.
+    pub async fn connect(port: u16) -> Result<Self, DbError> {
+        let config = format!("host=127.0.0.1 port={port} user=sluice dbname=sluice");
+        let (client, connection) = tokio_postgres::connect(&config, NoTls)
+            .await
+            .map_err(DbError)?;
+        let connection = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Self { client, connection })
+    }
+}
+
+#[async_trait::async_trait]
+impl AsyncDB for PostgresDb {
+    type Error = DbError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
+        let messages = self.client.simple_query(sql).await.map_err(DbError)?;
+        let mut columns = None;
+        let mut rows = Vec::new();
+        let mut affected = 0;
+        for message in messages {
+            match message {
+                SimpleQueryMessage::RowDescription(description) => {
+                    columns = Some(description.len())
+                }
+                SimpleQueryMessage::Row(row) => {
+                    columns.get_or_insert(row.len());
+                    rows.push(
+                        (0..row.len())
+                            .map(|i| match row.get(i) {
+                                None => "NULL".to_string(),
+                                Some("") => "(empty)".to_string(),
+                                Some(value) => value.to_string(),
+                            })
+                            .collect(),
+                    );
+                }
+                SimpleQueryMessage::CommandComplete(count) => affected = count,
+                _ => {}
+            }
+        }
+        Ok(match columns {
+            Some(width) => DBOutput::Rows {
+                types: vec![DefaultColumnType::Any; width],
+                rows,
+            },
+            None => DBOutput::StatementComplete(affected),
+        })
+    }
+
+    async fn shutdown(&mut self) {
+        self.connection.abort();
+    }
+
+    fn engine_name(&self) -> &str {
+        "sluice"
+    }
+
+    async fn sleep(duration: Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    fn error_sql_state(error: &Self::Error) -> Option<String> {
+        error.0.code().map(|code| code.code().to_string())
+    }
+}

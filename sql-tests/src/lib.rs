@@ -1,0 +1,52 @@
+//! Test harness for Sluice: starts a real `sluice serve` process on a free
+//! loopback port and runs the `.slt` files of this directory against it over
+//! the Postgres protocol with tokio-postgres.
+//!
+//! The harness is a library so that the test in the `sluice-server` crate,
+//! which knows where cargo built the `sluice` binary, can drive it.
+
+mod db;
+mod server;
+
+use std::path::{Path, PathBuf};
+
+pub use db::{DbError, PostgresDb};
+pub use server::SluiceServer;
+
+/// The directory holding the `.slt` files.
+pub fn slt_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("slt")
+}
+
+/// Every `.slt` file under `dir`, sorted, recursively.
+pub fn slt_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "slt") {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Runs one `.slt` file against the server on `port`; `Err` holds a readable
+/// report of the first mismatch (the record, what was expected, what came back).
+///
+/// Files write their fixtures under `${__TEST_DIR__}` (after `control
+/// substitution on`), a fresh directory per file.
+pub async fn run_slt_file(port: u16, file: &Path) -> Result<(), String> {
+    let mut runner =
+        sqllogictest::Runner::new(move || async move { PostgresDb::connect(port).await });
+    runner.with_column_validator(sqllogictest::default_column_validator);
+    runner
+        .run_file_async(file)
+        .await
+        .map_err(|e| e.display(false).to_string())
+}
