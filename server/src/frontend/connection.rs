@@ -36,6 +36,7 @@ use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontend
 use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{FutureExt, Stream};
 
+use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::CopyToHook;
 use super::datafusion_ddl;
 use super::sqlstate::{self, SqlStateErrorHandler};
@@ -281,7 +282,10 @@ impl SimpleQueryHandler for SessionHandler {
             }
         })
         .await?;
-        Ok(responses.into_iter().map(|r| track(r, &tracker)).collect())
+        Ok(tag_empty_results(query, responses)
+            .into_iter()
+            .map(|r| track(r, &tracker))
+            .collect())
     }
 }
 
@@ -317,6 +321,7 @@ impl ExtendedQueryHandler for SessionHandler {
             ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
         )
         .await?;
-        Ok(track(response, &tracker))
+        let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
+        Ok(track(tag_if_empty(response, statement), &tracker))
     }
 }

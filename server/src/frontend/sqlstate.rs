@@ -49,10 +49,12 @@ pub const INTERNAL_ERROR: &str = "XX000";
 /// (errors raised on an executor reach the frontend as a job failure message).
 const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("divide by zero", DIVISION_BY_ZERO),
+    ("dividebyzero", DIVISION_BY_ZERO),
     ("division by zero", DIVISION_BY_ZERO),
     ("cannot cast string", INVALID_TEXT_REPRESENTATION),
     ("cannot cast value", INVALID_TEXT_REPRESENTATION),
     ("cast error", INVALID_TEXT_REPRESENTATION),
+    ("casterror", INVALID_TEXT_REPRESENTATION),
     ("parser error: error parsing", INVALID_TEXT_REPRESENTATION),
     ("overflow", NUMERIC_OUT_OF_RANGE),
     ("resources exhausted", OUT_OF_MEMORY),
@@ -60,6 +62,7 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("invalid function", UNDEFINED_FUNCTION),
     ("no function matches", UNDEFINED_FUNCTION),
     ("already exists", DUPLICATE_TABLE),
+    ("doesn't exist", UNDEFINED_TABLE),
 ];
 
 /// The SQLSTATE for a DataFusion error.
