@@ -39,6 +39,7 @@ use futures::{FutureExt, Stream};
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::CopyToHook;
 use super::datafusion_ddl;
+use super::show::ShowSettingHook;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::Frontend;
 use crate::query_log::QueryTracker;
@@ -47,6 +48,7 @@ use crate::query_log::QueryTracker;
 fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(CursorStatementHook),
+        Arc::new(ShowSettingHook),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
         Arc::new(CopyToHook),

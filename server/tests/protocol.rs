@@ -1,0 +1,216 @@
+//! The Postgres protocol as a client library sees it: prepared statements with
+//! typed parameters and binary results, per-connection settings over a shared
+//! catalog, errors that leave the connection usable.
+
+use std::path::Path;
+
+use chrono::{NaiveDate, NaiveDateTime};
+use rust_decimal::Decimal;
+use sluice_sql_tests::SluiceServer;
+use tokio_postgres::{Client, NoTls};
+
+fn start(executors: usize) -> SluiceServer {
+    SluiceServer::start(Path::new(env!("CARGO_BIN_EXE_sluice")), executors)
+        .expect("sluice serve starts")
+}
+
+async fn connect(port: u16) -> Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
+        NoTls,
+    )
+    .await
+    .expect("connects");
+    tokio::spawn(connection);
+    client
+}
+
+/// Writes a Parquet table with one column of each common type and registers it.
+async fn create_typed_table(client: &Client, dir: &Path) {
+    let location = dir.join("typed");
+    client
+        .batch_execute(&format!(
+            "COPY (SELECT * FROM (VALUES \
+               (1, CAST(7 AS INT), CAST(9000000000 AS BIGINT), CAST(2.5 AS DOUBLE), CAST('12.34' AS DECIMAL(10,2)), 'hello', DATE '2024-02-29', TIMESTAMP '2024-02-29 13:14:15', true, CAST(NULL AS INT)), \
+               (2, CAST(-1 AS INT), CAST(-5 AS BIGINT), CAST(-0.125 AS DOUBLE), CAST('-0.01' AS DECIMAL(10,2)), '', DATE '1999-12-31', TIMESTAMP '1999-12-31 23:59:59', false, CAST(3 AS INT)) \
+             ) AS v(id, i, b, d, n, t, dt, ts, flag, maybe)) TO '{}/part-0.parquet' (FORMAT parquet); \
+             CREATE EXTERNAL TABLE typed STORED AS PARQUET LOCATION '{}/'",
+            location.display(),
+            location.display()
+        ))
+        .await
+        .expect("typed table created");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_return_typed_values() {
+    let server = start(2);
+    let client = connect(server.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_typed_table(&client, dir.path()).await;
+
+    let statement = client
+        .prepare("SELECT i, b, d, n, t, dt, ts, flag, maybe FROM typed WHERE id = $1")
+        .await
+        .expect("prepare");
+    let row = client
+        .query_one(&statement, &[&1_i64])
+        .await
+        .expect("row 1");
+    assert_eq!(row.get::<_, i32>(0), 7);
+    assert_eq!(row.get::<_, i64>(1), 9_000_000_000);
+    assert_eq!(row.get::<_, f64>(2), 2.5);
+    assert_eq!(row.get::<_, Decimal>(3), Decimal::new(1234, 2));
+    assert_eq!(row.get::<_, String>(4), "hello");
+    assert_eq!(
+        row.get::<_, NaiveDate>(5),
+        NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+    );
+    assert_eq!(
+        row.get::<_, NaiveDateTime>(6),
+        NaiveDate::from_ymd_opt(2024, 2, 29)
+            .unwrap()
+            .and_hms_opt(13, 14, 15)
+            .unwrap()
+    );
+    assert!(row.get::<_, bool>(7));
+    assert_eq!(row.get::<_, Option<i32>>(8), None);
+
+    // The same statement, executed again with another parameter value.
+    let row = client
+        .query_one(&statement, &[&2_i64])
+        .await
+        .expect("row 2");
+    assert_eq!(row.get::<_, i32>(0), -1);
+    assert_eq!(row.get::<_, Decimal>(3), Decimal::new(-1, 2));
+    assert_eq!(row.get::<_, String>(4), "");
+    assert!(!row.get::<_, bool>(7));
+    assert_eq!(row.get::<_, Option<i32>>(8), Some(3));
+
+    // Parameters of each type, bound by the client and used in expressions.
+    let row = client
+        .query_one(
+            "SELECT $1::BIGINT + 1, $2::TEXT || '!', $3::DOUBLE PRECISION * 2, $4::BOOLEAN, $5::DATE",
+            &[
+                &41_i64,
+                &"hi",
+                &1.25_f64,
+                &true,
+                &NaiveDate::from_ymd_opt(2020, 1, 2).unwrap(),
+            ],
+        )
+        .await
+        .expect("parameterised expressions");
+    assert_eq!(row.get::<_, i64>(0), 42);
+    assert_eq!(row.get::<_, String>(1), "hi!");
+    assert_eq!(row.get::<_, f64>(2), 2.5);
+    assert!(row.get::<_, bool>(3));
+    assert_eq!(
+        row.get::<_, NaiveDate>(4),
+        NaiveDate::from_ymd_opt(2020, 1, 2).unwrap()
+    );
+
+    let rows = client
+        .query("SELECT id FROM typed WHERE b > $1 ORDER BY id", &[&0_i64])
+        .await
+        .expect("filter by parameter");
+    assert_eq!(
+        rows.iter().map(|r| r.get::<_, i64>(0)).collect::<Vec<_>>(),
+        vec![1]
+    );
+    server.stop().expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_carry_sqlstate_and_keep_the_connection() {
+    let server = start(2);
+    let client = connect(server.port()).await;
+    for (sql, code) in [
+        ("SELECT * FROM missing_table", "42P01"),
+        ("SELEC 1", "42601"),
+        ("SELECT 1/0", "22012"),
+        ("SELECT CAST('x' AS INT)", "22P02"),
+        ("SELECT nope()", "42883"),
+    ] {
+        let error = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(
+            error.code().map(|c| c.code()),
+            Some(code),
+            "{sql}: {error:?}"
+        );
+        // The extended protocol reports the same code.
+        let error = client.query(sql, &[]).await.expect_err(sql);
+        assert_eq!(
+            error.code().map(|c| c.code()),
+            Some(code),
+            "{sql} (extended): {error:?}"
+        );
+        let row = client
+            .query_one("SELECT 1::INT", &[])
+            .await
+            .expect("next query works");
+        assert_eq!(row.get::<_, i32>(0), 1);
+    }
+    server.stop().expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_are_per_connection_and_the_catalog_is_shared() {
+    let server = start(2);
+    let first = connect(server.port()).await;
+    let second = connect(server.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_typed_table(&first, dir.path()).await;
+
+    // A table created on one connection is visible on another.
+    let rows = second
+        .query("SELECT count(*) FROM typed", &[])
+        .await
+        .expect("shared catalog");
+    assert_eq!(rows[0].get::<_, i64>(0), 2);
+
+    first
+        .batch_execute("SET datafusion.execution.batch_size = 1234")
+        .await
+        .expect("SET");
+    let value = |messages: Vec<tokio_postgres::SimpleQueryMessage>| {
+        messages.into_iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => {
+                row.get(row.len() - 1).map(str::to_string)
+            }
+            _ => None,
+        })
+    };
+    let on_first = value(
+        first
+            .simple_query("SHOW datafusion.execution.batch_size")
+            .await
+            .unwrap(),
+    );
+    let on_second = value(
+        second
+            .simple_query("SHOW datafusion.execution.batch_size")
+            .await
+            .unwrap(),
+    );
+    assert_eq!(on_first.as_deref(), Some("1234"));
+    assert_eq!(on_second.as_deref(), Some("8192"));
+    server.stop().expect("stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_database_is_refused() {
+    let server = start(1);
+    let error = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=sluice dbname=other",
+            server.port()
+        ),
+        NoTls,
+    )
+    .await
+    .err()
+    .expect("connection to another database is refused");
+    assert_eq!(error.code().map(|c| c.code()), Some("3D000"), "{error:?}");
+    server.stop().expect("stops");
+}
