@@ -1,7 +1,7 @@
 //! A `sluice serve` child process on a free loopback port.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
@@ -16,7 +16,8 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct SluiceServer {
     child: Option<Child>,
     port: u16,
-    data_dir: tempfile::TempDir,
+    data_dir: PathBuf,
+    _owned_data_dir: Option<tempfile::TempDir>,
     ready_line: String,
 }
 
@@ -30,11 +31,19 @@ impl SluiceServer {
 
     /// Starts `binary serve` with extra arguments.
     pub fn start_with_args(binary: &Path, args: &[&str]) -> Result<Self, String> {
-        let data_dir = tempfile::tempdir().map_err(|e| format!("creating a data dir: {e}"))?;
+        let owned = tempfile::tempdir().map_err(|e| format!("creating a data dir: {e}"))?;
+        let mut server = Self::start_in(binary, owned.path(), args)?;
+        server._owned_data_dir = Some(owned);
+        Ok(server)
+    }
+
+    /// Starts `binary serve` with extra arguments and the data directory
+    /// `data_dir`, which the caller owns (it outlives the server).
+    pub fn start_in(binary: &Path, data_dir: &Path, args: &[&str]) -> Result<Self, String> {
         let mut child = Command::new(binary)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir.path())
+            .arg(data_dir)
             .args(args)
             // Keep test output readable: warnings only, unless the caller asked.
             .env(
@@ -59,7 +68,8 @@ impl SluiceServer {
         let mut server = Self {
             child: Some(child),
             port: 0,
-            data_dir,
+            data_dir: data_dir.to_path_buf(),
+            _owned_data_dir: None,
             ready_line: String::new(),
         };
         loop {
@@ -87,7 +97,7 @@ impl SluiceServer {
 
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+        &self.data_dir
     }
 
     /// Sends SIGTERM and waits for the process to exit.
