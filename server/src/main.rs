@@ -5,7 +5,12 @@ use sluice_server::config::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when RUST_LOG is unset: Sluice's own lines only.
-const DEFAULT_LOG_FILTER: &str = "warn,sluice_server=info,sluice_scheduler=info,sluice_engine=info";
+/// Ballista logs a failed job at ERROR in two places; the query line already
+/// reports it with its SQLSTATE.
+const DEFAULT_LOG_FILTER: &str =
+    "warn,sluice_server=info,sluice_scheduler=info,sluice_engine=info,\
+ballista_scheduler::scheduler_server::query_stage_scheduler=off,\
+ballista_core::execution_plans::distributed_query=off";
 
 #[derive(Debug, Parser)]
 #[command(

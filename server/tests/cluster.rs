@@ -6,19 +6,12 @@ use std::path::Path;
 use std::process::Command;
 
 use sluice_sql_tests::SluiceServer;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
 async fn connect(port: u16) -> Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
-        NoTls,
-    )
-    .await
-    .expect("connects");
-    tokio::spawn(connection);
-    client
+    sluice_sql_tests::connect(port).await.expect("connects")
 }
 
 async fn count(client: &Client, sql: &str) -> i64 {

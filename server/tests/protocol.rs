@@ -15,14 +15,7 @@ fn start(executors: usize) -> SluiceServer {
 }
 
 async fn connect(port: u16) -> Client {
-    let (client, connection) = tokio_postgres::connect(
-        &format!("host=127.0.0.1 port={port} user=sluice dbname=sluice"),
-        NoTls,
-    )
-    .await
-    .expect("connects");
-    tokio::spawn(connection);
-    client
+    sluice_sql_tests::connect(port).await.expect("connects")
 }
 
 /// Writes a Parquet table with one column of each common type and registers it.

@@ -21,23 +21,25 @@ impl std::fmt::Display for DbError {
 
 impl std::error::Error for DbError {}
 
+/// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`; the
+/// connection runs on a spawned task until the client is dropped.
+pub async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
+    let config = format!("host=127.0.0.1 port={port} user=sluice dbname=sluice");
+    let (client, connection) = tokio_postgres::connect(&config, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 /// One Postgres-protocol connection to a Sluice server.
 pub struct PostgresDb {
     client: Client,
-    connection: tokio::task::JoinHandle<()>,
 }
 
 impl PostgresDb {
     /// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`.
     pub async fn connect(port: u16) -> Result<Self, DbError> {
-        let config = format!("host=127.0.0.1 port={port} user=sluice dbname=sluice");
-        let (client, connection) = tokio_postgres::connect(&config, NoTls)
-            .await
-            .map_err(DbError)?;
-        let connection = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        Ok(Self { client, connection })
+        let client = connect(port).await.map_err(DbError)?;
+        Ok(Self { client })
     }
 }
 
@@ -81,9 +83,7 @@ impl AsyncDB for PostgresDb {
         })
     }
 
-    async fn shutdown(&mut self) {
-        self.connection.abort();
-    }
+    async fn shutdown(&mut self) {}
 
     fn engine_name(&self) -> &str {
         "sluice"

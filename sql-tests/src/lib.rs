@@ -10,7 +10,7 @@ mod server;
 
 use std::path::{Path, PathBuf};
 
-pub use db::{DbError, PostgresDb};
+pub use db::{connect, DbError, PostgresDb};
 pub use server::SluiceServer;
 
 /// The directory holding the `.slt` files.

@@ -37,9 +37,10 @@ use datafusion_postgres::{DfSessionService, Parser, QueryHook};
 use futures::{FutureExt, Stream};
 
 use super::command_tag::{tag_empty_results, tag_if_empty};
-use super::copy::CopyToHook;
+use super::copy::copy_to_file;
 use super::datafusion_ddl;
-use super::show::ShowSettingHook;
+use super::hooks::PlanningHook;
+use super::show::show_engine_setting;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::Frontend;
 use crate::query_log::QueryTracker;
@@ -48,10 +49,10 @@ use crate::query_log::QueryTracker;
 fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(CursorStatementHook),
-        Arc::new(ShowSettingHook),
+        Arc::new(PlanningHook::new(show_engine_setting)),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
-        Arc::new(CopyToHook),
+        Arc::new(PlanningHook::new(copy_to_file)),
     ]
 }
 

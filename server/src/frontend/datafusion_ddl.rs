@@ -4,13 +4,14 @@
 //! parsed again with DataFusion's parser; if every statement in it is one of
 //! these, they run.
 
-use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::{DFParser, Statement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+
+use super::hooks::rows_reported;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
@@ -44,11 +45,5 @@ pub async fn run(context: &SessionContext, query: &str) -> Option<PgWireResult<V
 async fn execute(context: &SessionContext, statement: Statement) -> Result<u64, DataFusionError> {
     let plan = context.state().statement_to_plan(statement).await?;
     let batches = context.execute_logical_plan(plan).await?.collect().await?;
-    Ok(batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("count"))
-        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
-        .filter(|counts| !counts.is_empty())
-        .map(|counts| counts.value(0))
-        .sum())
+    Ok(rows_reported(&batches))
 }

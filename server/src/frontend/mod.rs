@@ -5,6 +5,7 @@ mod command_tag;
 mod connection;
 mod copy;
 mod datafusion_ddl;
+mod hooks;
 mod show;
 pub mod sqlstate;
 

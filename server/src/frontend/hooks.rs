@@ -1,0 +1,125 @@
+//! Statement hooks: statements Sluice plans itself instead of leaving them to
+//! datafusion-postgres (PostgreSQL-syntax `COPY … TO 'file'`, `SHOW` of engine
+//! settings). Each hook is one function recognising a statement and saying how
+//! to plan it; planning and running are shared.
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, UInt64Array};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+
+/// How a recognised statement is planned.
+pub enum PlanSource {
+    /// Plan this DataFusion-dialect SQL text instead of the statement.
+    Sql(String),
+    /// Plan the statement itself with DataFusion's SQL planner.
+    Statement,
+    /// The statement is recognised but not supported as written.
+    Unsupported(String),
+}
+
+/// A hook for the statements `recognise` accepts.
+pub struct PlanningHook {
+    recognise: fn(&Statement) -> Option<PlanSource>,
+}
+
+impl PlanningHook {
+    /// A hook handling the statements for which `recognise` returns a source.
+    pub const fn new(recognise: fn(&Statement) -> Option<PlanSource>) -> Self {
+        Self { recognise }
+    }
+}
+
+fn api(error: DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(error))
+}
+
+async fn plan(
+    context: &SessionContext,
+    statement: &Statement,
+    source: PlanSource,
+) -> PgWireResult<LogicalPlan> {
+    let state = context.state();
+    match source {
+        PlanSource::Sql(sql) => state.create_logical_plan(&sql).await.map_err(api),
+        PlanSource::Statement => state
+            .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
+            .await
+            .map_err(api),
+        PlanSource::Unsupported(message) => Err(api(DataFusionError::NotImplemented(message))),
+    }
+}
+
+/// The row count a DML or COPY plan reports in its `count` column.
+pub fn rows_reported(batches: &[RecordBatch]) -> u64 {
+    batches
+        .iter()
+        .filter_map(|batch| batch.column_by_name("count"))
+        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
+        .filter(|counts| !counts.is_empty())
+        .map(|counts| counts.value(0))
+        .sum()
+}
+
+/// Runs `plan`: a COPY answers with its command tag, anything else with rows.
+async fn run(context: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
+    let is_copy = matches!(plan, LogicalPlan::Copy(_));
+    let frame = context.execute_logical_plan(plan).await.map_err(api)?;
+    if is_copy {
+        let batches = frame.collect().await.map_err(api)?;
+        let rows = rows_reported(&batches) as usize;
+        return Ok(Response::Execution(Tag::new("COPY").with_rows(rows)));
+    }
+    Ok(Response::Query(
+        encode_dataframe(frame, &Format::UnifiedText, None).await?,
+    ))
+}
+
+#[async_trait]
+impl QueryHook for PlanningHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let source = (self.recognise)(statement)?;
+        Some(match plan(context, statement, source).await {
+            Ok(plan) => run(context, plan).await,
+            Err(e) => Err(e),
+        })
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        let source = (self.recognise)(statement)?;
+        Some(plan(context, statement, source).await)
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        _params: &ParamValues,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        (self.recognise)(statement)?;
+        Some(run(context, plan.clone()).await)
+    }
+}
