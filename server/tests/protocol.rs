@@ -207,3 +207,43 @@ async fn unknown_database_is_refused() {
     assert_eq!(error.code().map(|c| c.code()), Some("3D000"), "{error:?}");
     server.stop().expect("stops");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datafusion_ddl_works_on_both_protocols() {
+    let server = SluiceServer::start(Path::new(env!("CARGO_BIN_EXE_sluice")), 1).expect("starts");
+    let client = connect(server.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("w.csv");
+    std::fs::write(&csv, "k,word\n1,alpha\n2,beta\n").unwrap();
+
+    // Simple protocol: STORED AS CSV with OPTIONS is DataFusion syntax that the
+    // Postgres-dialect parser rejects.
+    client
+        .simple_query(&format!(
+            "CREATE EXTERNAL TABLE csv_simple STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+            csv.display()
+        ))
+        .await
+        .expect("simple protocol");
+    // Extended protocol (Parse/Bind/Execute), as drivers send it.
+    let rows = client
+        .execute(
+            &format!(
+                "CREATE EXTERNAL TABLE csv_extended STORED AS CSV LOCATION '{}' OPTIONS ('format.has_header' 'true')",
+                csv.display()
+            ),
+            &[],
+        )
+        .await
+        .expect("extended protocol");
+    assert_eq!(rows, 0);
+    for table in ["csv_simple", "csv_extended"] {
+        let row = client
+            .query_one(&format!("SELECT count(*), max(word) FROM {table}"), &[])
+            .await
+            .expect(table);
+        assert_eq!(row.get::<_, i64>(0), 2);
+        assert_eq!(row.get::<_, String>(1), "beta");
+    }
+    server.stop().expect("stops");
+}

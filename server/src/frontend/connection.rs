@@ -33,12 +33,12 @@ use datafusion_postgres::pgwire::api::{
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use datafusion_postgres::{DfSessionService, Parser, QueryHook};
+use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
 
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
-use super::datafusion_ddl;
+use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
 use super::show::show_engine_setting;
 use super::sqlstate::{self, SqlStateErrorHandler};
@@ -69,8 +69,11 @@ impl Connection {
     /// Handlers for a new connection with a fresh session.
     pub fn new(frontend: Arc<Frontend>) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
+        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks());
+        let parser = Arc::new(SluiceParser::new(inner.query_parser(), context.clone()));
         let session = Arc::new(SessionHandler {
-            inner: DfSessionService::new_with_hooks(context.clone(), query_hooks()),
+            inner,
+            parser,
             context,
             frontend: frontend.clone(),
         });
@@ -140,6 +143,7 @@ impl NoopStartupHandler for TrustStartup {
 /// Runs one connection's queries.
 pub struct SessionHandler {
     inner: DfSessionService,
+    parser: Arc<SluiceParser>,
     context: Arc<SessionContext>,
     frontend: Arc<Frontend>,
 }
@@ -174,19 +178,7 @@ async fn guarded<T>(
 ) -> PgWireResult<T> {
     let result = match AssertUnwindSafe(future).catch_unwind().await {
         Ok(result) => result.map_err(sqlstate::classify),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| panic.downcast_ref::<&str>().copied())
-                .unwrap_or("unknown panic");
-            tracing::error!("query panicked: {message}");
-            Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                sqlstate::INTERNAL_ERROR.into(),
-                format!("internal error: {message}"),
-            ))))
-        }
+        Err(panic) => Err(panic_error(panic)),
     };
     if let Err(error) = &result {
         let (code, message) = sqlstate::describe(error);
@@ -198,6 +190,21 @@ async fn guarded<T>(
 /// Whether `error` is the Postgres-dialect parser rejecting the text.
 fn is_parse_error(error: &PgWireError) -> bool {
     matches!(error, PgWireError::ApiError(source) if source.downcast_ref::<ParserError>().is_some())
+}
+
+/// The error a client receives for a panic in its query; the panic is logged.
+fn panic_error(panic: Box<dyn std::any::Any + Send>) -> PgWireError {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    tracing::error!("query panicked: {message}");
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        sqlstate::INTERNAL_ERROR.into(),
+        format!("internal error: {message}"),
+    )))
 }
 
 /// Makes a response's rows feed the tracker.
@@ -228,7 +235,9 @@ impl Stream for TrackedRows {
     type Item = PgWireResult<DataRow>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let polled = self.inner.as_mut().poll_next(cx);
+        let inner = &mut self.inner;
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx)))
+            .unwrap_or_else(|panic| Poll::Ready(Some(Err(panic_error(panic)))));
         match polled {
             Poll::Ready(Some(Ok(row))) => {
                 self.tracker.add_row();
@@ -295,10 +304,10 @@ impl SimpleQueryHandler for SessionHandler {
 #[async_trait]
 impl ExtendedQueryHandler for SessionHandler {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = Parser;
+    type QueryParser = SluiceParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        self.parser.clone()
     }
 
     async fn do_query<C>(

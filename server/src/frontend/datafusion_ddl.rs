@@ -2,14 +2,25 @@
 //! `CREATE EXTERNAL TABLE … STORED AS CSV|JSON|… [OPTIONS (…)]` and
 //! `COPY … TO … STORED AS …`. When the Postgres parser fails, the text is
 //! parsed again with DataFusion's parser; if every statement in it is one of
-//! these, they run.
+//! these, they run. [`SluiceParser`] does the same for the extended protocol.
 
 use datafusion::error::DataFusionError;
 use datafusion::prelude::SessionContext;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::sql::parser::{DFParser, Statement};
+use datafusion::sql::sqlparser;
+use datafusion::sql::sqlparser::ast::helpers::stmt_create_table::CreateTableBuilder;
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
+use datafusion_postgres::pgwire::api::stmt::QueryParser;
+use datafusion_postgres::pgwire::api::{ClientInfo, Type};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::Parser;
 
 use super::hooks::rows_reported;
 
@@ -46,4 +57,84 @@ async fn execute(context: &SessionContext, statement: Statement) -> Result<u64, 
     let plan = context.state().statement_to_plan(statement).await?;
     let batches = context.execute_logical_plan(plan).await?.collect().await?;
     Ok(rows_reported(&batches))
+}
+
+/// A statement prepared through the extended protocol, as datafusion-postgres
+/// stores it: the text, and the sqlparser statement with its logical plan.
+type PreparedStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+
+/// datafusion-postgres' parser, falling back to DataFusion's for `CREATE
+/// EXTERNAL TABLE` statements the Postgres dialect cannot parse.
+pub struct SluiceParser {
+    inner: Arc<Parser>,
+    context: Arc<SessionContext>,
+}
+
+impl SluiceParser {
+    /// Wraps `inner`, planning fallback statements in `context`.
+    pub fn new(inner: Arc<Parser>, context: Arc<SessionContext>) -> Self {
+        Self { inner, context }
+    }
+
+    /// The plan of `sql` when DataFusion reads it as one `CREATE EXTERNAL
+    /// TABLE`. Its sqlparser form (which cannot express every file format) is
+    /// a bare `CREATE EXTERNAL TABLE name`: enough for the command tag, while
+    /// the plan carries the statement.
+    async fn external_table(&self, sql: &str) -> Option<PgWireResult<PreparedStatement>> {
+        let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).ok()?;
+        if statements.len() != 1 {
+            return None;
+        }
+        let statement = statements.pop_front()?;
+        let Statement::CreateExternalTable(create) = &statement else {
+            return None;
+        };
+        let placeholder = sqlparser::ast::Statement::CreateTable(
+            CreateTableBuilder::new(create.name.clone())
+                .external(true)
+                .build(),
+        );
+        let plan = self.context.state().statement_to_plan(statement).await;
+        Some(
+            plan.map(|plan| (sql.to_string(), Some((placeholder, plan))))
+                .map_err(|e| PgWireError::ApiError(Box::new(e))),
+        )
+    }
+}
+
+#[async_trait]
+impl QueryParser for SluiceParser {
+    type Statement = PreparedStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        match self.inner.parse_sql(client, sql, types).await {
+            Err(PgWireError::ApiError(error)) if error.downcast_ref::<ParserError>().is_some() => {
+                match self.external_table(sql).await {
+                    Some(prepared) => prepared.map(Some),
+                    None => Err(PgWireError::ApiError(error)),
+                }
+            }
+            result => result,
+        }
+    }
+
+    fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(statement)
+    }
+
+    fn get_result_schema(
+        &self,
+        statement: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(statement, column_format)
+    }
 }
