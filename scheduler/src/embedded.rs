@@ -21,7 +21,10 @@ use crate::task_counts::TaskCounts;
 
 /// How long [`EmbeddedCluster::start`] waits for every executor to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long [`EmbeddedCluster::shutdown`] waits for executors to drain.
+/// How long [`EmbeddedCluster::shutdown`] waits for an executor to stop on its
+/// own before asking it through the scheduler.
+const SIGNAL_GRACE: Duration = Duration::from_millis(500);
+/// How long [`EmbeddedCluster::shutdown`] waits for a stopping executor.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Fraction of host memory shared by all embedded executors' memory pools.
 const MEMORY_FRACTION: f64 = 0.7;
@@ -70,7 +73,7 @@ pub struct EmbeddedCluster {
     scheduler_url: String,
     scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
     scheduler_task: Mutex<Option<JoinHandle<()>>>,
-    executor_tasks: Mutex<Vec<JoinHandle<()>>>,
+    executor_tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
     task_counts: Arc<TaskCounts>,
     slots: usize,
     work_dir: PathBuf,
@@ -157,11 +160,15 @@ impl EmbeddedCluster {
                 override_execution_engine: Some(task_counts.engine(&executor_id)),
                 ..defaults
             };
-            executor_tasks.push(tokio::spawn(async move {
-                if let Err(e) = start_executor_process(Arc::new(config)).await {
-                    tracing::error!("executor {executor_id} stopped: {e}");
-                }
-            }));
+            let task = {
+                let executor_id = executor_id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = start_executor_process(Arc::new(config)).await {
+                        tracing::error!("executor {executor_id} stopped: {e}");
+                    }
+                })
+            };
+            executor_tasks.push((executor_id, task));
         }
 
         let cluster = Self {
@@ -245,15 +252,28 @@ impl EmbeddedCluster {
             .collect())
     }
 
-    /// Stops the executors (they deregister and drain on SIGINT/SIGTERM; any
-    /// still running after a grace period are aborted), then the scheduler, and
-    /// removes the work directories.
+    /// Stops the executors (any still running after a grace period are
+    /// aborted), then the scheduler, and removes the work directories.
     pub async fn shutdown(&self) {
         let executors = std::mem::take(&mut *lock(&self.executor_tasks));
-        for task in executors {
-            let abort = task.abort_handle();
-            if tokio::time::timeout(SHUTDOWN_TIMEOUT, task).await.is_err() {
-                abort.abort();
+        for (executor_id, mut task) in executors {
+            // Executors stop by themselves on SIGINT/SIGTERM once their signal
+            // listeners are installed. One that is still running (no signal,
+            // or one that came before its listener) is asked to stop through
+            // the scheduler, then aborted if it does not.
+            if tokio::time::timeout(SIGNAL_GRACE, &mut task).await.is_ok() {
+                continue;
+            }
+            self.scheduler
+                .state
+                .executor_manager
+                .stop_executor(&executor_id, "sluice is shutting down".into())
+                .await;
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
             }
         }
         let scheduler = lock(&self.scheduler_task).take();

@@ -22,6 +22,7 @@ use crate::system_tables::{ExecutorsTable, QueriesTable};
 /// Runs the server until SIGINT or SIGTERM, then shuts everything down.
 pub async fn run(config: ServeConfig) -> Result<()> {
     let started = Instant::now();
+    let shutdown = shutdown_signal()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::io(format!("listening on {}", config.listen), e))?;
@@ -54,8 +55,13 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         address.port(),
     );
     let _ = std::io::stdout().flush();
+    tracing::info!(
+        "listening on {address}; scheduler at {}; data in {}",
+        cluster.scheduler_url(),
+        config.data_dir.display()
+    );
 
-    frontend::serve(listener, frontend, shutdown_signal()).await;
+    frontend::serve(listener, frontend, shutdown).await;
     tracing::info!("shutting down");
     cluster.shutdown().await;
     tracing::info!("stopped");
@@ -86,21 +92,19 @@ fn build_frontend(cluster: &Arc<EmbeddedCluster>) -> Result<Arc<Frontend>> {
     Ok(Arc::new(Frontend::new(sessions, queries)))
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
+/// Listens for SIGINT and SIGTERM from the moment it is created, so a signal
+/// sent right after the ready line is not missed.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| ServerError::io(format!("listening for {name}"), e))
     };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
+    let mut interrupt = listen(SignalKind::interrupt(), "SIGINT")?;
+    let mut terminate = listen(SignalKind::terminate(), "SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+    })
 }
