@@ -1,2 +1,4 @@
-//! Sluice benchmarks. TPC-H (generation, the 22 queries over the wire, and the
-//! comparison with single-node DataFusion) lands here; see README.md.
+//! Benchmarks for Sluice. [`tpch`] generates TPC-H data, holds the 22 queries
+//! and their reference answers, and checks results against them.
+
+pub mod tpch;

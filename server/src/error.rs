@@ -18,6 +18,9 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// A benchmark ran but some queries failed or returned wrong answers.
+    #[error("benchmark failed: {0}")]
+    Bench(String),
     /// Starting or talking to the cluster failed.
     #[error(transparent)]
     Cluster(#[from] ClusterError),

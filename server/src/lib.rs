@@ -7,3 +7,4 @@ pub mod frontend;
 pub mod query_log;
 pub mod serve;
 pub mod system_tables;
+pub mod tpch;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use sluice_server::config::ServeArgs;
+use sluice_server::tpch::{self, BenchCommand, TpchCommand};
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when RUST_LOG is unset: Sluice's own lines only.
@@ -27,14 +28,25 @@ struct Cli {
 enum Command {
     /// Run the embedded cluster (scheduler + executors) and the Postgres frontend.
     Serve(ServeArgs),
+    /// TPC-H data: generate it, or register it in a running server.
+    #[command(subcommand)]
+    Tpch(TpchCommand),
+    /// Benchmarks run over the Postgres protocol.
+    #[command(subcommand)]
+    Bench(BenchCommand),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // A server logs each query; the client commands only warnings (an embedded
+    // benchmark server included).
+    let default_filter = match cli.command {
+        Command::Serve(_) => DEFAULT_LOG_FILTER,
+        _ => "warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER)),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -52,6 +64,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => sluice_server::serve::run(args.resolve()?).await,
+            Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args),
+            Command::Tpch(TpchCommand::Register(args)) => tpch::register(args).await,
+            Command::Bench(BenchCommand::Tpch(args)) => tpch::bench(args).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

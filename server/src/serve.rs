@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +24,50 @@ use crate::system_tables::{ExecutorsTable, QueriesTable};
 pub async fn run(config: ServeConfig) -> Result<()> {
     let started = Instant::now();
     let shutdown = shutdown_signal()?;
+    let server = start(&config).await?;
+    println!(
+        "sluice ready in {:.0?} with {} executors x {} slots; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
+        started.elapsed(),
+        config.executors,
+        config.slots,
+        server.address.ip(),
+        server.address.port(),
+    );
+    let _ = std::io::stdout().flush();
+    tracing::info!(
+        "listening on {}; scheduler at {}; data in {}",
+        server.address,
+        server.cluster.scheduler_url(),
+        config.data_dir.display()
+    );
+    shutdown.await;
+    tracing::info!("shutting down");
+    server.stop().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A server started in this process: the embedded cluster and the frontend.
+pub struct RunningServer {
+    /// The Postgres listener's address.
+    pub address: SocketAddr,
+    cluster: Arc<EmbeddedCluster>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    frontend: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Closes the listener and every connection, then stops the cluster.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.frontend.await;
+        self.cluster.shutdown().await;
+    }
+}
+
+/// Binds the listener, starts the embedded cluster and serves connections in
+/// the background.
+pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::io(format!("listening on {}", config.listen), e))?;
@@ -35,7 +80,6 @@ pub async fn run(config: ServeConfig) -> Result<()> {
             e,
         )
     })?;
-
     let cluster = Arc::new(
         EmbeddedCluster::start(EmbeddedClusterOptions {
             executors: config.executors,
@@ -45,27 +89,16 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         .await?,
     );
     let frontend = build_frontend(&cluster)?;
-
-    println!(
-        "sluice ready in {:.0?} with {} executors x {} slots; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
-        started.elapsed(),
-        config.executors,
-        config.slots,
-        address.ip(),
-        address.port(),
-    );
-    let _ = std::io::stdout().flush();
-    tracing::info!(
-        "listening on {address}; scheduler at {}; data in {}",
-        cluster.scheduler_url(),
-        config.data_dir.display()
-    );
-
-    frontend::serve(listener, frontend, shutdown).await;
-    tracing::info!("shutting down");
-    cluster.shutdown().await;
-    tracing::info!("stopped");
-    Ok(())
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
+        let _ = stopped.await;
+    }));
+    Ok(RunningServer {
+        address,
+        cluster,
+        stop,
+        frontend,
+    })
 }
 
 /// The frontend over `cluster`: sessions with pg_catalog and the system schema.

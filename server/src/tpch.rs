@@ -1,0 +1,290 @@
+//! `sluice tpch gen|register` and `sluice bench tpch`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use sluice_benches::tpch::bench::{self, QueryResult};
+use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT};
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
+use crate::error::{Result, ServerError};
+use crate::frontend::DATABASE;
+use crate::serve;
+
+/// `sluice tpch …`
+#[derive(Debug, clap::Subcommand)]
+pub enum TpchCommand {
+    /// Generate the eight TPC-H tables as Parquet, one directory per table.
+    Gen(GenArgs),
+    /// Create the eight tables over generated data in a running server.
+    Register(RegisterArgs),
+}
+
+/// `sluice bench …`
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Run the 22 TPC-H queries over the Postgres protocol and check every answer.
+    Tpch(BenchArgs),
+}
+
+/// Flags of `sluice tpch gen`.
+#[derive(Debug, clap::Args)]
+pub struct GenArgs {
+    /// Scale factor (1 ≈ 1 GB of raw data; fractions such as 0.01 work).
+    #[arg(long = "sf", value_name = "SF")]
+    pub scale_factor: f64,
+    /// Output directory (or file:// URL); receives `<table>/part-N.parquet`.
+    #[arg(long, value_name = "URL")]
+    pub out: String,
+    /// Files per table [default: number of cores]; nation and region get one.
+    #[arg(long, value_name = "N")]
+    pub files_per_table: Option<usize>,
+    /// Rows per Parquet row group.
+    #[arg(long, value_name = "R", default_value_t = 1_048_576)]
+    pub row_group_rows: usize,
+    /// Parquet compression: zstd, snappy or none.
+    #[arg(long, default_value = "snappy")]
+    pub compression: Compression,
+}
+
+/// Where a running server listens.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerAddress {
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port.
+    #[arg(long, default_value_t = 5433)]
+    pub port: u16,
+    /// User name.
+    #[arg(long, default_value = "sluice")]
+    pub user: String,
+}
+
+/// Flags of `sluice tpch register`.
+#[derive(Debug, clap::Args)]
+pub struct RegisterArgs {
+    /// Directory (or URL) the data was generated into.
+    #[arg(long, value_name = "URL")]
+    pub data: String,
+    #[command(flatten)]
+    pub server: ServerAddress,
+}
+
+/// Flags of `sluice bench tpch`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Directory (or URL) the data was generated into.
+    #[arg(long, value_name = "URL")]
+    pub data: String,
+    #[command(flatten)]
+    pub server: ServerAddress,
+    /// Start an embedded server (2 executors) instead of connecting to one.
+    #[arg(long, conflicts_with_all = ["host", "port"])]
+    pub embedded: bool,
+    /// Queries to run, e.g. `1,3,18` [default: all 22].
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    pub queries: Vec<usize>,
+    /// Runs of each query.
+    #[arg(long, default_value_t = 1)]
+    pub iterations: usize,
+    /// Directory of reference answers (`qNN.csv`) [default: the built-in ones
+    /// for the data's scale factor, when it is 0.01, 0.1 or 1].
+    #[arg(long, value_name = "DIR")]
+    pub answers: Option<PathBuf>,
+    /// Write the results as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Also run each query on single-node, in-process DataFusion over the same
+    /// files and print the ratio.
+    #[arg(long)]
+    pub compare_local: bool,
+}
+
+/// A local directory from a path or `file://` URL; other schemes are refused.
+fn local_dir(location: &str) -> Result<PathBuf> {
+    let path = match location.split_once("://") {
+        None => PathBuf::from(location),
+        Some(("file", path)) => PathBuf::from(path),
+        Some((scheme, _)) => {
+            return Err(ServerError::Config(format!(
+                "{scheme}:// locations are not supported yet; use a local directory"
+            )))
+        }
+    };
+    Ok(if path.is_absolute() {
+        path
+    } else {
+        std::env::current_dir()
+            .map_err(|e| ServerError::io("reading the current directory", e))?
+            .join(path)
+    })
+}
+
+/// `sluice tpch gen`.
+pub fn gen(args: GenArgs) -> Result<()> {
+    let out = local_dir(&args.out)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let options = GenerateOptions {
+        scale_factor: args.scale_factor,
+        out: out.clone(),
+        files_per_table: args.files_per_table.unwrap_or(threads),
+        row_group_rows: args.row_group_rows,
+        compression: args.compression,
+        threads,
+    };
+    let bar = ProgressBar::new_spinner().with_message(format!("TPC-H SF {}", args.scale_factor));
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} {msg}: {human_pos} rows ({per_sec}) [{elapsed}]")
+    {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    let summary =
+        generate(&options, &|rows| bar.set_position(rows)).map_err(ServerError::Config)?;
+    bar.finish_and_clear();
+    println!(
+        "generated TPC-H SF {} in {:.1} s: {} rows, {} files, {:.1} MB in {}",
+        args.scale_factor,
+        summary.elapsed.as_secs_f64(),
+        summary.rows,
+        summary.files,
+        summary.bytes as f64 / 1_000_000.0,
+        out.display()
+    );
+    Ok(())
+}
+
+async fn connect(server: &ServerAddress) -> Result<Client> {
+    let config = format!(
+        "host={} port={} user={} dbname={DATABASE}",
+        server.host, server.port, server.user
+    );
+    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.map_err(|e| {
+        ServerError::Config(format!(
+            "connecting to {}:{}: {e}",
+            server.host, server.port
+        ))
+    })?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// `sluice tpch register`.
+pub async fn register(args: RegisterArgs) -> Result<()> {
+    let data = local_dir(&args.data)?;
+    let client = connect(&args.server).await?;
+    bench::register(&client, &data.display().to_string())
+        .await
+        .map_err(ServerError::Config)?;
+    println!("registered the 8 TPC-H tables over {}", data.display());
+    Ok(())
+}
+
+/// `sluice bench tpch`.
+pub async fn bench(args: BenchArgs) -> Result<()> {
+    let data = local_dir(&args.data)?.display().to_string();
+    let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
+    let embedded = if args.embedded {
+        let config = ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(scratch.path().to_path_buf()),
+            executors: Some(DEFAULT_EXECUTORS),
+            ..ServeArgs::default()
+        }
+        .resolve()?;
+        Some(serve::start(&config).await?)
+    } else {
+        None
+    };
+    let address = match &embedded {
+        Some(server) => ServerAddress {
+            host: server.address.ip().to_string(),
+            port: server.address.port(),
+            user: args.server.user.clone(),
+        },
+        None => args.server.clone(),
+    };
+    let outcome = run_bench(&address, &data, &args).await;
+    if let Some(server) = embedded {
+        server.stop().await;
+    }
+    let results = outcome?;
+    let failed = results.iter().filter(|r| !r.passed()).count();
+    if failed > 0 {
+        return Err(ServerError::Bench(format!(
+            "{failed} of {} TPC-H queries failed or returned wrong answers",
+            results.len()
+        )));
+    }
+    Ok(())
+}
+
+async fn run_bench(
+    address: &ServerAddress,
+    data: &str,
+    args: &BenchArgs,
+) -> Result<Vec<QueryResult>> {
+    let client = connect(address).await?;
+    bench::register(&client, data)
+        .await
+        .map_err(ServerError::Config)?;
+    let scale_factor = detect_scale_factor(&client).await?;
+    let queries: Vec<usize> = if args.queries.is_empty() {
+        (1..=QUERY_COUNT).collect()
+    } else {
+        args.queries.clone()
+    };
+    let answers_dir = args.answers.clone();
+    let answers = move |query: usize| match &answers_dir {
+        Some(dir) => ReferenceAnswer::load(dir, query).ok(),
+        None => ReferenceAnswer::builtin(scale_factor, query),
+    };
+    eprintln!(
+        "TPC-H SF {scale_factor} on {}:{}",
+        address.host, address.port
+    );
+    let mut results = bench::run(&client, &queries, args.iterations, &answers, &|result| {
+        eprintln!(
+            "q{:02} {:>6} rows  {}",
+            result.query,
+            result.rows,
+            result.status.lines().next().unwrap_or("")
+        )
+    })
+    .await;
+    if args.compare_local {
+        bench::run_local(data, &mut results, args.iterations)
+            .await
+            .map_err(ServerError::Config)?;
+    }
+    print!("{}", bench::report(&results));
+    if let Some(path) = &args.json {
+        write_json(path, scale_factor, &results)?;
+    }
+    Ok(results)
+}
+
+/// The scale factor of the registered data: `supplier` has 10,000 rows per unit.
+async fn detect_scale_factor(client: &Client) -> Result<f64> {
+    let row = client
+        .query_one("SELECT count(*) FROM supplier", &[])
+        .await
+        .map_err(|e| ServerError::Config(format!("counting suppliers: {e}")))?;
+    let suppliers: i64 = row.get(0);
+    Ok(suppliers as f64 / 10_000.0)
+}
+
+fn write_json(path: &Path, scale_factor: f64, results: &[QueryResult]) -> Result<()> {
+    let document = serde_json::json!({
+        "benchmark": "tpch",
+        "scale_factor": scale_factor,
+        "queries": results,
+    });
+    let text = serde_json::to_string_pretty(&document)
+        .map_err(|e| ServerError::Config(format!("encoding JSON: {e}")))?;
+    std::fs::write(path, text)
+        .map_err(|e| ServerError::io(format!("writing {}", path.display()), e))
+}
