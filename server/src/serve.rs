@@ -74,6 +74,12 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let address = listener
         .local_addr()
         .map_err(|e| ServerError::io("reading the listener address", e))?;
+    if !address.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {address} without authentication: any client that can reach this \
+             address can run queries as any user"
+        );
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         ServerError::io(
             format!("creating data directory {}", config.data_dir.display()),
