@@ -161,6 +161,15 @@ async fn settings_are_per_connection_and_the_catalog_is_shared() {
         .await
         .expect("shared catalog");
     assert_eq!(rows[0].get::<_, i64>(0), 2);
+    let tables = second
+        .simple_query("SHOW TABLES")
+        .await
+        .expect("SHOW TABLES");
+    let listed = tables.iter().any(|message| {
+        matches!(message, tokio_postgres::SimpleQueryMessage::Row(row)
+            if row.get("table_schema") == Some("public") && row.get("table_name") == Some("typed"))
+    });
+    assert!(listed, "SHOW TABLES lists public.typed");
 
     first
         .batch_execute("SET datafusion.execution.batch_size = 1234")
