@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// files and print the ratio.
     #[arg(long)]
     pub compare_local: bool,
+    /// A session setting for the benchmark connection, `KEY=VALUE`
+    /// (e.g. `datafusion.optimizer.prefer_hash_join=true`); repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub settings: Vec<String>,
 }
 
 /// A local directory from a path or `file://` URL; other schemes are refused.
