@@ -5,13 +5,14 @@ use sluice_server::config::ServeArgs;
 use sluice_server::tpch::{self, BenchCommand, TpchCommand};
 use tracing_subscriber::EnvFilter;
 
-/// Log filter when RUST_LOG is unset: Sluice's own lines only.
-/// Ballista logs a failed job at ERROR in two places; the query line already
-/// reports it with its SQLSTATE.
+/// Log filter when RUST_LOG is unset: Sluice's own lines only. Ballista logs
+/// a failed job at ERROR in two places (the query line already reports it with
+/// its SQLSTATE) and every shuffle spill at WARN.
 const DEFAULT_LOG_FILTER: &str =
     "warn,sluice_server=info,sluice_scheduler=info,sluice_engine=info,\
 ballista_scheduler::scheduler_server::query_stage_scheduler=off,\
-ballista_core::execution_plans::distributed_query=off";
+ballista_core::execution_plans::distributed_query=off,\
+ballista_core::execution_plans::sort_shuffle::writer=error";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,12 +42,12 @@ fn main() -> std::process::ExitCode {
     // A server logs each query; the client commands only warnings (an embedded
     // benchmark server included).
     let default_filter = match cli.command {
-        Command::Serve(_) => DEFAULT_LOG_FILTER,
-        _ => "warn",
+        Command::Serve(_) => DEFAULT_LOG_FILTER.to_string(),
+        _ => DEFAULT_LOG_FILTER.replace("=info", "=warn"),
     };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter)),
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
