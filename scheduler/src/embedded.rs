@@ -100,9 +100,7 @@ impl EmbeddedCluster {
         std::fs::create_dir_all(&options.work_dir)
             .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
 
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .map_err(|e| ClusterError::io("binding the scheduler port", e))?;
+        let listener = nodelay_listener().map_err(|e| ClusterError::io("binding the scheduler port", e))?;
         let scheduler_port = listener
             .local_addr()
             .map_err(|e| ClusterError::io("reading the scheduler address", e))?
@@ -287,6 +285,17 @@ impl EmbeddedCluster {
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A listener on a free 127.0.0.1 port whose accepted connections have Nagle's
+/// algorithm off. Ballista serves the scheduler through `axum::serve`, which
+/// leaves it on; Linux copies TCP_NODELAY from the listening socket to accepted
+/// ones, so setting it here removes the delayed-ACK stalls on small gRPC replies.
+fn nodelay_listener() -> std::io::Result<tokio::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_nodelay(true)?;
+    socket.bind("127.0.0.1:0".parse().expect("valid address"))?;
+    socket.listen(1024)
 }
 
 /// A port on 127.0.0.1 that is free right now.
