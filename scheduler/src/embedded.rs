@@ -100,7 +100,8 @@ impl EmbeddedCluster {
         std::fs::create_dir_all(&options.work_dir)
             .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
 
-        let listener = nodelay_listener().map_err(|e| ClusterError::io("binding the scheduler port", e))?;
+        let listener =
+            nodelay_listener().map_err(|e| ClusterError::io("binding the scheduler port", e))?;
         let scheduler_port = listener
             .local_addr()
             .map_err(|e| ClusterError::io("reading the scheduler address", e))?

@@ -42,6 +42,40 @@ fn tpch_sf001_all_22_answers_match_over_the_wire() {
     assert!(out.join("lineitem").join("part-1.parquet").is_file());
 
     let server = SluiceServer::start(Path::new(BINARY), 2).expect("sluice serve starts");
+    let output = Command::new(BINARY)
+        .args([
+            "tpch",
+            "register",
+            "--port",
+            &server.port().to_string(),
+            "--data",
+        ])
+        .arg(&out)
+        .output()
+        .expect("sluice tpch register runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let psql = |sql: &str| {
+        let output = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &server.port().to_string(),
+                "-U",
+                "sluice",
+            ])
+            .args(["-d", "sluice", "-X", "-A", "-t", "-c", sql])
+            .output()
+            .expect("psql runs");
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    };
+    assert_eq!(psql("SELECT count(*) FROM lineitem"), "60175");
+    assert_eq!(psql("SELECT count(*) FROM nation"), "25");
+
     let json = data.path().join("results.json");
     let output = Command::new(BINARY)
         .args([
@@ -68,22 +102,10 @@ fn tpch_sf001_all_22_answers_match_over_the_wire() {
     );
 
     // The queries ran as jobs on both executors.
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port().to_string(),
-            "-U",
-            "sluice",
-            "-d",
-            "sluice",
-        ])
-        .args(["-X", "-A", "-t", "-c"])
-        .arg("SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0")
-        .output()
-        .expect("psql runs");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "2");
+    assert_eq!(
+        psql("SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0"),
+        "2"
+    );
     server.stop().expect("stops");
 
     // A wrong reference answer makes the bench fail with a non-zero exit.
