@@ -1,74 +1,73 @@
 //! TPC-H end to end, the way a user runs it: `sluice tpch gen` at SF 0.01,
-//! `sluice serve` with two executors, then `sluice bench tpch` over the wire —
-//! all 22 answers must match the reference.
+//! `sluice serve` with two executors, `sluice tpch register`, then
+//! `sluice bench tpch` over the wire — all 22 answers must match the reference.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use sluice_sql_tests::SluiceServer;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// Runs `sluice` with `args`.
+fn sluice(args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .args(args)
+        .output()
+        .expect("sluice runs")
+}
+
+/// Runs `sluice` with `args`, asserting success; returns stdout.
+fn sluice_ok(args: &[&str]) -> String {
+    let output = sluice(args);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "sluice {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 #[test]
 fn tpch_sf001_all_22_answers_match_over_the_wire() {
     let data = tempfile::tempdir().unwrap();
     let out = data.path().join("sf0.01");
-    let output = Command::new(BINARY)
-        .args([
-            "tpch",
-            "gen",
-            "--sf",
-            "0.01",
-            "--files-per-table",
-            "2",
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .expect("sluice tpch gen runs");
-    assert!(
-        output.status.success(),
-        "tpch gen failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let out_arg = out.to_str().expect("utf-8 temp path");
+    sluice_ok(&[
+        "tpch",
+        "gen",
+        "--sf",
+        "0.01",
+        "--files-per-table",
+        "2",
+        "--out",
+        out_arg,
+    ]);
     for table in [
         "lineitem", "orders", "partsupp", "part", "customer", "supplier", "nation", "region",
     ] {
-        assert!(
-            out.join(table).join("part-0.parquet").is_file(),
-            "{table} written"
-        );
+        let file = out.join(table).join("part-0.parquet");
+        assert!(file.is_file(), "{table} written");
     }
     assert!(out.join("lineitem").join("part-1.parquet").is_file());
 
     let server = SluiceServer::start(Path::new(BINARY), 2).expect("sluice serve starts");
-    let output = Command::new(BINARY)
-        .args([
-            "tpch",
-            "register",
-            "--port",
-            &server.port().to_string(),
-            "--data",
-        ])
-        .arg(&out)
-        .output()
-        .expect("sluice tpch register runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let port = server.port().to_string();
+    sluice_ok(&["tpch", "register", "--port", &port, "--data", out_arg]);
     let psql = |sql: &str| {
         let output = Command::new("psql")
             .args([
                 "-h",
                 "127.0.0.1",
                 "-p",
-                &server.port().to_string(),
+                &port,
                 "-U",
                 "sluice",
+                "-d",
+                "sluice",
             ])
-            .args(["-d", "sluice", "-X", "-A", "-t", "-c", sql])
+            .args(["-X", "-A", "-t", "-c", sql])
             .output()
             .expect("psql runs");
         String::from_utf8_lossy(&output.stdout).trim().to_string()
@@ -77,22 +76,10 @@ fn tpch_sf001_all_22_answers_match_over_the_wire() {
     assert_eq!(psql("SELECT count(*) FROM nation"), "25");
 
     let json = data.path().join("results.json");
-    let output = Command::new(BINARY)
-        .args([
-            "bench",
-            "tpch",
-            "--port",
-            &server.port().to_string(),
-            "--data",
-        ])
-        .arg(&out)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("sluice bench tpch runs");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "bench failed:\n{stdout}\n{stderr}");
+    let json_arg = json.to_str().expect("utf-8 temp path");
+    let stdout = sluice_ok(&[
+        "bench", "tpch", "--port", &port, "--data", out_arg, "--json", json_arg,
+    ]);
     assert!(stdout.contains("22/22 answers correct"), "{stdout}");
     let results = std::fs::read_to_string(&json).expect("JSON written");
     assert_eq!(
@@ -112,13 +99,18 @@ fn tpch_sf001_all_22_answers_match_over_the_wire() {
     let answers = data.path().join("answers");
     std::fs::create_dir_all(&answers).unwrap();
     std::fs::write(answers.join("q06.csv"), "revenue\n1.00\n").unwrap();
-    let output = Command::new(BINARY)
-        .args(["bench", "tpch", "--embedded", "--queries", "6", "--answers"])
-        .arg(&answers)
-        .arg("--data")
-        .arg(&out)
-        .output()
-        .expect("sluice bench tpch runs");
+    let answers_arg = answers.to_str().expect("utf-8 temp path");
+    let output = sluice(&[
+        "bench",
+        "tpch",
+        "--embedded",
+        "--queries",
+        "6",
+        "--answers",
+        answers_arg,
+        "--data",
+        out_arg,
+    ]);
     assert!(
         !output.status.success(),
         "a wrong answer must fail the bench"

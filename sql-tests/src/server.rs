@@ -18,7 +18,6 @@ pub struct SluiceServer {
     port: u16,
     data_dir: PathBuf,
     _owned_data_dir: Option<tempfile::TempDir>,
-    ready_line: String,
 }
 
 impl SluiceServer {
@@ -70,7 +69,6 @@ impl SluiceServer {
             port: 0,
             data_dir: data_dir.to_path_buf(),
             _owned_data_dir: None,
-            ready_line: String::new(),
         };
         loop {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -79,7 +77,6 @@ impl SluiceServer {
                 .map_err(|_| "sluice serve did not print a ready line in time".to_string())?;
             if let Some(port) = ready_port(&line) {
                 server.port = port;
-                server.ready_line = line;
                 return Ok(server);
             }
         }
@@ -88,11 +85,6 @@ impl SluiceServer {
     /// The port the Postgres listener is bound to.
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// The line the server printed once ready.
-    pub fn ready_line(&self) -> &str {
-        &self.ready_line
     }
 
     /// The server's data directory.
