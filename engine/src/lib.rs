@@ -4,9 +4,13 @@
 //! `sluice` system schema.
 
 pub mod error;
+pub mod information_schema;
 pub mod planner;
+pub mod roles;
 pub mod session;
+pub mod storage;
 pub mod system;
 
 pub use error::{EngineError, Result};
 pub use session::{SessionFactory, SessionOptions, DEFAULT_CATALOG, DEFAULT_SCHEMA};
+pub use storage::{StorageOptions, StorageService};

@@ -9,12 +9,14 @@
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
-use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::execution::{SessionState, SessionStateBuilder};
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::SessionContext;
 
 use crate::error::{EngineError, Result};
+use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::planner::SluiceQueryPlanner;
+use crate::roles::base_config;
+use crate::storage::{runtime_env, StorageOptions};
 
 /// The catalog (Postgres database) every table lives in.
 pub const DEFAULT_CATALOG: &str = "sluice";
@@ -28,6 +30,9 @@ pub struct SessionOptions {
     pub scheduler_url: String,
     /// Partitions per stage; best set to the cluster's total task slots.
     pub target_partitions: usize,
+    /// Object storage options every session starts with; they travel with
+    /// each job to the scheduler and executors.
+    pub storage: StorageOptions,
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
@@ -40,9 +45,11 @@ impl SessionFactory {
     /// Creates the template session: DataFusion's default features, Ballista's
     /// configuration and functions, and the Sluice query planner.
     pub fn new(options: &SessionOptions) -> Result<Self> {
-        let config = SessionConfig::new_with_ballista()
+        let mut config = base_config()
             .with_target_partitions(options.target_partitions.max(1))
-            .with_information_schema(true)
+            // DataFusion's own information_schema would show secrets in
+            // `SHOW ALL`; the masked one is registered in the catalog below.
+            .with_information_schema(false)
             .with_default_catalog_and_schema(DEFAULT_CATALOG, DEFAULT_SCHEMA)
             .with_create_default_catalog_and_schema(true)
             // Ballista 55's adaptive planner returns wrong rows for some plans
@@ -52,9 +59,13 @@ impl SessionFactory {
             .with_ballista_adaptive_query_planner(false);
         let planner =
             SluiceQueryPlanner::new(options.scheduler_url.clone(), config.ballista_config());
+        *config
+            .options_mut()
+            .extensions
+            .get_mut::<StorageOptions>()
+            .expect("base_config registers the storage options") = options.storage.clone();
         let config = config.with_ballista_query_planner(Arc::new(planner));
-        let runtime = RuntimeEnvBuilder::new()
-            .build_arc()
+        let runtime = runtime_env(&config, None)
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
         let state = SessionStateBuilder::new()
             .with_default_features()
@@ -63,9 +74,15 @@ impl SessionFactory {
             .build()
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
-        Ok(Self {
-            template: SessionContext::new_with_state(state),
-        })
+        let template = SessionContext::new_with_state(state);
+        let information_schema =
+            MaskedInformationSchema::new(template.state().catalog_list().clone());
+        template
+            .catalog(DEFAULT_CATALOG)
+            .expect("the default catalog is created with the session")
+            .register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))
+            .map_err(|e| EngineError::datafusion("registering information_schema", e))?;
+        Ok(Self { template })
     }
 
     /// The template session. Register shared catalogs, schemas and functions on

@@ -1,23 +1,20 @@
 //! A whole Ballista cluster in one process: one scheduler and N executors, each
 //! with its own Flight endpoint and work directory, all on 127.0.0.1.
 
-use std::net::TcpListener as StdTcpListener;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use ballista_core::config::TaskSchedulingPolicy;
-use ballista_core::utils::{default_config_producer, default_session_builder};
-use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
-use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
-use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
-use ballista_scheduler::scheduler_server::SchedulerServer;
-use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
 use crate::error::{ClusterError, Result};
+use crate::executor_role::{new_executor_id, run_executor, ExecutorOptions};
+use crate::scheduler_role::{nodelay_listener, start_scheduler, Scheduler, SchedulerOptions};
 use crate::task_counts::TaskCounts;
+use crate::timings::ClusterTimings;
+use crate::view::{ClusterView, ExecutorInfo, JobSummary};
 
 /// How long [`EmbeddedCluster::start`] waits for every executor to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,40 +35,14 @@ pub struct EmbeddedClusterOptions {
     pub slots_per_executor: usize,
     /// Parent of the executors' work directories; removed at shutdown.
     pub work_dir: PathBuf,
-}
-
-/// One executor as the scheduler sees it, plus its completed-task count.
-#[derive(Debug, Clone)]
-pub struct ExecutorInfo {
-    /// Ballista executor id.
-    pub executor_id: String,
-    /// Host the executor's Flight service listens on.
-    pub host: String,
-    /// Port of the executor's Arrow Flight service (shuffle and results).
-    pub flight_port: u16,
-    /// Task slots (vcores) the executor offers.
-    pub task_slots: u32,
-    /// Tasks the executor has completed successfully.
-    pub tasks_completed: u64,
-    /// Time of the executor's last heartbeat.
-    pub last_seen: Option<SystemTime>,
-}
-
-/// A Ballista job as the scheduler knows it.
-#[derive(Debug, Clone)]
-pub struct JobSummary {
-    /// Ballista job id.
-    pub job_id: String,
-    /// Job name (Sluice sets it to the query id).
-    pub job_name: String,
-    /// Number of stages the job was split into.
-    pub stages: usize,
+    /// Failure detection and result retention.
+    pub timings: ClusterTimings,
 }
 
 /// A running in-process cluster.
 pub struct EmbeddedCluster {
     scheduler_url: String,
-    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+    scheduler: Scheduler,
     scheduler_task: Mutex<Option<JoinHandle<()>>>,
     executor_tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
     task_counts: Arc<TaskCounts>,
@@ -100,69 +71,39 @@ impl EmbeddedCluster {
         std::fs::create_dir_all(&options.work_dir)
             .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
 
-        let listener =
-            nodelay_listener().map_err(|e| ClusterError::io("binding the scheduler port", e))?;
-        let scheduler_port = listener
-            .local_addr()
-            .map_err(|e| ClusterError::io("reading the scheduler address", e))?
-            .port();
-        let config = SchedulerConfig {
-            bind_host: "127.0.0.1".into(),
-            external_host: "127.0.0.1".into(),
-            bind_port: scheduler_port,
-            scheduling_policy: TaskSchedulingPolicy::PushStaged,
-            task_distribution: TaskDistributionPolicy::RoundRobin,
-            ..SchedulerConfig::default()
-        };
-        let cluster = BallistaCluster::new_memory(
-            config.scheduler_endpoint(),
-            Arc::new(default_session_builder),
-            Arc::new(default_config_producer),
-        );
-        let scheduler =
-            create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
-                .await
-                .map_err(|e| ClusterError::ballista("creating the scheduler", e))?;
-        let scheduler_task = {
-            let scheduler = scheduler.clone();
-            tokio::spawn(async move {
-                if let Err(e) = start_grpc_service_with_listener(listener, scheduler).await {
-                    tracing::error!("scheduler stopped: {e}");
-                }
-            })
-        };
+        let localhost: SocketAddr = "127.0.0.1:0".parse().expect("valid address");
+        let scheduler = start_scheduler(
+            nodelay_listener(localhost)?,
+            &SchedulerOptions {
+                external_host: "127.0.0.1".into(),
+                timings: options.timings,
+            },
+        )
+        .await?;
+        let scheduler_port = scheduler.address.port();
 
         let task_counts = Arc::new(TaskCounts::default());
         let mut executor_tasks = Vec::with_capacity(executors);
         for index in 0..executors {
-            let work_dir = options.work_dir.join(format!("executor-{index}"));
-            std::fs::create_dir_all(&work_dir)
-                .map_err(|e| ClusterError::io(format!("creating {}", work_dir.display()), e))?;
-            let defaults = ExecutorProcessConfig::default();
-            let executor_id = defaults.executor_id.clone();
-            let config = ExecutorProcessConfig {
+            let executor = ExecutorOptions {
+                executor_id: new_executor_id(),
                 bind_host: "127.0.0.1".into(),
-                external_host: Some("127.0.0.1".into()),
-                port: free_port()?,
+                external_host: "127.0.0.1".into(),
+                flight_port: free_port()?,
                 grpc_port: free_port()?,
                 scheduler_host: "127.0.0.1".into(),
                 scheduler_port,
-                scheduler_connect_timeout_seconds: 10,
-                vcores: slots_per_executor,
-                task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
-                work_dir: Some(work_dir.to_string_lossy().into_owned()),
-                // The scheduler removes finished jobs' data from executors, and
-                // the whole work directory goes at shutdown: no executor-side
-                // sweeper is needed.
-                job_data_clean_up_interval_seconds: 0,
-                memory_pool_fraction: MEMORY_FRACTION / executors as f64,
-                override_execution_engine: Some(task_counts.engine(&executor_id)),
-                ..defaults
+                slots: slots_per_executor,
+                work_dir: options.work_dir.join(format!("executor-{index}")),
+                memory_fraction: MEMORY_FRACTION / executors as f64,
+                timings: options.timings,
             };
+            let executor_id = executor.executor_id.clone();
             let task = {
                 let executor_id = executor_id.clone();
+                let counts = task_counts.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = start_executor_process(Arc::new(config)).await {
+                    if let Err(e) = run_executor(executor, counts).await {
                         tracing::error!("executor {executor_id} stopped: {e}");
                     }
                 })
@@ -172,8 +113,8 @@ impl EmbeddedCluster {
 
         let cluster = Self {
             scheduler_url: format!("http://127.0.0.1:{scheduler_port}"),
-            scheduler,
-            scheduler_task: Mutex::new(Some(scheduler_task)),
+            scheduler: scheduler.server,
+            scheduler_task: Mutex::new(Some(scheduler.task)),
             executor_tasks: Mutex::new(executor_tasks),
             task_counts,
             slots: executors * slots_per_executor,
@@ -200,55 +141,9 @@ impl EmbeddedCluster {
         }
     }
 
-    /// The scheduler's gRPC address, `http://127.0.0.1:port`.
-    pub fn scheduler_url(&self) -> &str {
-        &self.scheduler_url
-    }
-
     /// Total task slots over all executors.
     pub fn total_slots(&self) -> usize {
         self.slots
-    }
-
-    /// The executors registered with the scheduler.
-    pub async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
-        let states = self
-            .scheduler
-            .state
-            .executor_manager
-            .get_executors_state()
-            .await
-            .map_err(|e| ClusterError::ballista("listing executors", e))?;
-        Ok(states
-            .into_iter()
-            .map(|(meta, heartbeat, _)| ExecutorInfo {
-                tasks_completed: self.task_counts.completed(&meta.id),
-                executor_id: meta.id,
-                host: meta.host,
-                flight_port: meta.port,
-                task_slots: meta.specification.vcores,
-                last_seen: heartbeat.map(|since_epoch| SystemTime::UNIX_EPOCH + since_epoch),
-            })
-            .collect())
-    }
-
-    /// The jobs the scheduler still remembers.
-    pub async fn jobs(&self) -> Result<Vec<JobSummary>> {
-        let jobs = self
-            .scheduler
-            .state
-            .task_manager
-            .get_all_jobs()
-            .await
-            .map_err(|e| ClusterError::ballista("listing jobs", e))?;
-        Ok(jobs
-            .into_iter()
-            .map(|job| JobSummary {
-                job_id: job.job_id.to_string(),
-                job_name: job.job_name,
-                stages: job.num_stages,
-            })
-            .collect())
     }
 
     /// Stops the executors (any still running after a grace period are
@@ -284,19 +179,54 @@ impl EmbeddedCluster {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
+#[async_trait]
+impl ClusterView for EmbeddedCluster {
+    fn scheduler_url(&self) -> &str {
+        &self.scheduler_url
+    }
+
+    async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
+        let states = self
+            .scheduler
+            .state
+            .executor_manager
+            .get_executors_state()
+            .await
+            .map_err(|e| ClusterError::ballista("listing executors", e))?;
+        Ok(states
+            .into_iter()
+            .map(|(meta, heartbeat, _)| ExecutorInfo {
+                tasks_completed: Some(self.task_counts.completed(&meta.id)),
+                executor_id: meta.id,
+                host: meta.host,
+                flight_port: meta.port,
+                task_slots: meta.specification.vcores,
+                last_seen: heartbeat.map(|since_epoch| SystemTime::UNIX_EPOCH + since_epoch),
+            })
+            .collect())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobSummary>> {
+        let jobs = self
+            .scheduler
+            .state
+            .task_manager
+            .get_all_jobs()
+            .await
+            .map_err(|e| ClusterError::ballista("listing jobs", e))?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobSummary {
+                job_id: job.job_id.to_string(),
+                job_name: job.job_name,
+                stages: job.num_stages,
+            })
+            .collect())
+    }
 }
 
-/// A listener on a free 127.0.0.1 port whose accepted connections have Nagle's
-/// algorithm off. Ballista serves the scheduler through `axum::serve`, which
-/// leaves it on; Linux copies TCP_NODELAY from the listening socket to accepted
-/// ones, so setting it here removes the delayed-ACK stalls on small gRPC replies.
-fn nodelay_listener() -> std::io::Result<tokio::net::TcpListener> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.set_nodelay(true)?;
-    socket.bind("127.0.0.1:0".parse().expect("valid address"))?;
-    socket.listen(1024)
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A port on 127.0.0.1 that is free right now.

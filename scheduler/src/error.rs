@@ -26,6 +26,9 @@ pub enum ClusterError {
     /// The cluster did not become ready in time.
     #[error("{0}")]
     NotReady(String),
+    /// A remote role did not answer.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 impl ClusterError {

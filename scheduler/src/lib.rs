@@ -1,12 +1,24 @@
 //! The Sluice cluster roles, built on Ballista's scheduler and executor.
 //!
-//! [`EmbeddedCluster`] runs a scheduler and N executors inside one process on
-//! loopback — the `sluice serve` default. [`task_counts`] wraps the executors'
-//! execution engine to count the tasks each one completes.
+//! [`scheduler_role`] and [`executor_role`] start one scheduler or executor
+//! with Sluice's configuration; `sluice scheduler` and `sluice executor` run
+//! each in its own process. [`EmbeddedCluster`] runs a scheduler and N
+//! executors inside one process on loopback — the `sluice serve` default.
+//! [`ClusterView`] is what a frontend reads about either kind of cluster;
+//! [`RemoteScheduler`] implements it for a scheduler in another process.
 
 pub mod embedded;
 pub mod error;
+pub mod executor_role;
+pub mod flight;
+pub mod remote;
+pub mod scheduler_role;
 pub mod task_counts;
+pub mod timings;
+pub mod view;
 
-pub use embedded::{EmbeddedCluster, EmbeddedClusterOptions, ExecutorInfo, JobSummary};
+pub use embedded::{EmbeddedCluster, EmbeddedClusterOptions};
 pub use error::{ClusterError, Result};
+pub use remote::RemoteScheduler;
+pub use timings::ClusterTimings;
+pub use view::{ClusterView, ExecutorInfo, JobSummary};

@@ -30,7 +30,7 @@ pub struct TaskCounts {
 
 impl TaskCounts {
     /// The counter of `executor_id`, created at zero on first use.
-    fn counter(&self, executor_id: &str) -> Arc<AtomicU64> {
+    pub fn counter(&self, executor_id: &str) -> Arc<AtomicU64> {
         let mut counters = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         counters.entry(executor_id.to_string()).or_default().clone()
     }

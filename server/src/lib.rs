@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod frontend;
 pub mod query_log;
+pub mod roles;
 pub mod serve;
 pub mod system_tables;
 pub mod tpch;

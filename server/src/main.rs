@@ -1,7 +1,7 @@
 //! `sluice`: a distributed SQL engine speaking the Postgres wire protocol.
 
 use clap::{Parser, Subcommand};
-use sluice_server::config::ServeArgs;
+use sluice_server::config::{ExecutorArgs, SchedulerArgs, ServeArgs};
 use sluice_server::tpch::{self, BenchCommand, TpchCommand};
 use tracing_subscriber::EnvFilter;
 
@@ -27,8 +27,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the embedded cluster (scheduler + executors) and the Postgres frontend.
+    /// Run the Postgres frontend with an embedded cluster (scheduler +
+    /// executors), or with `--scheduler` in front of a separate cluster.
     Serve(ServeArgs),
+    /// Run a cluster scheduler (executors and frontends connect to it).
+    Scheduler(SchedulerArgs),
+    /// Run a cluster executor that registers with a scheduler.
+    Executor(ExecutorArgs),
     /// TPC-H data: generate it, or register it in a running server.
     #[command(subcommand)]
     Tpch(TpchCommand),
@@ -42,7 +47,9 @@ fn main() -> std::process::ExitCode {
     // A server logs each query; the client commands only warnings (an embedded
     // benchmark server included).
     let default_filter = match cli.command {
-        Command::Serve(_) => DEFAULT_LOG_FILTER.to_string(),
+        Command::Serve(_) | Command::Scheduler(_) | Command::Executor(_) => {
+            DEFAULT_LOG_FILTER.to_string()
+        }
         _ => DEFAULT_LOG_FILTER.replace("=info", "=warn"),
     };
     tracing_subscriber::fmt()
@@ -65,7 +72,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => sluice_server::serve::run(args.resolve()?).await,
-            Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args),
+            Command::Scheduler(args) => sluice_server::roles::scheduler(args.resolve()?).await,
+            Command::Executor(args) => sluice_server::roles::executor(args.resolve()?).await,
+            Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args).await,
             Command::Tpch(TpchCommand::Register(args)) => tpch::register(args).await,
             Command::Bench(BenchCommand::Tpch(args)) => tpch::bench(args).await,
         }

@@ -11,10 +11,10 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContex
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
 use sluice_engine::system::{register_system_schema, SystemTable};
 use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG};
-use sluice_scheduler::{EmbeddedCluster, EmbeddedClusterOptions};
+use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, RemoteScheduler};
 use tokio::net::TcpListener;
 
-use crate::config::ServeConfig;
+use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
 use crate::frontend::{self, Frontend, DATABASE};
 use crate::query_log::QueryLog;
@@ -25,11 +25,15 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let started = Instant::now();
     let shutdown = shutdown_signal()?;
     let server = start(&config).await?;
+    let cluster = match &config.cluster {
+        ClusterMode::Embedded { executors, slots } => {
+            format!("with {executors} executors x {slots} slots")
+        }
+        ClusterMode::Remote { host, port } => format!("with the scheduler at {host}:{port}"),
+    };
     println!(
-        "sluice ready in {:.0?} with {} executors x {} slots; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
+        "sluice ready in {:.0?} {cluster}; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
         started.elapsed(),
-        config.executors,
-        config.slots,
         server.address.ip(),
         server.address.port(),
     );
@@ -37,7 +41,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     tracing::info!(
         "listening on {}; scheduler at {}; data in {}",
         server.address,
-        server.cluster.scheduler_url(),
+        server.view.scheduler_url(),
         config.data_dir.display()
     );
     shutdown.await;
@@ -47,11 +51,13 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     Ok(())
 }
 
-/// A server started in this process: the embedded cluster and the frontend.
+/// A server started in this process: the frontend, and the embedded cluster
+/// unless it uses a remote scheduler.
 pub struct RunningServer {
     /// The Postgres listener's address.
     pub address: SocketAddr,
-    cluster: Arc<EmbeddedCluster>,
+    view: Arc<dyn ClusterView>,
+    cluster: Option<Arc<EmbeddedCluster>>,
     stop: tokio::sync::oneshot::Sender<()>,
     frontend: tokio::task::JoinHandle<()>,
 }
@@ -61,12 +67,14 @@ impl RunningServer {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.frontend.await;
-        self.cluster.shutdown().await;
+        if let Some(cluster) = self.cluster {
+            cluster.shutdown().await;
+        }
     }
 }
 
-/// Binds the listener, starts the embedded cluster and serves connections in
-/// the background.
+/// Binds the listener, starts the embedded cluster (or finds the remote
+/// scheduler) and serves connections in the background.
 pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let listener = TcpListener::bind(config.listen)
         .await
@@ -86,32 +94,70 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             e,
         )
     })?;
-    let cluster = Arc::new(
-        EmbeddedCluster::start(EmbeddedClusterOptions {
-            executors: config.executors,
-            slots_per_executor: config.slots,
-            work_dir: config.data_dir.join("work"),
-        })
-        .await?,
-    );
-    let frontend = build_frontend(&cluster)?;
+    let (cluster, view, slots) = match &config.cluster {
+        ClusterMode::Embedded { executors, slots } => {
+            let cluster = Arc::new(
+                EmbeddedCluster::start(EmbeddedClusterOptions {
+                    executors: *executors,
+                    slots_per_executor: *slots,
+                    work_dir: config.data_dir.join("work"),
+                    timings: config.timings,
+                })
+                .await?,
+            );
+            let slots = cluster.total_slots();
+            (
+                Some(cluster.clone()),
+                cluster as Arc<dyn ClusterView>,
+                slots,
+            )
+        }
+        ClusterMode::Remote { host, port } => {
+            let scheduler = Arc::new(RemoteScheduler::new(host, *port)?);
+            let slots = remote_slots(scheduler.as_ref()).await;
+            (None, scheduler as Arc<dyn ClusterView>, slots)
+        }
+    };
+    let frontend = build_frontend(&view, slots, config)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
         let _ = stopped.await;
     }));
     Ok(RunningServer {
         address,
+        view,
         cluster,
         stop,
         frontend,
     })
 }
 
+/// Task slots of a remote cluster's live executors, or this machine's cores
+/// when the scheduler cannot tell yet (it is down, or no executor joined).
+async fn remote_slots(scheduler: &RemoteScheduler) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    match scheduler.executors().await {
+        Ok(executors) if !executors.is_empty() => {
+            executors.iter().map(|e| e.task_slots as usize).sum()
+        }
+        Ok(_) => cores,
+        Err(e) => {
+            tracing::warn!("{e}; queries fail until the scheduler answers");
+            cores
+        }
+    }
+}
+
 /// The frontend over `cluster`: sessions with pg_catalog and the system schema.
-fn build_frontend(cluster: &Arc<EmbeddedCluster>) -> Result<Arc<Frontend>> {
+fn build_frontend(
+    cluster: &Arc<dyn ClusterView>,
+    slots: usize,
+    config: &ServeConfig,
+) -> Result<Arc<Frontend>> {
     let sessions = SessionFactory::new(&SessionOptions {
         scheduler_url: cluster.scheduler_url().to_string(),
-        target_partitions: cluster.total_slots(),
+        target_partitions: slots,
+        storage: config.storage.clone(),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;
@@ -133,7 +179,7 @@ fn build_frontend(cluster: &Arc<EmbeddedCluster>) -> Result<Arc<Frontend>> {
 
 /// Listens for SIGINT and SIGTERM from the moment it is created, so a signal
 /// sent right after the ready line is not missed.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let listen = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| ServerError::io(format!("listening for {name}"), e))

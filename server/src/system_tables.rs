@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use sluice_engine::system::SystemTable;
-use sluice_scheduler::EmbeddedCluster;
+use sluice_scheduler::ClusterView;
 
 use crate::query_log::{QueryLog, QueryState};
 
@@ -33,19 +33,19 @@ fn cluster_error(e: sluice_scheduler::ClusterError) -> DataFusionError {
 /// `sluice.executors`: the executors registered with the scheduler.
 #[derive(Debug)]
 pub struct ExecutorsTable {
-    cluster: Arc<EmbeddedCluster>,
+    cluster: Arc<dyn ClusterView>,
     schema: SchemaRef,
 }
 
 impl ExecutorsTable {
     /// The table over `cluster`'s executors.
-    pub fn new(cluster: Arc<EmbeddedCluster>) -> Self {
+    pub fn new(cluster: Arc<dyn ClusterView>) -> Self {
         let schema = Arc::new(Schema::new(vec![
             Field::new("executor_id", DataType::Utf8, false),
             Field::new("host", DataType::Utf8, false),
             Field::new("flight_port", DataType::Int32, false),
             Field::new("task_slots", DataType::Int32, false),
-            Field::new("tasks_completed", DataType::Int64, false),
+            Field::new("tasks_completed", DataType::Int64, true),
             Field::new("last_seen", timestamp(), true),
         ]));
         Self { cluster, schema }
@@ -74,8 +74,10 @@ impl SystemTable for ExecutorsTable {
             Arc::new(Int32Array::from_iter_values(
                 executors.iter().map(|e| e.task_slots as i32),
             )),
-            Arc::new(Int64Array::from_iter_values(
-                executors.iter().map(|e| e.tasks_completed as i64),
+            Arc::new(Int64Array::from_iter(
+                executors
+                    .iter()
+                    .map(|e| e.tasks_completed.map(|n| n as i64)),
             )),
             Arc::new(
                 TimestampMicrosecondArray::from_iter(
@@ -92,13 +94,13 @@ impl SystemTable for ExecutorsTable {
 #[derive(Debug)]
 pub struct QueriesTable {
     log: Arc<QueryLog>,
-    cluster: Arc<EmbeddedCluster>,
+    cluster: Arc<dyn ClusterView>,
     schema: SchemaRef,
 }
 
 impl QueriesTable {
     /// The table over `log`, with stage counts from `cluster`'s jobs.
-    pub fn new(log: Arc<QueryLog>, cluster: Arc<EmbeddedCluster>) -> Self {
+    pub fn new(log: Arc<QueryLog>, cluster: Arc<dyn ClusterView>) -> Self {
         let schema = Arc::new(Schema::new(vec![
             Field::new("query_id", DataType::Int64, false),
             Field::new("user_name", DataType::Utf8, false),

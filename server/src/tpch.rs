@@ -1,14 +1,20 @@
 //! `sluice tpch gen|register` and `sluice bench tpch`.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use object_store::ObjectStore;
 use sluice_benches::tpch::bench::{self, QueryResult};
 use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT};
+use sluice_engine::storage::runtime_env_with;
+use sluice_engine::{StorageOptions, StorageService};
+use tokio::io::AsyncWriteExt;
 use tokio_postgres::{Client, NoTls};
+use url::Url;
 
-use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
+use crate::config::{storage_options, ServeArgs, DEFAULT_EXECUTORS};
 use crate::error::{Result, ServerError};
 use crate::frontend::DATABASE;
 use crate::serve;
@@ -35,7 +41,8 @@ pub struct GenArgs {
     /// Scale factor (1 ≈ 1 GB of raw data; fractions such as 0.01 work).
     #[arg(long = "sf", value_name = "SF")]
     pub scale_factor: f64,
-    /// Output directory (or file:// URL); receives `<table>/part-N.parquet`.
+    /// Output directory or URL (`file://`, `s3://bucket/prefix`, `gs://…`,
+    /// `az://…`); receives `<table>/part-N.parquet`.
     #[arg(long, value_name = "URL")]
     pub out: String,
     /// Files per table [default: number of cores]; nation and region get one.
@@ -47,6 +54,10 @@ pub struct GenArgs {
     /// Parquet compression: zstd, snappy or none.
     #[arg(long, default_value = "snappy")]
     pub compression: Compression,
+    /// Config file whose `[storage.*]` sections reach object storage (the
+    /// `AWS_*`, `GOOGLE_*` and `AZURE_*` environment variables work too).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
 /// Where a running server listens.
@@ -105,19 +116,51 @@ pub struct BenchArgs {
     /// (e.g. `datafusion.optimizer.prefer_hash_join=true`); repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    /// Config file for `--embedded` (its `[storage.*]` sections also serve
+    /// `--compare-local`).
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }
 
-/// A local directory from a path or `file://` URL; other schemes are refused.
-fn local_dir(location: &str) -> Result<PathBuf> {
-    let path = match location.split_once("://") {
-        None => PathBuf::from(location),
-        Some(("file", path)) => PathBuf::from(path),
-        Some((scheme, _)) => {
-            return Err(ServerError::Config(format!(
-                "{scheme}:// locations are not supported yet; use a local directory"
-            )))
+/// Where TPC-H data lives.
+#[derive(Debug, Clone)]
+enum DataLocation {
+    /// A local directory (absolute).
+    Local(PathBuf),
+    /// An object storage URL such as `s3://bucket/tpch/sf1`.
+    Remote(Url),
+}
+
+impl DataLocation {
+    /// A path, `file://` URL or object storage URL.
+    fn parse(text: &str) -> Result<Self> {
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Ok(Self::Local(absolute_path(PathBuf::from(text))?));
+        };
+        if scheme == "file" {
+            return Ok(Self::Local(absolute_path(PathBuf::from(rest))?));
         }
-    };
+        if StorageService::for_scheme(scheme).is_none() {
+            return Err(ServerError::Config(format!(
+                "{scheme}:// is not a supported location (use a directory, file://, s3://, \
+                 gs:// or az://)"
+            )));
+        }
+        let url = Url::parse(text)
+            .map_err(|e| ServerError::Config(format!("{text:?} is not a valid URL: {e}")))?;
+        Ok(Self::Remote(url))
+    }
+
+    /// The location as `CREATE EXTERNAL TABLE … LOCATION` takes it.
+    fn sql(&self) -> String {
+        match self {
+            Self::Local(path) => path.display().to_string(),
+            Self::Remote(url) => url.as_str().trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+fn absolute_path(path: PathBuf) -> Result<PathBuf> {
     Ok(if path.is_absolute() {
         path
     } else {
@@ -128,12 +171,25 @@ fn local_dir(location: &str) -> Result<PathBuf> {
 }
 
 /// `sluice tpch gen`.
-pub fn gen(args: GenArgs) -> Result<()> {
-    let out = local_dir(&args.out)?;
+pub async fn gen(args: GenArgs) -> Result<()> {
+    let location = DataLocation::parse(&args.out)?;
+    // Object storage output is written file by file to a local staging
+    // directory and uploaded as each file is finished.
+    let staging = tempfile::tempdir().map_err(|e| ServerError::io("creating a staging dir", e))?;
+    let (out, upload) = match &location {
+        DataLocation::Local(path) => (path.clone(), None),
+        DataLocation::Remote(url) => {
+            let storage = storage_options(args.config.as_deref())?;
+            let store = storage
+                .build_store(url)
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+            (staging.path().to_path_buf(), Some((store, url.clone())))
+        }
+    };
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let options = GenerateOptions {
         scale_factor: args.scale_factor,
-        out: out.clone(),
+        out,
         files_per_table: args.files_per_table.unwrap_or(threads),
         row_group_rows: args.row_group_rows,
         compression: args.compression,
@@ -146,8 +202,18 @@ pub fn gen(args: GenArgs) -> Result<()> {
         bar.set_style(style);
     }
     bar.enable_steady_tick(Duration::from_millis(200));
-    let summary =
-        generate(&options, &|rows| bar.set_position(rows)).map_err(ServerError::Config)?;
+    let runtime = tokio::runtime::Handle::current();
+    let file_done = |local: &Path, name: &str| -> std::result::Result<(), String> {
+        let Some((store, url)) = &upload else {
+            return Ok(());
+        };
+        runtime.block_on(upload_file(store.clone(), local, url, name))?;
+        std::fs::remove_file(local).map_err(|e| format!("removing {}: {e}", local.display()))
+    };
+    let summary = tokio::task::block_in_place(|| {
+        generate(&options, &|rows| bar.set_position(rows), &file_done)
+    })
+    .map_err(ServerError::Config)?;
     bar.finish_and_clear();
     println!(
         "generated TPC-H SF {} in {:.1} s: {} rows, {} files, {:.1} MB in {}",
@@ -156,9 +222,28 @@ pub fn gen(args: GenArgs) -> Result<()> {
         summary.rows,
         summary.files,
         summary.bytes as f64 / 1_000_000.0,
-        out.display()
+        location.sql()
     );
     Ok(())
+}
+
+/// Copies the local file `local` to `name` under `url`.
+async fn upload_file(
+    store: Arc<dyn ObjectStore>,
+    local: &Path,
+    url: &Url,
+    name: &str,
+) -> std::result::Result<(), String> {
+    let target = format!("{}/{name}", url.path().trim_matches('/'));
+    let target = object_store::path::Path::parse(&target)
+        .map_err(|e| format!("{url}/{name} is not a valid object path: {e}"))?;
+    let failed = |e: &dyn std::fmt::Display| format!("uploading {name} to {url}: {e}");
+    let mut file = tokio::fs::File::open(local).await.map_err(|e| failed(&e))?;
+    let mut writer = object_store::buffered::BufWriter::new(store, target);
+    tokio::io::copy(&mut file, &mut writer)
+        .await
+        .map_err(|e| failed(&e))?;
+    writer.shutdown().await.map_err(|e| failed(&e))
 }
 
 async fn connect(server: &ServerAddress) -> Result<Client> {
@@ -178,24 +263,25 @@ async fn connect(server: &ServerAddress) -> Result<Client> {
 
 /// `sluice tpch register`.
 pub async fn register(args: RegisterArgs) -> Result<()> {
-    let data = local_dir(&args.data)?;
+    let data = DataLocation::parse(&args.data)?.sql();
     let client = connect(&args.server).await?;
-    bench::register(&client, &data.display().to_string())
+    bench::register(&client, &data)
         .await
         .map_err(ServerError::Config)?;
-    println!("registered the 8 TPC-H tables over {}", data.display());
+    println!("registered the 8 TPC-H tables over {data}");
     Ok(())
 }
 
 /// `sluice bench tpch`.
 pub async fn bench(args: BenchArgs) -> Result<()> {
-    let data = local_dir(&args.data)?.display().to_string();
+    let data = DataLocation::parse(&args.data)?.sql();
     let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
     let embedded = if args.embedded {
         let config = ServeArgs {
             listen: Some("127.0.0.1:0".into()),
             data_dir: Some(scratch.path().to_path_buf()),
             executors: Some(DEFAULT_EXECUTORS),
+            config: args.config.clone(),
             ..ServeArgs::default()
         }
         .resolve()?;
@@ -260,7 +346,10 @@ async fn run_bench(
     })
     .await;
     if args.compare_local {
-        bench::run_local(data, &mut results, args.iterations)
+        let storage: StorageOptions = storage_options(args.config.as_deref())?;
+        let runtime = runtime_env_with(storage, None)
+            .map_err(|e| ServerError::Config(format!("creating the local runtime: {e}")))?;
+        bench::run_local(data, runtime, &mut results, args.iterations)
             .await
             .map_err(ServerError::Config)?;
     }

@@ -126,7 +126,7 @@ fn sigterm_stops_the_server_and_removes_work_dirs() {
 async fn config_file_and_flags_shape_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
-    std::fs::write(&config, "executors = 3\nslots = 2\n").unwrap();
+    std::fs::write(&config, "[serve]\nexecutors = 3\nslots = 2\n").unwrap();
     let config = config.display().to_string();
 
     // The file alone.

@@ -2,8 +2,10 @@
 //! every answer, times each query, and optionally compares with single-node
 //! DataFusion over the same files.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use serde::Serialize;
 use tokio_postgres::{Client, SimpleQueryMessage};
@@ -142,12 +144,15 @@ pub async fn run(
 /// `data` and records the times in `results`.
 pub async fn run_local(
     data: &str,
+    runtime: Arc<RuntimeEnv>,
     results: &mut [QueryResult],
     iterations: usize,
 ) -> Result<(), String> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let context =
-        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(threads));
+    let context = SessionContext::new_with_config_rt(
+        SessionConfig::new().with_target_partitions(threads),
+        runtime,
+    );
     for statement in register_statements(data) {
         context
             .sql(&statement)

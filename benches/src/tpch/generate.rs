@@ -101,9 +101,13 @@ struct FileTask {
 }
 
 impl FileTask {
+    /// The file's name relative to the output: `lineitem/part-0.parquet`.
+    fn name(&self) -> String {
+        format!("{}/part-{}.parquet", self.table.name(), self.part - 1)
+    }
+
     fn path(&self, out: &Path) -> PathBuf {
-        out.join(self.table.name())
-            .join(format!("part-{}.parquet", self.part - 1))
+        out.join(self.name())
     }
 
     fn batches(&self, scale_factor: f64) -> Box<dyn RecordBatchIterator> {
@@ -141,11 +145,18 @@ impl FileTask {
     }
 }
 
+/// Called with each finished file's local path and its name relative to the
+/// output (`lineitem/part-0.parquet`), from the writing thread; an error stops
+/// the generation. Uploading to object storage hooks in here.
+pub type FileDone<'a> = &'a (dyn Fn(&Path, &str) -> Result<(), String> + Sync);
+
 /// Generates every table into `options.out`, calling `progress` with the
-/// number of rows written so far (from several threads).
+/// number of rows written so far and `file_done` after each file (both from
+/// several threads).
 pub fn generate(
     options: &GenerateOptions,
     progress: &(dyn Fn(u64) + Sync),
+    file_done: FileDone<'_>,
 ) -> Result<GenerateSummary, String> {
     if !options.scale_factor.is_finite() || options.scale_factor <= 0.0 {
         return Err(format!(
@@ -185,6 +196,10 @@ pub fn generate(
                 }
                 let written = write_file(task, options, &properties, &|batch_rows| {
                     progress(rows.fetch_add(batch_rows, Ordering::Relaxed) + batch_rows)
+                })
+                .and_then(|size| {
+                    file_done(&task.path(&options.out), &task.name())?;
+                    Ok(size)
                 });
                 match written {
                     Ok(size) => {

@@ -1,0 +1,52 @@
+//! What the scheduler and executors need to plan and run the plans a frontend
+//! sends: the same configuration extensions (so no session setting is dropped
+//! on the way) and the same object stores.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::extension::{
+    ballista_aggregate_functions, ballista_scalar_functions, ballista_window_functions,
+    SessionConfigExt,
+};
+use ballista_core::{ConfigProducer, RuntimeProducer};
+use datafusion::error::Result;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::prelude::SessionConfig;
+
+use crate::storage::{runtime_env, StorageOptions};
+
+/// The configuration every role starts from: Ballista's defaults and
+/// restrictions plus Sluice's extensions. Executors and the scheduler rebuild a
+/// job's configuration from this and the job's settings; a key whose extension
+/// is not registered here would be dropped without a word.
+pub fn base_config() -> SessionConfig {
+    SessionConfig::new_with_ballista().with_option_extension(StorageOptions::default())
+}
+
+/// [`base_config`] as the producer Ballista's roles take.
+pub fn config_producer() -> ConfigProducer {
+    Arc::new(base_config)
+}
+
+/// The scheduler's session for a job: its configuration, Ballista's optimizer
+/// rules and functions, and object stores from the job's storage options (the
+/// scheduler lists a table's files while planning).
+pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
+    let runtime = runtime_env(&config, None)?;
+    Ok(SessionStateBuilder::new()
+        .with_default_features()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_scalar_functions(ballista_scalar_functions())
+        .with_aggregate_functions(ballista_aggregate_functions())
+        .with_window_functions(ballista_window_functions())
+        .build())
+}
+
+/// An executor's runtime for a session: object stores from the session's
+/// storage options, spill files under the executor's work directory.
+pub fn executor_runtime_producer(work_dir: PathBuf) -> RuntimeProducer {
+    Arc::new(move |config: &SessionConfig| runtime_env(config, Some(&work_dir)))
+}

@@ -1,0 +1,87 @@
+//! The executor role: Ballista's executor with Sluice's configuration, object
+//! stores, task counting and failure-detection timings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
+use sluice_engine::roles::{config_producer, executor_runtime_producer};
+
+use crate::error::{ClusterError, Result};
+use crate::flight::flight_service_provider;
+use crate::task_counts::TaskCounts;
+use crate::timings::ClusterTimings;
+
+/// Settings of one executor.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Executor id; must be unique in the cluster.
+    pub executor_id: String,
+    /// Address the Flight and gRPC services bind to.
+    pub bind_host: String,
+    /// Host name or address the scheduler, other executors and frontends use
+    /// to reach this executor.
+    pub external_host: String,
+    /// Arrow Flight port (shuffle and result transfer).
+    pub flight_port: u16,
+    /// gRPC port the scheduler pushes tasks to.
+    pub grpc_port: u16,
+    /// Scheduler host.
+    pub scheduler_host: String,
+    /// Scheduler port.
+    pub scheduler_port: u16,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Shuffle files, results and spills.
+    pub work_dir: PathBuf,
+    /// Share of the host's memory for this executor's memory pool.
+    pub memory_fraction: f64,
+    /// Heartbeat interval (the scheduler's timeouts must match).
+    pub timings: ClusterTimings,
+}
+
+/// A new executor id.
+pub fn new_executor_id() -> String {
+    ExecutorProcessConfig::default().executor_id
+}
+
+/// Ballista's process configuration for `options`, counting completed tasks
+/// into `counts`.
+fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> ExecutorProcessConfig {
+    let id = options.executor_id.clone();
+    ExecutorProcessConfig {
+        executor_id: id.clone(),
+        bind_host: options.bind_host.clone(),
+        external_host: Some(options.external_host.clone()),
+        port: options.flight_port,
+        grpc_port: options.grpc_port,
+        scheduler_host: options.scheduler_host.clone(),
+        scheduler_port: options.scheduler_port,
+        scheduler_connect_timeout_seconds: 10,
+        vcores: options.slots.max(1),
+        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        work_dir: Some(options.work_dir.to_string_lossy().into_owned()),
+        // The scheduler removes finished jobs' data (after the result
+        // retention time): no executor-side sweeper is needed.
+        job_data_clean_up_interval_seconds: 0,
+        executor_heartbeat_interval_seconds: options.timings.heartbeat_interval.as_secs(),
+        memory_pool_fraction: options.memory_fraction,
+        override_config_producer: Some(config_producer()),
+        override_runtime_producer: Some(executor_runtime_producer(options.work_dir.clone())),
+        override_execution_engine: Some(counts.engine(&id)),
+        override_arrow_flight_service: Some(flight_service_provider(counts.counter(&id))),
+        ..ExecutorProcessConfig::default()
+    }
+}
+
+/// Runs an executor until it is stopped (SIGINT/SIGTERM, or the scheduler's
+/// stop request), counting its completed tasks into `counts`.
+pub async fn run_executor(options: ExecutorOptions, counts: Arc<TaskCounts>) -> Result<()> {
+    std::fs::create_dir_all(&options.work_dir)
+        .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
+    let config = process_config(&options, &counts);
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(|e| ClusterError::ballista(format!("executor {}", options.executor_id), e))
+}

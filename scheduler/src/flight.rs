@@ -1,0 +1,170 @@
+//! An executor's Arrow Flight service: Ballista's (shuffle and result
+//! transfer) plus one action, [`TASKS_COMPLETED_ACTION`], that answers how many
+//! tasks the executor has completed. A frontend in another process reaches
+//! every executor's Flight port already (it fetches results there), so asking
+//! there needs no extra port or discovery.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaResult, Ticket,
+};
+use ballista_core::utils::create_grpc_server;
+use ballista_executor::flight_service::BallistaFlightService;
+use ballista_executor::ArrowFlightServerProvider;
+use futures::stream::{self, BoxStream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// The Flight action that returns the completed-task count as decimal text.
+pub const TASKS_COMPLETED_ACTION: &str = "sluice.tasks_completed";
+
+/// Serves Ballista's Flight service plus [`TASKS_COMPLETED_ACTION`] reading
+/// `completed`.
+/// Message size limits are Ballista's executor defaults.
+pub fn flight_service_provider(completed: Arc<AtomicU64>) -> Arc<ArrowFlightServerProvider> {
+    let defaults = ballista_executor::executor_process::ExecutorProcessConfig::default();
+    let max_decoding = defaults.grpc_max_decoding_message_size as usize;
+    let max_encoding = defaults.grpc_max_encoding_message_size as usize;
+    Arc::new(move |work_dir, address: SocketAddr, mut shutdown, grpc| {
+        let service = CountingFlightService {
+            inner: BallistaFlightService::new(work_dir),
+            completed: completed.clone(),
+        };
+        tokio::spawn(async move {
+            create_grpc_server(&grpc)
+                .add_service(
+                    FlightServiceServer::new(service)
+                        .max_decoding_message_size(max_decoding)
+                        .max_encoding_message_size(max_encoding),
+                )
+                .serve_with_shutdown(address, shutdown.recv())
+                .await
+                .map_err(ballista_core::error::BallistaError::TonicError)
+        })
+    })
+}
+
+/// Asks the executor whose Flight service listens on `host:port` how many
+/// tasks it has completed.
+pub async fn fetch_tasks_completed(host: &str, port: u16) -> Result<u64, String> {
+    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
+    let mut client = arrow_flight::FlightClient::new(channel);
+    let mut results = client
+        .do_action(Action::new(TASKS_COMPLETED_ACTION, ""))
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = match results.next().await {
+        Some(Ok(body)) => body,
+        Some(Err(e)) => return Err(e.to_string()),
+        None => return Err("empty answer".into()),
+    };
+    std::str::from_utf8(&body)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| "malformed task count".to_string())
+}
+
+struct CountingFlightService {
+    inner: BallistaFlightService,
+    completed: Arc<AtomicU64>,
+}
+
+type Inner = BallistaFlightService;
+
+#[tonic::async_trait]
+impl FlightService for CountingFlightService {
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        if request.get_ref().r#type == TASKS_COMPLETED_ACTION {
+            let count = self.completed.load(Ordering::Relaxed).to_string();
+            let answer = arrow_flight::Result {
+                body: count.into_bytes().into(),
+            };
+            return Ok(Response::new(stream::once(async { Ok(answer) }).boxed()));
+        }
+        let inner = self.inner.do_action(request).await?.into_inner();
+        Ok(Response::new(inner.boxed()))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.inner.do_get(request).await
+    }
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.inner.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        self.inner.list_flights(request).await
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.inner.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        self.inner.poll_flight_info(request).await
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        self.inner.get_schema(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.inner.do_put(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.inner.list_actions(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        self.inner.do_exchange(request).await
+    }
+}

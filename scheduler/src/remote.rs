@@ -1,0 +1,123 @@
+//! A scheduler in another process, as a frontend started with
+//! `sluice serve --scheduler HOST:PORT` sees it: executors and jobs from the
+//! scheduler's REST API (served on its gRPC port), completed-task counts from
+//! each executor's Flight service.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use crate::error::{ClusterError, Result};
+use crate::flight::fetch_tasks_completed;
+use crate::view::{ClusterView, ExecutorInfo, JobSummary};
+
+/// How long a REST call to the scheduler may take.
+const REST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A scheduler reached over the network.
+#[derive(Debug, Clone)]
+pub struct RemoteScheduler {
+    scheduler_url: String,
+    http: reqwest::Client,
+}
+
+#[derive(Deserialize)]
+struct ExecutorResponse {
+    id: String,
+    host: String,
+    port: u16,
+    last_seen: Option<u64>,
+    specification: Specification,
+}
+
+#[derive(Deserialize)]
+struct Specification {
+    vcores: u32,
+}
+
+#[derive(Deserialize)]
+struct JobResponse {
+    job_id: String,
+    job_name: String,
+    num_stages: usize,
+}
+
+impl RemoteScheduler {
+    /// The scheduler at `host:port`.
+    pub fn new(host: &str, port: u16) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .timeout(REST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(2))
+            .build()
+            .map_err(|e| ClusterError::Unreachable(format!("building an HTTP client: {e}")))?;
+        Ok(Self {
+            scheduler_url: format!("http://{host}:{port}"),
+            http,
+        })
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.scheduler_url);
+        let unreachable = |e: &dyn std::fmt::Display| {
+            ClusterError::Unreachable(format!("scheduler at {}: {e}", self.scheduler_url))
+        };
+        let response = self
+            .http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| unreachable(&e))?;
+        let status = response.status();
+        let body = response.bytes().await.map_err(|e| unreachable(&e))?;
+        if !status.is_success() {
+            return Err(unreachable(&format!("GET {path} answered {status}")));
+        }
+        serde_json::from_slice(&body).map_err(|e| unreachable(&format!("GET {path}: {e}")))
+    }
+}
+
+#[async_trait]
+impl ClusterView for RemoteScheduler {
+    fn scheduler_url(&self) -> &str {
+        &self.scheduler_url
+    }
+
+    async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
+        let executors: Vec<ExecutorResponse> = self.get("/api/executors").await?;
+        let counts = futures::future::join_all(
+            executors
+                .iter()
+                .map(|executor| fetch_tasks_completed(&executor.host, executor.port)),
+        )
+        .await;
+        Ok(executors
+            .into_iter()
+            .zip(counts)
+            .map(|(executor, count)| ExecutorInfo {
+                tasks_completed: count
+                    .inspect_err(|e| tracing::debug!("task count of executor {}: {e}", executor.id))
+                    .ok(),
+                executor_id: executor.id,
+                host: executor.host,
+                flight_port: executor.port,
+                task_slots: executor.specification.vcores,
+                last_seen: executor
+                    .last_seen
+                    .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            })
+            .collect())
+    }
+
+    async fn jobs(&self) -> Result<Vec<JobSummary>> {
+        let jobs: Vec<JobResponse> = self.get("/api/jobs").await?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| JobSummary {
+                job_id: job.job_id,
+                job_name: job.job_name,
+                stages: job.num_stages,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,105 @@
+//! The scheduler role: Ballista's scheduler serving gRPC (and its REST API) on
+//! one port, planning jobs with Sluice's configuration and object stores.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::config::TaskSchedulingPolicy;
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
+use ballista_scheduler::scheduler_server::SchedulerServer;
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
+use sluice_engine::roles::{config_producer, scheduler_session};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::error::{ClusterError, Result};
+use crate::timings::ClusterTimings;
+
+/// Ballista's scheduler as Sluice runs it.
+pub type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
+
+/// Settings of a scheduler.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Host name or address executors and frontends use to reach it.
+    pub external_host: String,
+    /// Failure detection and result retention.
+    pub timings: ClusterTimings,
+}
+
+/// A scheduler serving in the background.
+pub struct RunningScheduler {
+    /// The scheduler's state, for in-process callers.
+    pub server: Scheduler,
+    /// The address it listens on.
+    pub address: SocketAddr,
+    /// The serving task; ends when aborted or when serving fails.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts a scheduler serving on `listener` (see [`nodelay_listener`]).
+pub async fn start_scheduler(
+    listener: TcpListener,
+    options: &SchedulerOptions,
+) -> Result<RunningScheduler> {
+    let address = listener
+        .local_addr()
+        .map_err(|e| ClusterError::io("reading the scheduler address", e))?;
+    let timings = options.timings;
+    let config = SchedulerConfig {
+        bind_host: address.ip().to_string(),
+        external_host: options.external_host.clone(),
+        bind_port: address.port(),
+        scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        task_distribution: TaskDistributionPolicy::RoundRobin,
+        executor_timeout_seconds: timings.executor_timeout.as_secs(),
+        expire_dead_executor_interval_seconds: timings.expiry_check_interval.as_secs(),
+        no_executors_grace_period_seconds: timings.executor_timeout.as_secs(),
+        finished_job_data_clean_up_interval_seconds: timings.result_retention.as_secs(),
+        override_config_producer: Some(config_producer()),
+        override_session_builder: Some(Arc::new(scheduler_session)),
+        ..SchedulerConfig::default()
+    };
+    let cluster = BallistaCluster::new_memory(
+        config.scheduler_endpoint(),
+        Arc::new(scheduler_session),
+        config_producer(),
+    );
+    let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+        .await
+        .map_err(|e| ClusterError::ballista("creating the scheduler", e))?;
+    let task = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = start_grpc_service_with_listener(listener, server).await {
+                tracing::error!("scheduler stopped: {e}");
+            }
+        })
+    };
+    Ok(RunningScheduler {
+        server,
+        address,
+        task,
+    })
+}
+
+/// A listener on `address` whose accepted connections have Nagle's algorithm
+/// off. Ballista serves the scheduler through `axum::serve`, which leaves it
+/// on; Linux copies TCP_NODELAY from the listening socket to accepted ones, so
+/// setting it here removes ~40 ms delayed-ACK stalls on small gRPC replies.
+pub fn nodelay_listener(address: SocketAddr) -> Result<TcpListener> {
+    let bind = || -> std::io::Result<TcpListener> {
+        let socket = if address.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.set_nodelay(true)?;
+        socket.bind(address)?;
+        socket.listen(1024)
+    };
+    bind().map_err(|e| ClusterError::io(format!("listening on {address}"), e))
+}

@@ -1,0 +1,50 @@
+//! What the frontend shows about the cluster (`sluice.executors`, the stage
+//! counts in `sluice.queries`), whether the cluster runs in the same process
+//! ([`crate::EmbeddedCluster`]) or elsewhere ([`crate::RemoteScheduler`]).
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+
+/// One executor as the scheduler sees it, plus its completed-task count.
+#[derive(Debug, Clone)]
+pub struct ExecutorInfo {
+    /// Ballista executor id.
+    pub executor_id: String,
+    /// Host the executor's Flight service listens on.
+    pub host: String,
+    /// Port of the executor's Arrow Flight service (shuffle and results).
+    pub flight_port: u16,
+    /// Task slots (vcores) the executor offers.
+    pub task_slots: u32,
+    /// Tasks the executor has completed successfully; `None` when the
+    /// executor did not answer.
+    pub tasks_completed: Option<u64>,
+    /// Time of the executor's last heartbeat.
+    pub last_seen: Option<SystemTime>,
+}
+
+/// A Ballista job as the scheduler knows it.
+#[derive(Debug, Clone)]
+pub struct JobSummary {
+    /// Ballista job id.
+    pub job_id: String,
+    /// Job name (Sluice sets it to the query id).
+    pub job_name: String,
+    /// Number of stages the job was split into.
+    pub stages: usize,
+}
+
+/// Read access to a cluster's live state.
+#[async_trait]
+pub trait ClusterView: Send + Sync + std::fmt::Debug {
+    /// The scheduler's gRPC address, `http://host:port`.
+    fn scheduler_url(&self) -> &str;
+    /// The executors registered with the scheduler (dead ones drop out once
+    /// their heartbeat times out).
+    async fn executors(&self) -> Result<Vec<ExecutorInfo>>;
+    /// The jobs the scheduler still remembers.
+    async fn jobs(&self) -> Result<Vec<JobSummary>>;
+}

@@ -1,0 +1,191 @@
+//! `sluice scheduler` and `sluice executor` settings.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sluice_scheduler::ClusterTimings;
+
+use super::{absolute, advertised_host, cores, parse_host_port, parse_socket_addr, FileConfig};
+use crate::error::{Result, ServerError};
+
+/// Default scheduler listener: every interface, Ballista's usual port.
+pub const DEFAULT_SCHEDULER_LISTEN: &str = "0.0.0.0:50050";
+/// Default executor Flight listener; its task gRPC service takes the next port.
+pub const DEFAULT_EXECUTOR_LISTEN: &str = "0.0.0.0:50051";
+
+/// Flags of `sluice scheduler`.
+#[derive(Debug, Default, clap::Args)]
+pub struct SchedulerArgs {
+    /// Address of the scheduler's gRPC and REST listener [default: 0.0.0.0:50050].
+    #[arg(long, env = "SLUICE_SCHEDULER_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Host name executors and frontends use to reach this scheduler
+    /// [default: the listen address, or this machine's host name].
+    #[arg(long, env = "SLUICE_SCHEDULER_EXTERNAL_HOST", value_name = "HOST")]
+    pub external_host: Option<String>,
+    /// TOML file shared by all roles; `scheduler` reads `[scheduler]`
+    /// (listen, external-host) and `[cluster]`.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `[scheduler]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct SchedulerSection {
+    listen: Option<String>,
+    external_host: Option<String>,
+}
+
+/// Resolved settings of `sluice scheduler`.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// gRPC and REST listener.
+    pub listen: SocketAddr,
+    /// Name other hosts reach it by.
+    pub external_host: String,
+    /// Failure detection and result retention.
+    pub timings: ClusterTimings,
+}
+
+impl SchedulerArgs {
+    /// Merges flags and environment over the config file and the defaults.
+    pub fn resolve(self) -> Result<SchedulerConfig> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        let section = &file.scheduler;
+        let listen = self
+            .listen
+            .or_else(|| section.listen.clone())
+            .unwrap_or_else(|| DEFAULT_SCHEDULER_LISTEN.to_string());
+        let listen = parse_socket_addr("listen", &listen)?;
+        let external_host = self
+            .external_host
+            .or_else(|| section.external_host.clone())
+            .unwrap_or_else(|| advertised_host(&listen));
+        Ok(SchedulerConfig {
+            listen,
+            external_host,
+            timings: file.timings()?,
+        })
+    }
+}
+
+/// Flags of `sluice executor`.
+#[derive(Debug, Default, clap::Args)]
+pub struct ExecutorArgs {
+    /// The scheduler to register with, HOST:PORT.
+    #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
+    pub scheduler: Option<String>,
+    /// Address of the executor's Arrow Flight listener; the task gRPC service
+    /// listens on the next port. Port 0 picks free ports
+    /// [default: 0.0.0.0:50051].
+    #[arg(long, env = "SLUICE_EXECUTOR_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Host name the scheduler, executors and frontends use to reach this
+    /// executor [default: the listen address, or this machine's host name].
+    #[arg(long, env = "SLUICE_EXECUTOR_EXTERNAL_HOST", value_name = "HOST")]
+    pub external_host: Option<String>,
+    /// Tasks run at once [default: number of cores].
+    #[arg(long, env = "SLUICE_SLOTS", value_name = "N")]
+    pub slots: Option<usize>,
+    /// Directory for shuffle files, results and spills [default: a new
+    /// directory under the system temp dir, removed at exit].
+    #[arg(long, env = "SLUICE_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// TOML file shared by all roles; `executor` reads `[executor]`
+    /// (scheduler, listen, external-host, slots, work-dir) and `[cluster]`.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `[executor]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct ExecutorSection {
+    scheduler: Option<String>,
+    listen: Option<String>,
+    external_host: Option<String>,
+    slots: Option<usize>,
+    work_dir: Option<PathBuf>,
+}
+
+/// Resolved settings of `sluice executor`.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    /// Scheduler host and port.
+    pub scheduler: (String, u16),
+    /// Interface the services bind to.
+    pub bind_host: String,
+    /// Arrow Flight port.
+    pub flight_port: u16,
+    /// Task gRPC port.
+    pub grpc_port: u16,
+    /// Name other hosts reach it by.
+    pub external_host: String,
+    /// Tasks run at once.
+    pub slots: usize,
+    /// Work directory, or `None` for a temporary one.
+    pub work_dir: Option<PathBuf>,
+    /// Heartbeat interval and the rest of the cluster timings.
+    pub timings: ClusterTimings,
+}
+
+impl ExecutorArgs {
+    /// Merges flags and environment over the config file and the defaults.
+    pub fn resolve(self) -> Result<ExecutorConfig> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        let section = &file.executor;
+        let scheduler = self
+            .scheduler
+            .or_else(|| section.scheduler.clone())
+            .ok_or_else(|| {
+                ServerError::Config(
+                    "an executor needs --scheduler HOST:PORT (or scheduler in [executor])".into(),
+                )
+            })?;
+        let scheduler = parse_host_port("scheduler", &scheduler)?;
+        let listen = self
+            .listen
+            .or_else(|| section.listen.clone())
+            .unwrap_or_else(|| DEFAULT_EXECUTOR_LISTEN.to_string());
+        let listen = parse_socket_addr("listen", &listen)?;
+        let (flight_port, grpc_port) = if listen.port() == 0 {
+            (free_port(listen)?, free_port(listen)?)
+        } else {
+            let grpc = listen.port().checked_add(1).ok_or_else(|| {
+                ServerError::Config("--listen port must leave room for the next port".into())
+            })?;
+            (listen.port(), grpc)
+        };
+        let slots = self.slots.or(section.slots).unwrap_or_else(cores);
+        if slots == 0 {
+            return Err(ServerError::Config("slots must be at least 1".into()));
+        }
+        let work_dir = match self.work_dir.or_else(|| section.work_dir.clone()) {
+            Some(dir) => Some(absolute(dir)?),
+            None => None,
+        };
+        Ok(ExecutorConfig {
+            scheduler,
+            bind_host: listen.ip().to_string(),
+            flight_port,
+            grpc_port,
+            external_host: self
+                .external_host
+                .or_else(|| section.external_host.clone())
+                .unwrap_or_else(|| advertised_host(&listen)),
+            slots,
+            work_dir,
+            timings: file.timings()?,
+        })
+    }
+}
+
+/// A free port on `listen`'s interface.
+fn free_port(listen: SocketAddr) -> Result<u16> {
+    TcpListener::bind(SocketAddr::new(listen.ip(), 0))
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|e| ServerError::io(format!("finding a free port on {}", listen.ip()), e))
+}

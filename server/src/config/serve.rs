@@ -1,0 +1,140 @@
+//! `sluice serve` settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use sluice_engine::StorageOptions;
+use sluice_scheduler::ClusterTimings;
+
+use super::{absolute, cores, parse_host_port, parse_socket_addr, FileConfig};
+use crate::error::{Result, ServerError};
+
+/// Default Postgres listener address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
+/// Default number of embedded executors.
+pub const DEFAULT_EXECUTORS: usize = 2;
+
+/// Flags of `sluice serve`. Each may also come from the environment or the
+/// config file's `[serve]` section; unset ones take the documented default.
+#[derive(Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address of the Postgres-protocol listener [default: 127.0.0.1:5433].
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Directory for executor work dirs and catalog state [default: ./sluice-data].
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Number of embedded executors [default: 2].
+    #[arg(long, env = "SLUICE_EXECUTORS", value_name = "N")]
+    pub executors: Option<usize>,
+    /// Task slots per embedded executor [default: cores / executors, at least 1].
+    #[arg(long, env = "SLUICE_SLOTS", value_name = "N")]
+    pub slots: Option<usize>,
+    /// Run only the frontend, sending queries to the scheduler at HOST:PORT
+    /// (started with `sluice scheduler`) instead of an embedded cluster.
+    #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
+    pub scheduler: Option<String>,
+    /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
+    /// executors, slots, scheduler), `[cluster]` and `[storage.*]`.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `[serve]` in the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct ServeSection {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    executors: Option<usize>,
+    slots: Option<usize>,
+    scheduler: Option<String>,
+}
+
+/// Where `sluice serve` sends its queries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterMode {
+    /// A scheduler and executors inside this process.
+    Embedded {
+        /// Number of executors.
+        executors: usize,
+        /// Task slots per executor.
+        slots: usize,
+    },
+    /// A scheduler in another process (`sluice scheduler`).
+    Remote {
+        /// Scheduler host.
+        host: String,
+        /// Scheduler port.
+        port: u16,
+    },
+}
+
+/// Resolved settings of `sluice serve`.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Postgres-protocol listener address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Embedded cluster or remote scheduler.
+    pub cluster: ClusterMode,
+    /// Failure detection and result retention (embedded cluster).
+    pub timings: ClusterTimings,
+    /// Object storage options every session starts with.
+    pub storage: StorageOptions,
+}
+
+impl ServeArgs {
+    /// Merges flags and environment (already in `self`) over the config file
+    /// and the defaults, and validates the result.
+    pub fn resolve(self) -> Result<ServeConfig> {
+        let file = FileConfig::load(self.config.as_deref())?;
+        let section = &file.serve;
+        let listen = self
+            .listen
+            .or_else(|| section.listen.clone())
+            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+        let listen = parse_socket_addr("listen", &listen)?;
+        let executors = self.executors.or(section.executors);
+        let slots = self.slots.or(section.slots);
+        let cluster = match self.scheduler.or_else(|| section.scheduler.clone()) {
+            Some(scheduler) => {
+                if executors.is_some() || slots.is_some() {
+                    return Err(ServerError::Config(
+                        "--executors and --slots shape an embedded cluster; with --scheduler \
+                         the executors are separate `sluice executor` processes"
+                            .into(),
+                    ));
+                }
+                let (host, port) = parse_host_port("scheduler", &scheduler)?;
+                ClusterMode::Remote { host, port }
+            }
+            None => {
+                let executors = executors.unwrap_or(DEFAULT_EXECUTORS);
+                if executors == 0 {
+                    return Err(ServerError::Config("executors must be at least 1".into()));
+                }
+                let slots = slots.unwrap_or_else(|| (cores() / executors).max(1));
+                if slots == 0 {
+                    return Err(ServerError::Config("slots must be at least 1".into()));
+                }
+                ClusterMode::Embedded { executors, slots }
+            }
+        };
+        let data_dir = self
+            .data_dir
+            .or_else(|| section.data_dir.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        Ok(ServeConfig {
+            listen,
+            data_dir: absolute(data_dir)?,
+            cluster,
+            timings: file.timings()?,
+            storage: file.storage()?,
+        })
+    }
+}
