@@ -6,6 +6,7 @@
 pub mod error;
 pub mod information_schema;
 pub mod planner;
+pub mod recovery;
 pub mod roles;
 pub mod session;
 pub mod storage;

@@ -24,6 +24,8 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
+use crate::recovery::{JobControl, RecoveringJobExec};
+
 /// Where a logical plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
@@ -75,21 +77,32 @@ pub fn placement(plan: &LogicalPlan) -> Result<Placement> {
 
 /// Plans catalog queries locally and everything else as a Ballista job.
 pub struct SluiceQueryPlanner {
+    scheduler_url: String,
+    config: BallistaConfig,
     cluster: BallistaQueryPlanner<LogicalPlanNode>,
     local: DefaultPhysicalPlanner,
+    jobs: Option<Arc<dyn JobControl>>,
 }
 
 impl SluiceQueryPlanner {
     /// A planner submitting jobs to the scheduler at `scheduler_url`
-    /// (`http://host:port`).
-    pub fn new(scheduler_url: String, config: BallistaConfig) -> Self {
+    /// (`http://host:port`). With `jobs`, jobs that needed recovery
+    /// from a lost executor run again (see [`crate::recovery`]).
+    pub fn new(
+        scheduler_url: String,
+        config: BallistaConfig,
+        jobs: Option<Arc<dyn JobControl>>,
+    ) -> Self {
         Self {
+            jobs,
             cluster: BallistaQueryPlanner::with_extension(
-                scheduler_url,
-                config,
+                scheduler_url.clone(),
+                config.clone(),
                 Arc::new(BallistaLogicalExtensionCodec::default()),
             ),
             local: DefaultPhysicalPlanner::default(),
+            scheduler_url,
+            config,
         }
     }
 }
@@ -115,11 +128,21 @@ impl QueryPlanner for SluiceQueryPlanner {
                     .create_physical_plan(logical_plan, session_state)
                     .await
             }
-            Placement::Cluster => {
-                self.cluster
-                    .create_physical_plan(logical_plan, session_state)
-                    .await
-            }
+            Placement::Cluster => match (&self.jobs, logical_plan) {
+                // EXPLAIN ANALYZE and empty plans keep Ballista's own handling.
+                (None, _) | (_, LogicalPlan::Analyze(_) | LogicalPlan::EmptyRelation(_)) => {
+                    self.cluster
+                        .create_physical_plan(logical_plan, session_state)
+                        .await
+                }
+                (Some(jobs), plan) => Ok(Arc::new(RecoveringJobExec::new(
+                    self.scheduler_url.clone(),
+                    self.config.clone(),
+                    plan.clone(),
+                    session_state.session_id().to_string(),
+                    Arc::clone(jobs),
+                ))),
+            },
         }
     }
 }

@@ -15,6 +15,7 @@ use datafusion::prelude::SessionContext;
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::planner::SluiceQueryPlanner;
+use crate::recovery::JobControl;
 use crate::roles::base_config;
 use crate::storage::{runtime_env, StorageOptions};
 
@@ -33,6 +34,9 @@ pub struct SessionOptions {
     /// Object storage options every session starts with; they travel with
     /// each job to the scheduler and executors.
     pub storage: StorageOptions,
+    /// The scheduler's record of jobs, to rerun jobs that lost work on a dead
+    /// executor; `None` trusts Ballista's recovery.
+    pub job_control: Option<Arc<dyn JobControl>>,
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
@@ -56,9 +60,18 @@ impl SessionFactory {
             // (a NOT IN anti join over shuffled inputs returned every left row
             // and lost the ORDER BY); the static planner gets them right.
             // `SET ballista.planner.adaptive.enabled = true` opts back in.
-            .with_ballista_adaptive_query_planner(false);
+            .with_ballista_adaptive_query_planner(false)
+            // Fail fast when the scheduler is down (Ballista waits 20 s), and
+            // notice a scheduler that stopped answering mid-query within
+            // seconds rather than Ballista's 5 minutes.
+            .set_u64("ballista.client.grpc_connect_timeout_seconds", 5)
+            .set_u64("ballista.client.grpc_http2_keepalive_interval_seconds", 5);
         let planner =
-            SluiceQueryPlanner::new(options.scheduler_url.clone(), config.ballista_config());
+            SluiceQueryPlanner::new(
+                options.scheduler_url.clone(),
+                config.ballista_config(),
+                options.job_control.clone(),
+            );
         *config
             .options_mut()
             .extensions

@@ -43,6 +43,7 @@ pub struct EmbeddedClusterOptions {
 pub struct EmbeddedCluster {
     scheduler_url: String,
     scheduler: Scheduler,
+    scheduler_port: u16,
     scheduler_task: Mutex<Option<JoinHandle<()>>>,
     executor_tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
     task_counts: Arc<TaskCounts>,
@@ -114,6 +115,7 @@ impl EmbeddedCluster {
         let cluster = Self {
             scheduler_url: format!("http://127.0.0.1:{scheduler_port}"),
             scheduler: scheduler.server,
+            scheduler_port,
             scheduler_task: Mutex::new(Some(scheduler.task)),
             executor_tasks: Mutex::new(executor_tasks),
             task_counts,
@@ -144,6 +146,11 @@ impl EmbeddedCluster {
     /// Total task slots over all executors.
     pub fn total_slots(&self) -> usize {
         self.slots
+    }
+
+    /// The port the scheduler listens on (127.0.0.1).
+    pub fn scheduler_port(&self) -> u16 {
+        self.scheduler_port
     }
 
     /// Stops the executors (any still running after a grace period are

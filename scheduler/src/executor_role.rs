@@ -13,6 +13,9 @@ use crate::flight::flight_service_provider;
 use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
 
+/// How often an executor looks for job data past the result retention time.
+const RESULT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Settings of one executor.
 #[derive(Debug, Clone)]
 pub struct ExecutorOptions {
@@ -62,9 +65,10 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         vcores: options.slots.max(1),
         task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
         work_dir: Some(options.work_dir.to_string_lossy().into_owned()),
-        // The scheduler removes finished jobs' data (after the result
-        // retention time): no executor-side sweeper is needed.
-        job_data_clean_up_interval_seconds: 0,
+        // Frontends release results once read; the sweeper removes job data
+        // nobody released (a frontend that died) after the retention time.
+        job_data_ttl_seconds: options.timings.result_retention.as_secs(),
+        job_data_clean_up_interval_seconds: RESULT_SWEEP_INTERVAL.as_secs(),
         executor_heartbeat_interval_seconds: options.timings.heartbeat_interval.as_secs(),
         memory_pool_fraction: options.memory_fraction,
         override_config_producer: Some(config_producer()),

@@ -6,7 +6,11 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
+use ballista_core::serde::protobuf::CleanJobDataParams;
+use datafusion::error::DataFusionError;
 use serde::Deserialize;
+use sluice_engine::recovery::JobControl;
 
 use crate::error::{ClusterError, Result};
 use crate::flight::fetch_tasks_completed;
@@ -20,6 +24,8 @@ const REST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct RemoteScheduler {
     scheduler_url: String,
     http: reqwest::Client,
+    /// Connects on first use, reconnects after failures.
+    grpc: tonic::transport::Channel,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +49,22 @@ struct JobResponse {
     num_stages: usize,
 }
 
+#[derive(Deserialize)]
+struct StagesResponse {
+    stages: Vec<StageResponse>,
+}
+
+#[derive(Deserialize)]
+struct StageResponse {
+    tasks: Vec<Option<TaskResponse>>,
+}
+
+#[derive(Deserialize)]
+struct TaskResponse {
+    /// `"Running"`, `"Successful"` or `{"Failed": {…}}`.
+    status: serde_json::Value,
+}
+
 impl RemoteScheduler {
     /// The scheduler at `host:port`.
     pub fn new(host: &str, port: u16) -> Result<Self> {
@@ -51,9 +73,16 @@ impl RemoteScheduler {
             .connect_timeout(Duration::from_secs(2))
             .build()
             .map_err(|e| ClusterError::Unreachable(format!("building an HTTP client: {e}")))?;
+        let scheduler_url = format!("http://{host}:{port}");
+        let grpc = tonic::transport::Endpoint::from_shared(scheduler_url.clone())
+            .map_err(|e| ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}")))?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(REST_TIMEOUT)
+            .connect_lazy();
         Ok(Self {
-            scheduler_url: format!("http://{host}:{port}"),
+            scheduler_url,
             http,
+            grpc,
         })
     }
 
@@ -74,6 +103,35 @@ impl RemoteScheduler {
             return Err(unreachable(&format!("GET {path} answered {status}")));
         }
         serde_json::from_slice(&body).map_err(|e| unreachable(&format!("GET {path}: {e}")))
+    }
+}
+
+#[async_trait]
+impl JobControl for RemoteScheduler {
+    async fn job_retried_tasks(&self, job_id: &str) -> datafusion::error::Result<bool> {
+        let response: StagesResponse = self
+            .get(&format!("/api/job/{job_id}/stages"))
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        Ok(response
+            .stages
+            .iter()
+            .flat_map(|stage| stage.tasks.iter().flatten())
+            .any(|task| task.status.get("Failed").is_some()))
+    }
+
+    async fn release_job(&self, job_id: &str) -> datafusion::error::Result<()> {
+        let failed = |e: &dyn std::fmt::Display| {
+            DataFusionError::Execution(format!("releasing job {job_id}: {e}"))
+        };
+        SchedulerGrpcClient::new(self.grpc.clone())
+            .clean_job_data(CleanJobDataParams {
+                job_id: job_id.to_string(),
+                remove_stage_ids: vec![],
+            })
+            .await
+            .map_err(|e| failed(&e))?;
+        Ok(())
     }
 }
 

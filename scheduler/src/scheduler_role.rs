@@ -57,7 +57,11 @@ pub async fn start_scheduler(
         executor_timeout_seconds: timings.executor_timeout.as_secs(),
         expire_dead_executor_interval_seconds: timings.expiry_check_interval.as_secs(),
         no_executors_grace_period_seconds: timings.executor_timeout.as_secs(),
-        finished_job_data_clean_up_interval_seconds: timings.result_retention.as_secs(),
+        // Final results stay until the frontend releases them after its
+        // client read them (executors sweep unreleased ones, see
+        // `ClusterTimings::result_retention`); intermediate shuffle files go
+        // as soon as the job succeeds.
+        finished_job_data_clean_up_interval_seconds: 0,
         override_config_producer: Some(config_producer()),
         override_session_builder: Some(Arc::new(scheduler_session)),
         ..SchedulerConfig::default()

@@ -1,7 +1,8 @@
-//! How fast the cluster notices a dead executor, and how long results wait for
-//! their reader. Ballista's defaults (heartbeat every 60 s, dead after 180 s,
-//! results deleted 300 s after a job ends) are tuned for long batch jobs;
-//! interactive SQL needs a lost executor detected in seconds.
+//! How fast the cluster notices a dead executor, and how long unread results
+//! are kept. Ballista's defaults (heartbeat every 60 s, dead after 180 s,
+//! results deleted 300 s after a job ends, read or not) suit long batch jobs;
+//! interactive SQL needs a lost executor detected in seconds, and a slow
+//! client must not lose its results.
 
 use std::time::Duration;
 
@@ -17,8 +18,10 @@ pub struct ClusterTimings {
     pub executor_timeout: Duration,
     /// How often the scheduler looks for executors past `executor_timeout`.
     pub expiry_check_interval: Duration,
-    /// How long a finished job's shuffle files and results stay on the
-    /// executors; a client reading results slower than this loses them.
+    /// How long the results of a finished job stay on the executors when no
+    /// frontend releases them. A frontend releases a job's results as soon as
+    /// its client has read them (or gone away), so this only bounds the disk
+    /// used by results whose frontend died; executors sweep them hourly.
     pub result_retention: Duration,
 }
 
@@ -30,7 +33,7 @@ impl Default for ClusterTimings {
             heartbeat_interval: Duration::from_secs(2),
             executor_timeout: Duration::from_secs(6),
             expiry_check_interval: Duration::from_secs(1),
-            result_retention: Duration::from_secs(3600),
+            result_retention: Duration::from_secs(6 * 3600),
         }
     }
 }

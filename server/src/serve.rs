@@ -94,7 +94,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             e,
         )
     })?;
-    let (cluster, view, slots) = match &config.cluster {
+    let (cluster, view, jobs, slots) = match &config.cluster {
         ClusterMode::Embedded { executors, slots } => {
             let cluster = Arc::new(
                 EmbeddedCluster::start(EmbeddedClusterOptions {
@@ -106,19 +106,22 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
                 .await?,
             );
             let slots = cluster.total_slots();
+            // The embedded scheduler serves the same REST API on loopback.
+            let jobs = Arc::new(RemoteScheduler::new("127.0.0.1", cluster.scheduler_port())?);
             (
                 Some(cluster.clone()),
                 cluster as Arc<dyn ClusterView>,
+                jobs,
                 slots,
             )
         }
         ClusterMode::Remote { host, port } => {
             let scheduler = Arc::new(RemoteScheduler::new(host, *port)?);
             let slots = remote_slots(scheduler.as_ref()).await;
-            (None, scheduler as Arc<dyn ClusterView>, slots)
+            (None, scheduler.clone() as Arc<dyn ClusterView>, scheduler, slots)
         }
     };
-    let frontend = build_frontend(&view, slots, config)?;
+    let frontend = build_frontend(&view, jobs, slots, config)?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
         let _ = stopped.await;
@@ -151,6 +154,7 @@ async fn remote_slots(scheduler: &RemoteScheduler) -> usize {
 /// The frontend over `cluster`: sessions with pg_catalog and the system schema.
 fn build_frontend(
     cluster: &Arc<dyn ClusterView>,
+    jobs: Arc<RemoteScheduler>,
     slots: usize,
     config: &ServeConfig,
 ) -> Result<Arc<Frontend>> {
@@ -158,6 +162,7 @@ fn build_frontend(
         scheduler_url: cluster.scheduler_url().to_string(),
         target_partitions: slots,
         storage: config.storage.clone(),
+        job_control: Some(jobs),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

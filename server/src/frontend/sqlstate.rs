@@ -42,6 +42,8 @@ pub const OUT_OF_MEMORY: &str = "53200";
 pub const UNDEFINED_FILE: &str = "58P01";
 /// `io_error`
 pub const IO_ERROR: &str = "58030";
+/// `connection_failure`: the scheduler or an executor cannot be reached.
+pub const CONNECTION_FAILURE: &str = "08006";
 /// `internal_error`: only for real internal errors.
 pub const INTERNAL_ERROR: &str = "XX000";
 
@@ -63,6 +65,13 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("no function matches", UNDEFINED_FUNCTION),
     ("already exists", DUPLICATE_TABLE),
     ("doesn't exist", UNDEFINED_TABLE),
+    // gRPC transport failures between the frontend, scheduler and executors.
+    ("tcp connect error", CONNECTION_FAILURE),
+    ("connection refused", CONNECTION_FAILURE),
+    ("transport error", CONNECTION_FAILURE),
+    ("broken pipe", CONNECTION_FAILURE),
+    ("connection reset", CONNECTION_FAILURE),
+    ("h2 protocol error", CONNECTION_FAILURE),
 ];
 
 /// The SQLSTATE for a DataFusion error.
@@ -172,7 +181,13 @@ fn describe_api_error(
     error: &(dyn std::error::Error + Send + Sync + 'static),
 ) -> (&'static str, String) {
     if let Some(df) = error.downcast_ref::<DataFusionError>() {
-        (sqlstate(df), df.to_string())
+        let code = sqlstate(df);
+        let message = if code == CONNECTION_FAILURE {
+            format!("the cluster cannot be reached (scheduler or executor down?): {df}")
+        } else {
+            df.to_string()
+        };
+        (code, message)
     } else if error.downcast_ref::<ParserError>().is_some() {
         (SYNTAX_ERROR, format!("syntax error: {error}"))
     } else {
