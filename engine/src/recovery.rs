@@ -21,9 +21,9 @@ use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::physical_expr::PhysicalExpr;
 use datafusion::execution::TaskContext;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -37,7 +37,7 @@ pub const MAX_JOB_ATTEMPTS: usize = 3;
 /// What the frontend asks the scheduler about its finished jobs.
 #[async_trait]
 pub trait JobControl: Send + Sync + fmt::Debug {
-    /// Whether any task of job `job_id` failed and was run again (a lost
+    /// Whether job `job_id` lost task output and recomputed it (a lost
     /// executor, a failed shuffle fetch).
     async fn job_retried_tasks(&self, job_id: &str) -> Result<bool>;
     /// Lets the executors delete the job's results: the client has read them
@@ -182,20 +182,29 @@ impl ExecutionPlan for RecoveringJobExec {
                 // job has finished on the cluster.
                 let first = stream.next().await;
                 let job_id = job.job_id().map(|id| id.to_string()).unwrap_or_default();
-                let retried = !job_id.is_empty()
-                    && control.job_retried_tasks(&job_id).await.unwrap_or_else(|e| {
-                        tracing::warn!("cannot check job {job_id} for lost work: {e}");
-                        false
-                    });
+                // A failed job reports its own error; only a job that
+                // succeeded can carry output read twice.
+                let succeeded = !matches!(first, Some(Err(_)));
+                let retried = succeeded
+                    && !job_id.is_empty()
+                    && control
+                        .job_retried_tasks(&job_id)
+                        .await
+                        .unwrap_or_else(|e| {
+                            tracing::warn!("cannot check job {job_id} for lost work: {e}");
+                            false
+                        });
                 let release = ReleaseOnDrop {
                     job_id: job_id.clone(),
                     control: Arc::clone(&control),
                 };
                 if !retried {
-                    return Ok(futures::stream::iter(first).chain(stream).map(move |batch| {
-                        let _keep_until_read = &release;
-                        batch
-                    }));
+                    return Ok(futures::stream::iter(first)
+                        .chain(stream)
+                        .map(move |batch| {
+                            let _keep_until_read = &release;
+                            batch
+                        }));
                 }
                 drop(release);
                 if attempt == MAX_JOB_ATTEMPTS {

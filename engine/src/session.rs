@@ -66,12 +66,11 @@ impl SessionFactory {
             // seconds rather than Ballista's 5 minutes.
             .set_u64("ballista.client.grpc_connect_timeout_seconds", 5)
             .set_u64("ballista.client.grpc_http2_keepalive_interval_seconds", 5);
-        let planner =
-            SluiceQueryPlanner::new(
-                options.scheduler_url.clone(),
-                config.ballista_config(),
-                options.job_control.clone(),
-            );
+        let planner = SluiceQueryPlanner::new(
+            options.scheduler_url.clone(),
+            config.ballista_config(),
+            options.job_control.clone(),
+        );
         *config
             .options_mut()
             .extensions

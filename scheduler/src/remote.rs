@@ -16,6 +16,10 @@ use crate::error::{ClusterError, Result};
 use crate::flight::fetch_tasks_completed;
 use crate::view::{ClusterView, ExecutorInfo, JobSummary};
 
+/// Task failure reasons (as the REST API names them) that mean output was
+/// lost and recomputed: the cases where Ballista may read output twice.
+const LOST_WORK_REASONS: &[&str] = &["ExecutorLost", "ResultLost", "FetchPartitionError"];
+
 /// How long a REST call to the scheduler may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -75,7 +79,9 @@ impl RemoteScheduler {
             .map_err(|e| ClusterError::Unreachable(format!("building an HTTP client: {e}")))?;
         let scheduler_url = format!("http://{host}:{port}");
         let grpc = tonic::transport::Endpoint::from_shared(scheduler_url.clone())
-            .map_err(|e| ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}")))?
+            .map_err(|e| {
+                ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}"))
+            })?
             .connect_timeout(Duration::from_secs(2))
             .timeout(REST_TIMEOUT)
             .connect_lazy();
@@ -117,7 +123,8 @@ impl JobControl for RemoteScheduler {
             .stages
             .iter()
             .flat_map(|stage| stage.tasks.iter().flatten())
-            .any(|task| task.status.get("Failed").is_some()))
+            .filter_map(|task| task.status.get("Failed")?.get("reason")?.as_str())
+            .any(|reason| LOST_WORK_REASONS.contains(&reason)))
     }
 
     async fn release_job(&self, job_id: &str) -> datafusion::error::Result<()> {

@@ -118,7 +118,12 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         ClusterMode::Remote { host, port } => {
             let scheduler = Arc::new(RemoteScheduler::new(host, *port)?);
             let slots = remote_slots(scheduler.as_ref()).await;
-            (None, scheduler.clone() as Arc<dyn ClusterView>, scheduler, slots)
+            (
+                None,
+                scheduler.clone() as Arc<dyn ClusterView>,
+                scheduler,
+                slots,
+            )
         }
     };
     let frontend = build_frontend(&view, jobs, slots, config)?;

@@ -6,6 +6,7 @@
 //! which knows where cargo built the `sluice` binary, can drive it.
 
 mod db;
+pub mod process;
 mod server;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,271 @@
+//! A cluster of separate processes, as it runs on several hosts: one
+//! `sluice scheduler`, three `sluice executor`s and one `sluice serve
+//! --scheduler` frontend on loopback, with TPC-H data in a real S3-compatible
+//! server (moto). Only the frontend is given the S3 settings: the scheduler
+//! and executors get them with each job.
+//!
+//! Drives what an operator sees: a join + aggregate over S3 is correct,
+//! `sluice.executors` lists the executors with their tasks, `kill -9` of an
+//! executor mid-query still gives the right answer and the dead executor
+//! drops out within 10 s, an executor started later gets work, and a killed
+//! scheduler makes queries fail fast with SQLSTATE 08006 until it is back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sluice_sql_tests::process::{start_executor, start_scheduler, ChildProcess, S3Server};
+use sluice_sql_tests::SluiceServer;
+use tokio_postgres::Client;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Rows per nation of a join + aggregate over customer, orders and nation.
+const JOIN_AGGREGATE: &str =
+    "SELECT n_name, count(*) AS orders, CAST(sum(o_totalprice) AS VARCHAR) \
+     FROM orders JOIN customer ON o_custkey = c_custkey JOIN nation ON c_nationkey = n_nationkey \
+     GROUP BY n_name ORDER BY n_name";
+
+/// A self-join that runs for seconds in a debug build (36 million joined rows).
+const LONG_JOIN: &str = "SELECT count(*), CAST(sum(a.l_quantity * b.l_discount) AS VARCHAR) \
+     FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey";
+
+fn binary() -> &'static Path {
+    Path::new(BINARY)
+}
+
+/// `sluice tpch gen --sf 0.01` straight into the S3 server.
+fn generate_tpch(s3: &S3Server, url: &str) {
+    let output = Command::new(BINARY)
+        .args([
+            "tpch",
+            "gen",
+            "--sf",
+            "0.01",
+            "--files-per-table",
+            "3",
+            "--out",
+            url,
+        ])
+        .envs(s3.env())
+        .output()
+        .expect("sluice tpch gen runs");
+    assert!(
+        output.status.success(),
+        "tpch gen to {url} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A config file giving the frontend the S3 server, and the cluster timings.
+fn write_config(dir: &Path, s3: &S3Server) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nheartbeat-interval-seconds = 1\nexecutor-timeout-seconds = 4\n\n\
+             [storage.s3]\nendpoint = \"{}\"\nallow-http = true\nregion = \"us-east-1\"\n\
+             access-key-id = \"sluice-test\"\nsecret-access-key = \"sluice-test-secret\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// (executor id, tasks completed) of every live executor.
+async fn executors(client: &Client) -> Vec<(String, i64)> {
+    rows(
+        client,
+        "SELECT executor_id, tasks_completed FROM sluice.executors ORDER BY executor_id",
+    )
+    .await
+    .into_iter()
+    .map(|row| (row[0].clone(), row[1].parse().unwrap_or(-1)))
+    .collect()
+}
+
+async fn wait_for_executors(
+    client: &Client,
+    expected: usize,
+    within: Duration,
+) -> Vec<(String, i64)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let live = executors(client).await;
+        if live.len() == expected || Instant::now() > deadline {
+            return live;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
+    let s3 = S3Server::start().expect("moto S3 server starts");
+    s3.create_bucket("warehouse").expect("bucket created");
+    generate_tpch(&s3, "s3://warehouse/tpch/sf001");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &s3);
+
+    let (scheduler, scheduler_port) =
+        start_scheduler(binary(), 0, Some(&config)).expect("scheduler starts");
+    let mut workers: Vec<ChildProcess> = (0..3)
+        .map(|i| {
+            start_executor(
+                binary(),
+                scheduler_port,
+                1,
+                &dir.path().join(format!("work-{i}")),
+                Some(&config),
+            )
+            .expect("executor starts")
+        })
+        .collect();
+    let frontend = SluiceServer::start_with_args(
+        binary(),
+        &[
+            "--scheduler",
+            &format!("127.0.0.1:{scheduler_port}"),
+            "--config",
+            config.to_str().unwrap(),
+        ],
+    )
+    .expect("frontend starts");
+    let client = sluice_sql_tests::connect(frontend.port())
+        .await
+        .expect("connects");
+    assert_eq!(
+        wait_for_executors(&client, 3, Duration::from_secs(10))
+            .await
+            .len(),
+        3
+    );
+
+    let register = Command::new(BINARY)
+        .args(["tpch", "register", "--port", &frontend.port().to_string()])
+        .args(["--data", "s3://warehouse/tpch/sf001"])
+        .output()
+        .expect("tpch register runs");
+    assert!(
+        register.status.success(),
+        "{}",
+        String::from_utf8_lossy(&register.stderr)
+    );
+
+    // Join + aggregate over S3, split into stages over three executors.
+    let per_nation = rows(&client, JOIN_AGGREGATE).await;
+    assert_eq!(per_nation.len(), 25);
+    let total: i64 = per_nation
+        .iter()
+        .map(|row| row[1].parse::<i64>().unwrap())
+        .sum();
+    assert_eq!(total, 15_000, "every order of SF 0.01 is counted once");
+    assert_eq!(per_nation[0][0], "ALGERIA");
+    let expected_long = rows(&client, LONG_JOIN).await;
+    let busy = executors(&client).await;
+    assert_eq!(busy.len(), 3);
+    assert!(
+        busy.iter().all(|(_, tasks)| *tasks > 0),
+        "every executor ran tasks: {busy:?}"
+    );
+
+    // Secrets reach the cluster but are never shown.
+    let secret = rows(&client, "SHOW storage.s3.aws_secret_access_key").await;
+    assert_eq!(secret[0][1], "********");
+
+    // kill -9 of an executor while a multi-stage query runs.
+    let query = {
+        let port = frontend.port();
+        tokio::spawn(async move {
+            let client = sluice_sql_tests::connect(port).await.expect("connects");
+            let result = rows(&client, LONG_JOIN).await;
+            (result, Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let victim = workers.remove(0);
+    let killed_at = Instant::now();
+    victim.kill();
+    let (after_kill, finished_at) = query.await.expect("query task");
+    assert!(
+        finished_at > killed_at,
+        "the query was still running when the executor died"
+    );
+    assert_eq!(
+        after_kill, expected_long,
+        "the answer survives the lost executor"
+    );
+    let live = wait_for_executors(&client, 2, Duration::from_secs(10)).await;
+    assert_eq!(
+        live.len(),
+        2,
+        "the dead executor drops out within 10 s of its death"
+    );
+    assert!(killed_at.elapsed() < Duration::from_secs(25));
+
+    // An executor that joins a running cluster gets work.
+    workers.push(
+        start_executor(
+            binary(),
+            scheduler_port,
+            1,
+            &dir.path().join("work-late"),
+            Some(&config),
+        )
+        .expect("late executor starts"),
+    );
+    let before: Vec<String> = live.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(
+        wait_for_executors(&client, 3, Duration::from_secs(10))
+            .await
+            .len(),
+        3
+    );
+    for _ in 0..4 {
+        assert_eq!(rows(&client, JOIN_AGGREGATE).await, per_nation);
+    }
+    let late = executors(&client)
+        .await
+        .into_iter()
+        .find(|(id, _)| !before.contains(id))
+        .expect("the late executor is listed");
+    assert!(late.1 > 0, "the late executor ran tasks: {late:?}");
+
+    // Scheduler killed: queries fail fast with a connection SQLSTATE ...
+    scheduler.kill();
+    let started = Instant::now();
+    let error = client
+        .simple_query(JOIN_AGGREGATE)
+        .await
+        .expect_err("no scheduler, no query");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let db_error = error
+        .as_db_error()
+        .expect("a server error, not a lost connection");
+    assert_eq!(db_error.code().code(), "08006", "{}", db_error.message());
+    // ... and work again once it is back on the same address, without
+    // restarting the frontend (executors re-register on their next heartbeat).
+    let (_scheduler, _) =
+        start_scheduler(binary(), scheduler_port, Some(&config)).expect("scheduler restarts");
+    wait_for_executors(&client, 3, Duration::from_secs(10)).await;
+    assert_eq!(rows(&client, JOIN_AGGREGATE).await, per_nation);
+    frontend.stop().expect("frontend stops");
+}
