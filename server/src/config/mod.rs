@@ -189,6 +189,50 @@ mod tests {
         assert!(parse_host_port("scheduler", ":80").is_err());
     }
 
+    /// The compose cluster's shared file means what docker/ says it means to
+    /// every role.
+    #[test]
+    fn docker_config_resolves_for_every_role() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/sluice.toml");
+        let serve = ServeArgs {
+            config: Some(path.clone()),
+            ..ServeArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(
+            serve.cluster,
+            ClusterMode::Remote {
+                host: "scheduler".into(),
+                port: 50050
+            }
+        );
+        assert_eq!(serve.listen.port(), 5433);
+        assert_eq!(
+            serve
+                .storage
+                .get(StorageService::S3, "virtual_hosted_style_request"),
+            Some("false")
+        );
+        let scheduler = SchedulerArgs {
+            config: Some(path.clone()),
+            ..SchedulerArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(scheduler.listen.port(), 50050);
+        assert_eq!(scheduler.external_host, "scheduler");
+        let executor = ExecutorArgs {
+            config: Some(path),
+            ..ExecutorArgs::default()
+        }
+        .resolve()
+        .unwrap();
+        assert_eq!(executor.scheduler, ("scheduler".to_string(), 50050));
+        assert_eq!((executor.flight_port, executor.grpc_port), (50051, 50052));
+        assert_eq!(executor.timings.executor_timeout, Duration::from_secs(6));
+    }
+
     #[test]
     fn storage_sections_and_timings_are_validated() {
         let file: FileConfig = toml::from_str(
