@@ -131,13 +131,15 @@ impl QueryLog {
     }
 
     /// Starts recording a query; the returned tracker ends it when dropped.
+    /// (Statements naming object storage options are recorded with their
+    /// string literals masked: they may hold credentials.)
     pub fn start(&self, user: &str, text: &str) -> Arc<QueryTracker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(QueryRecord {
             id,
             job_name: format!("sluice-{}-{id}", self.frontend_id),
             user: user.to_string(),
-            text: text.to_string(),
+            text: redact(text),
             started_at: SystemTime::now(),
             started: Instant::now(),
             progress: Mutex::new(QueryProgress {
@@ -215,5 +217,46 @@ impl Drop for QueryTracker {
         let (state, error) = outcome.unwrap_or((QueryState::Finished, None));
         self.record
             .finish(state, self.rows.load(Ordering::Relaxed), error);
+    }
+}
+
+/// `text` with every single-quoted literal masked when it mentions object
+/// storage options (`SET storage.s3.aws_secret_access_key = '…'`).
+fn redact(text: &str) -> String {
+    if !text.to_ascii_lowercase().contains("storage.") {
+        return text.to_string();
+    }
+    let mut redacted = String::with_capacity(text.len());
+    let mut in_literal = false;
+    for c in text.chars() {
+        match (c, in_literal) {
+            ('\'', false) => {
+                in_literal = true;
+                redacted.push_str("'********");
+            }
+            ('\'', true) => {
+                // A doubled quote inside a literal ends it and opens the next
+                // one, which is masked all the same.
+                in_literal = false;
+                redacted.push('\'');
+            }
+            (_, true) => {}
+            (c, false) => redacted.push(c),
+        }
+    }
+    redacted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn storage_literals_are_masked() {
+        assert_eq!(
+            redact("SET storage.s3.aws_secret_access_key = 'abc''d'"),
+            "SET storage.s3.aws_secret_access_key = '********''********'"
+        );
+        assert_eq!(redact("SELECT 'x' FROM t"), "SELECT 'x' FROM t");
     }
 }

@@ -194,3 +194,72 @@ fn bad_configuration_fails_with_a_clear_message() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown field"));
 }
+
+/// Job directories (named after Ballista job ids) left in the executors' work
+/// dirs; DataFusion's spill dirs (`datafusion-*`) do not count.
+fn job_dirs(data_dir: &Path) -> Vec<String> {
+    let mut jobs = Vec::new();
+    for executor in std::fs::read_dir(data_dir.join("work")).unwrap() {
+        for entry in std::fs::read_dir(executor.unwrap().path()).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            if !name.starts_with("datafusion") {
+                jobs.push(name);
+            }
+        }
+    }
+    jobs
+}
+
+/// A client that reads its result slowly, a portal at a time, still gets all
+/// of it after the result retention time has passed; once it has read
+/// everything the executors delete the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowly_read_results_are_kept_until_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[cluster]\nresult-retention-seconds = 1\n").unwrap();
+    let data_dir = dir.path().join("data");
+    let server = SluiceServer::start_in(
+        Path::new(BINARY),
+        &data_dir,
+        &["--config", config.to_str().unwrap()],
+    )
+    .expect("starts");
+    let mut client = connect(server.port()).await;
+    create_table(&client, dir.path(), "slow", 2, 20_000).await;
+
+    let transaction = client.transaction().await.unwrap();
+    let statement = transaction
+        .prepare("SELECT id FROM slow ORDER BY id")
+        .await
+        .unwrap();
+    let portal = transaction.bind(&statement, &[]).await.unwrap();
+    let first = transaction.query_portal(&portal, 1000).await.unwrap();
+    assert_eq!(first.len(), 1000);
+    assert!(
+        !job_dirs(&data_dir).is_empty(),
+        "the result waits on an executor"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let mut ids: Vec<i64> = first.iter().map(|row| row.get(0)).collect();
+    loop {
+        let rows = transaction.query_portal(&portal, 5000).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        ids.extend(rows.iter().map(|row| row.get::<_, i64>(0)));
+    }
+    assert_eq!(ids, (1..=40_000).collect::<Vec<i64>>());
+    transaction.commit().await.unwrap();
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !job_dirs(&data_dir).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        job_dirs(&data_dir),
+        Vec::<String>::new(),
+        "read results are deleted"
+    );
+    server.stop().expect("stops");
+}

@@ -40,7 +40,7 @@ use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
-use super::show::show_engine_setting;
+use super::settings::{refuse_storage_set, show_engine_setting};
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::Frontend;
 use crate::query_log::QueryTracker;
@@ -50,6 +50,7 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(CursorStatementHook),
         Arc::new(PlanningHook::new(show_engine_setting)),
+        Arc::new(PlanningHook::new(refuse_storage_set)),
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
         Arc::new(PlanningHook::new(copy_to_file)),

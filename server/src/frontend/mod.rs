@@ -6,7 +6,7 @@ mod connection;
 mod copy;
 mod datafusion_ddl;
 mod hooks;
-mod show;
+mod settings;
 pub mod sqlstate;
 
 use std::future::Future;
