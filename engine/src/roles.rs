@@ -46,7 +46,8 @@ pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
 }
 
 /// An executor's runtime for a session: object stores from the session's
-/// storage options, spill files under the executor's work directory.
-pub fn executor_runtime_producer(work_dir: PathBuf) -> RuntimeProducer {
-    Arc::new(move |config: &SessionConfig| runtime_env(config, Some(&work_dir)))
+/// storage options, spill files in `spill_dir` (not the work directory, whose
+/// every subdirectory Ballista treats as a job's and sweeps).
+pub fn executor_runtime_producer(spill_dir: PathBuf) -> RuntimeProducer {
+    Arc::new(move |config: &SessionConfig| runtime_env(config, Some(&spill_dir)))
 }

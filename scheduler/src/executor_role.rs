@@ -36,7 +36,7 @@ pub struct ExecutorOptions {
     pub scheduler_port: u16,
     /// Tasks run at once.
     pub slots: usize,
-    /// Shuffle files, results and spills.
+    /// Shuffle files and results (spills go to the system temp dir).
     pub work_dir: PathBuf,
     /// Share of the host's memory for this executor's memory pool.
     pub memory_fraction: f64,
@@ -72,7 +72,7 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         executor_heartbeat_interval_seconds: options.timings.heartbeat_interval.as_secs(),
         memory_pool_fraction: options.memory_fraction,
         override_config_producer: Some(config_producer()),
-        override_runtime_producer: Some(executor_runtime_producer(options.work_dir.clone())),
+        override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
         override_execution_engine: Some(counts.engine(&id)),
         override_arrow_flight_service: Some(flight_service_provider(counts.counter(&id))),
         ..ExecutorProcessConfig::default()

@@ -13,6 +13,7 @@ pub mod executor_role;
 pub mod flight;
 pub mod remote;
 pub mod scheduler_role;
+pub mod slot_healer;
 pub mod task_counts;
 pub mod timings;
 pub mod view;

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::error::{ClusterError, Result};
+use crate::slot_healer::heal_lost_slots;
 use crate::timings::ClusterTimings;
 
 /// Ballista's scheduler as Sluice runs it.
@@ -35,7 +36,8 @@ pub struct RunningScheduler {
     pub server: Scheduler,
     /// The address it listens on.
     pub address: SocketAddr,
-    /// The serving task; ends when aborted or when serving fails.
+    /// The serving task (with the [`crate::slot_healer`]); ends when aborted
+    /// or when serving fails.
     pub task: JoinHandle<()>,
 }
 
@@ -77,8 +79,13 @@ pub async fn start_scheduler(
     let task = {
         let server = server.clone();
         tokio::spawn(async move {
-            if let Err(e) = start_grpc_service_with_listener(listener, server).await {
-                tracing::error!("scheduler stopped: {e}");
+            tokio::select! {
+                served = start_grpc_service_with_listener(listener, server.clone()) => {
+                    if let Err(e) = served {
+                        tracing::error!("scheduler stopped: {e}");
+                    }
+                }
+                _ = heal_lost_slots(server, timings.heartbeat_interval) => {}
             }
         })
     };
