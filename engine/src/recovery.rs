@@ -74,7 +74,8 @@ pub struct RecoveringJobExec {
     config: BallistaConfig,
     plan: LogicalPlan,
     session_id: String,
-    /// The first attempt's job; also what EXPLAIN shows.
+    /// What EXPLAIN shows and the plan properties; every execution submits
+    /// jobs of its own (a job records its id once).
     job: Arc<DistributedQueryExec<LogicalPlanNode>>,
     control: Arc<dyn JobControl>,
 }
@@ -161,8 +162,7 @@ impl ExecutionPlan for RecoveringJobExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let first_job = Arc::clone(&self.job);
-        let next_job = {
+        let new_attempt = {
             let (url, config, plan, session) = (
                 self.scheduler_url.clone(),
                 self.config.clone(),
@@ -175,7 +175,7 @@ impl ExecutionPlan for RecoveringJobExec {
         let schema = self.job.schema();
         let results = futures::stream::once(async move {
             let mut attempt = 1;
-            let mut job = first_job;
+            let mut job = new_attempt();
             loop {
                 let mut stream = job.execute(partition, Arc::clone(&context))?;
                 // The first batch (or the end, or an error) arrives once the
@@ -214,7 +214,7 @@ impl ExecutionPlan for RecoveringJobExec {
                     )));
                 }
                 attempt += 1;
-                job = next_job();
+                job = new_attempt();
                 tracing::warn!(
                     "job {job_id} recovered from a lost executor or shuffle fetch; Ballista \
                      may have read some output twice, so the query runs again \

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -61,6 +61,30 @@ impl ChildProcess {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Sends SIGTERM and waits up to `timeout` for the process to exit (then
+    /// kills it and reports the timeout).
+    pub fn terminate(mut self, timeout: Duration) -> Result<ExitStatus, String> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .map_err(|e| format!("sending SIGTERM: {e}"))?;
+        if !status.success() {
+            return Err("kill -TERM failed".into());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().map_err(|e| e.to_string())? {
+                return Ok(status);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "the process did not exit within {timeout:?} of SIGTERM"
+                ));
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Kills the process with SIGKILL, as a crash or `kill -9` would.
