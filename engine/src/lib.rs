@@ -5,6 +5,8 @@
 
 pub mod error;
 pub mod information_schema;
+pub mod pg_functions;
+pub mod pg_settings;
 pub mod planner;
 pub mod recovery;
 pub mod roles;
@@ -13,5 +15,6 @@ pub mod storage;
 pub mod system;
 
 pub use error::{EngineError, Result};
+pub use pg_settings::PgSettings;
 pub use session::{SessionFactory, SessionOptions, DEFAULT_CATALOG, DEFAULT_SCHEMA};
 pub use storage::{StorageOptions, StorageService};

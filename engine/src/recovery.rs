@@ -16,8 +16,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use ballista_core::config::BallistaConfig;
+use ballista_core::config::{BallistaConfig, BALLISTA_JOB_NAME};
 use ballista_core::execution_plans::DistributedQueryExec;
+use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
@@ -44,6 +45,37 @@ pub trait JobControl: Send + Sync + fmt::Debug {
     /// (or gone away). Unreleased results are deleted after the cluster's
     /// result retention time.
     async fn release_job(&self, job_id: &str) -> Result<()>;
+    /// Stops the job with id `job_id` (when known) and any running job named
+    /// `job_name`: their tasks end on the executors (the client cancelled its
+    /// query, timed out or went away).
+    async fn cancel_job(&self, job_id: Option<&str>, job_name: &str) -> Result<()>;
+}
+
+/// Cancels a job whose stream is dropped before the job has finished
+/// (Ballista 55 lets such a job run to its end).
+struct CancelUnlessFinished {
+    job: Arc<DistributedQueryExec<LogicalPlanNode>>,
+    job_name: String,
+    control: Arc<dyn JobControl>,
+    finished: bool,
+}
+
+impl Drop for CancelUnlessFinished {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let job_id = self.job.job_id().map(|id| id.to_string());
+        let job_name = std::mem::take(&mut self.job_name);
+        let control = Arc::clone(&self.control);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = control.cancel_job(job_id.as_deref(), &job_name).await {
+                    tracing::warn!("cancelling the job of query {job_name}: {e}");
+                }
+            });
+        }
+    }
 }
 
 /// Releases a job's results when the stream reading them is dropped.
@@ -178,9 +210,22 @@ impl ExecutionPlan for RecoveringJobExec {
             let mut job = new_attempt();
             loop {
                 let mut stream = job.execute(partition, Arc::clone(&context))?;
+                let mut running = CancelUnlessFinished {
+                    job: Arc::clone(&job),
+                    job_name: context
+                        .session_config()
+                        .ballista_config()
+                        .settings()
+                        .get(BALLISTA_JOB_NAME)
+                        .cloned()
+                        .unwrap_or_default(),
+                    control: Arc::clone(&control),
+                    finished: false,
+                };
                 // The first batch (or the end, or an error) arrives once the
                 // job has finished on the cluster.
                 let first = stream.next().await;
+                running.finished = true;
                 let job_id = job.job_id().map(|id| id.to_string()).unwrap_or_default();
                 // A failed job reports its own error; only a job that
                 // succeeded can carry output read twice.

@@ -14,6 +14,7 @@ use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 
+use crate::pg_settings::PgSettings;
 use crate::storage::{runtime_env, StorageOptions};
 
 /// The configuration every role starts from: Ballista's defaults and
@@ -21,7 +22,9 @@ use crate::storage::{runtime_env, StorageOptions};
 /// job's configuration from this and the job's settings; a key whose extension
 /// is not registered here would be dropped without a word.
 pub fn base_config() -> SessionConfig {
-    SessionConfig::new_with_ballista().with_option_extension(StorageOptions::default())
+    SessionConfig::new_with_ballista()
+        .with_option_extension(StorageOptions::default())
+        .with_option_extension(PgSettings::default())
 }
 
 /// [`base_config`] as the producer Ballista's roles take.

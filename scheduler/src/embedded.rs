@@ -14,7 +14,8 @@ use crate::executor_role::{new_executor_id, run_executor, ExecutorOptions};
 use crate::scheduler_role::{nodelay_listener, start_scheduler, Scheduler, SchedulerOptions};
 use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
-use crate::view::{ClusterView, ExecutorInfo, JobSummary};
+use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
+use ballista_core::serde::protobuf::job_status;
 
 /// How long [`EmbeddedCluster::start`] waits for every executor to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,10 +226,22 @@ impl ClusterView for EmbeddedCluster {
             .into_iter()
             .map(|job| JobSummary {
                 job_id: job.job_id.to_string(),
+                status: overview_status(&job.status.status),
                 job_name: job.job_name,
                 stages: job.num_stages,
             })
             .collect())
+    }
+}
+
+/// [`JobSummary::status`] of a job in the scheduler's own state.
+fn overview_status(status: &Option<job_status::Status>) -> String {
+    match status {
+        Some(job_status::Status::Queued(_)) => job_status_name("Queued", None),
+        Some(job_status::Status::Running(_)) => job_status_name("Running", None),
+        Some(job_status::Status::Successful(_)) => job_status_name("Completed", None),
+        Some(job_status::Status::Failed(failed)) => job_status_name("Failed", Some(&failed.error)),
+        None => "Unknown".into(),
     }
 }
 

@@ -7,18 +7,22 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use ballista_core::serde::protobuf::CleanJobDataParams;
+use ballista_core::serde::protobuf::{CancelJobParams, CleanJobDataParams};
 use datafusion::error::DataFusionError;
 use serde::Deserialize;
 use sluice_engine::recovery::JobControl;
 
 use crate::error::{ClusterError, Result};
 use crate::flight::fetch_tasks_completed;
-use crate::view::{ClusterView, ExecutorInfo, JobSummary};
+use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
 
 /// Task failure reasons (as the REST API names them) that mean output was
 /// lost and recomputed: the cases where Ballista may read output twice.
 const LOST_WORK_REASONS: &[&str] = &["ExecutorLost", "ResultLost", "FetchPartitionError"];
+
+/// How often, and how far apart, a job to cancel is looked for by name.
+const CANCEL_LOOKUPS: usize = 10;
+const CANCEL_LOOKUP_INTERVAL: Duration = Duration::from_millis(300);
 
 /// How long a REST call to the scheduler may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,6 +55,10 @@ struct JobResponse {
     job_id: String,
     job_name: String,
     num_stages: usize,
+    /// `Queued`, `Running`, `Completed` or `Failed`.
+    status: String,
+    /// `Failed: <error>` for failed jobs.
+    job_status: String,
 }
 
 #[derive(Deserialize)]
@@ -70,6 +78,18 @@ struct TaskResponse {
 }
 
 impl RemoteScheduler {
+    /// Cancels job `job_id`: the scheduler stops its tasks on the executors.
+    async fn cancel(&self, job_id: &str) -> datafusion::error::Result<()> {
+        SchedulerGrpcClient::new(self.grpc.clone())
+            .cancel_job(CancelJobParams {
+                job_id: job_id.to_string(),
+            })
+            .await
+            .map_err(|e| DataFusionError::Execution(format!("cancelling job {job_id}: {e}")))?;
+        tracing::info!("cancelled job {job_id}");
+        Ok(())
+    }
+
     /// The scheduler at `host:port`.
     pub fn new(host: &str, port: u16) -> Result<Self> {
         let http = reqwest::Client::builder()
@@ -140,6 +160,39 @@ impl JobControl for RemoteScheduler {
             .map_err(|e| failed(&e))?;
         Ok(())
     }
+
+    async fn cancel_job(
+        &self,
+        job_id: Option<&str>,
+        job_name: &str,
+    ) -> datafusion::error::Result<()> {
+        let mut cancelled = 0;
+        if let Some(job_id) = job_id {
+            self.cancel(job_id).await?;
+            cancelled += 1;
+        }
+        // A job whose id the client has not learnt yet (Ballista reports it
+        // with the job's first status change) is found by its name; one whose
+        // submission is still on its way shows up within moments.
+        for _ in 0..CANCEL_LOOKUPS {
+            let jobs = ClusterView::jobs(self)
+                .await
+                .map_err(|e| DataFusionError::Execution(e.to_string()))?;
+            for job in jobs.iter().filter(|job| {
+                job.job_name == job_name
+                    && Some(job.job_id.as_str()) != job_id
+                    && matches!(job.status.as_str(), "Queued" | "Running")
+            }) {
+                self.cancel(&job.job_id).await?;
+                cancelled += 1;
+            }
+            if cancelled > 0 {
+                break;
+            }
+            tokio::time::sleep(CANCEL_LOOKUP_INTERVAL).await;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -182,6 +235,7 @@ impl ClusterView for RemoteScheduler {
                 job_id: job.job_id,
                 job_name: job.job_name,
                 stages: job.num_stages,
+                status: job_status_name(&job.status, job.job_status.strip_prefix("Failed: ")),
             })
             .collect())
     }

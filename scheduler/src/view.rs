@@ -35,6 +35,18 @@ pub struct JobSummary {
     pub job_name: String,
     /// Number of stages the job was split into.
     pub stages: usize,
+    /// `Queued`, `Running`, `Completed`, `Failed` or `Cancelled`.
+    pub status: String,
+}
+
+/// The [`JobSummary::status`] of a job whose Ballista status is `status` and,
+/// if it failed, whose error is `error` (Ballista fails cancelled jobs with
+/// the error `Cancelled`).
+pub fn job_status_name(status: &str, error: Option<&str>) -> String {
+    match (status, error) {
+        ("Failed", Some("Cancelled")) => "Cancelled".into(),
+        (status, _) => status.into(),
+    }
 }
 
 /// Read access to a cluster's live state.

@@ -1,5 +1,6 @@
 //! The rows behind `sluice.executors` and `sluice.queries`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -12,7 +13,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use sluice_engine::system::SystemTable;
-use sluice_scheduler::ClusterView;
+use sluice_scheduler::{ClusterView, JobSummary};
 
 use crate::query_log::{QueryLog, QueryState};
 
@@ -111,6 +112,7 @@ impl QueriesTable {
             Field::new("rows", DataType::Int64, false),
             Field::new("stages", DataType::Int64, true),
             Field::new("error", DataType::Utf8, true),
+            Field::new("job_status", DataType::Utf8, true),
         ]));
         Self {
             log,
@@ -129,22 +131,36 @@ impl SystemTable for QueriesTable {
     async fn snapshot(&self) -> Result<RecordBatch> {
         let records = self.log.records();
         // Stage counts come from the scheduler; once found they are kept on the
-        // record, since the scheduler forgets finished jobs after a while.
-        let jobs: HashMap<String, u64> = self
-            .cluster
-            .jobs()
-            .await
-            .map_err(cluster_error)?
-            .into_iter()
-            .map(|job| (job.job_name, job.stages as u64))
-            .fold(HashMap::new(), |mut stages, (name, count)| {
-                *stages.entry(name).or_default() += count;
-                stages
-            });
+        // record, since the scheduler forgets finished jobs after a while. A
+        // query's jobs (one per attempt) share its name; the last one's status
+        // is shown.
+        let mut jobs: HashMap<String, (u64, JobSummary)> = HashMap::new();
+        for job in self.cluster.jobs().await.map_err(cluster_error)? {
+            let stages = job.stages as u64;
+            match jobs.entry(job.job_name.clone()) {
+                Entry::Occupied(mut entry) => {
+                    let (total, last) = entry.get_mut();
+                    *total += stages;
+                    if job.job_id > last.job_id {
+                        *last = job;
+                    }
+                }
+                Entry::Vacant(entry) => {
+                    entry.insert((stages, job));
+                }
+            }
+        }
+        let job_status: Vec<Option<String>> = records
+            .iter()
+            .map(|record| {
+                jobs.get(&record.job_name)
+                    .map(|(_, job)| job.status.clone())
+            })
+            .collect();
         let progress: Vec<_> = records
             .iter()
             .map(|record| {
-                if let Some(stages) = jobs.get(&record.job_name) {
+                if let Some((stages, _)) = jobs.get(&record.job_name) {
                     record.set_stages(*stages);
                 }
                 let mut progress = record.progress();
@@ -188,6 +204,7 @@ impl SystemTable for QueriesTable {
             Arc::new(StringArray::from_iter(
                 progress.iter().map(|p| p.error.clone()),
             )),
+            Arc::new(StringArray::from_iter(job_status)),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

@@ -16,7 +16,14 @@ pub use server::SluiceServer;
 
 /// The directory holding the `.slt` files.
 pub fn slt_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("slt")
+    // `cargo test` runs a test binary with its own package's directory (a
+    // sibling of this one) in the environment. Prefer it to the directory this
+    // library was compiled in: a shared build cache may hold this library
+    // compiled from another checkout.
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(|package| Path::new(&package).join("../sql-tests/slt"))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("slt"))
 }
 
 /// Every `.slt` file under `dir`, sorted, recursively.

@@ -8,6 +8,7 @@
 //! panic into an error instead of a dropped connection.
 
 use std::fmt::Debug;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -17,9 +18,7 @@ use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
-use datafusion_postgres::hooks::set_show::SetShowHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::portal::Portal;
@@ -27,21 +26,22 @@ use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryH
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
-    METADATA_DATABASE, METADATA_USER,
+    ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::data::DataRow;
-use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
 
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
+use super::copy_out::CopyToStdoutHook;
 use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
-use super::settings::{refuse_storage_set, show_engine_setting};
+use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
+use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
 use super::sqlstate::{self, SqlStateErrorHandler};
+use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
 
@@ -49,16 +49,14 @@ use crate::query_log::QueryTracker;
 fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(CursorStatementHook),
+        Arc::new(PgSettingsHook),
         Arc::new(PlanningHook::new(show_engine_setting)),
         Arc::new(PlanningHook::new(refuse_storage_set)),
-        Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
         Arc::new(PlanningHook::new(copy_to_file)),
+        Arc::new(CopyToStdoutHook),
     ]
 }
-
-/// The database name clients must connect to.
-pub const DATABASE: &str = "sluice";
 
 /// Handlers for one connection.
 pub struct Connection {
@@ -68,7 +66,7 @@ pub struct Connection {
 
 impl Connection {
     /// Handlers for a new connection with a fresh session.
-    pub fn new(frontend: Arc<Frontend>) -> Self {
+    pub fn new(frontend: Arc<Frontend>, signal: Arc<ConnectionSignal>) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
         let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks());
         let parser = Arc::new(SluiceParser::new(inner.query_parser(), context.clone()));
@@ -77,6 +75,7 @@ impl Connection {
             parser,
             context,
             frontend: frontend.clone(),
+            signal,
         });
         Self { frontend, session }
     }
@@ -92,8 +91,10 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(TrustStartup {
-            connections: self.frontend.connections.clone(),
+        Arc::new(Startup {
+            session: self.session.context.clone(),
+            cancels: self.frontend.cancels.clone(),
+            signal: self.session.signal.clone(),
         })
     }
 
@@ -102,42 +103,7 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
-        self.frontend.cancel.clone()
-    }
-}
-
-/// Lets in any user on the `sluice` database (no users are configured yet).
-struct TrustStartup {
-    connections: Arc<ConnectionManager>,
-}
-
-#[async_trait]
-impl NoopStartupHandler for TrustStartup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + futures::Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        let database = client.metadata().get(METADATA_DATABASE).cloned();
-        match database.as_deref() {
-            None | Some(DATABASE) => Ok(()),
-            Some(other) => Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "3D000".into(),
-                format!(
-                    "database \"{other}\" does not exist (this server has database \"{DATABASE}\")"
-                ),
-            )))),
-        }
+        self.frontend.cancels.clone()
     }
 }
 
@@ -147,9 +113,34 @@ pub struct SessionHandler {
     parser: Arc<SluiceParser>,
     context: Arc<SessionContext>,
     frontend: Arc<Frontend>,
+    signal: Arc<ConnectionSignal>,
 }
 
 impl SessionHandler {
+    /// Runs `statement` until it ends or is interrupted (cancel request,
+    /// `statement_timeout`, disconnect); an interrupted query is recorded as
+    /// cancelled and its future dropped.
+    async fn interruptible<T>(
+        &self,
+        watch: &StatementWatch,
+        tracker: &QueryTracker,
+        statement: impl Future<Output = PgWireResult<T>>,
+    ) -> PgWireResult<T> {
+        tokio::select! {
+            result = statement => result,
+            interruption = watch.interrupted() => {
+                tracker.cancel();
+                Err(watch.reason(&self.signal, interruption).error())
+            }
+        }
+    }
+
+    /// A watch for a statement starting now, under the session's
+    /// `statement_timeout`.
+    fn watch(&self) -> StatementWatch {
+        self.signal.watch(statement_timeout(&self.context))
+    }
+
     /// Records the query and names the Ballista jobs it will submit after it.
     fn begin<C: ClientInfo>(&self, client: &C, text: &str) -> Arc<QueryTracker> {
         let user = client
@@ -208,34 +199,73 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> PgWireError {
     )))
 }
 
-/// Makes a response's rows feed the tracker.
-fn track(response: Response, tracker: &Arc<QueryTracker>) -> Response {
+/// Makes a response's rows feed the tracker and stop when `watch` fires.
+fn track(
+    response: Response,
+    tracker: &Arc<QueryTracker>,
+    watch: &StatementWatch,
+    signal: &Arc<ConnectionSignal>,
+) -> Response {
     match response {
         Response::Query(mut query) => {
             let rows = std::mem::replace(&mut query.data_rows, Box::pin(futures::stream::empty()));
-            query.data_rows = Box::pin(TrackedRows {
-                inner: rows,
-                tracker: tracker.clone(),
-                done: false,
-            });
+            query.data_rows = Box::pin(TrackedRows::new(rows, tracker, watch, signal));
             Response::Query(query)
+        }
+        Response::CopyOut(mut copy) => {
+            let rows = std::mem::replace(&mut copy.data_stream, Box::pin(futures::stream::empty()));
+            copy.data_stream = Box::pin(TrackedRows::new(rows, tracker, watch, signal));
+            Response::CopyOut(copy)
         }
         other => other,
     }
 }
 
-/// A row stream that counts rows, records errors with their SQLSTATE, and
-/// marks the query cancelled if dropped before its end.
-struct TrackedRows {
-    inner: Pin<Box<dyn Stream<Item = PgWireResult<DataRow>> + Send>>,
+/// A row stream that counts rows, records errors with their SQLSTATE, ends
+/// with `57014` when its statement is interrupted, and marks the query
+/// cancelled if dropped before its end.
+struct TrackedRows<T> {
+    inner: Pin<Box<dyn Stream<Item = PgWireResult<T>> + Send>>,
     tracker: Arc<QueryTracker>,
+    interrupted: Pin<Box<dyn Future<Output = Interruption> + Send>>,
+    watch: StatementWatch,
+    signal: Arc<ConnectionSignal>,
     done: bool,
 }
 
-impl Stream for TrackedRows {
-    type Item = PgWireResult<DataRow>;
+impl<T> TrackedRows<T> {
+    fn new(
+        inner: Pin<Box<dyn Stream<Item = PgWireResult<T>> + Send>>,
+        tracker: &Arc<QueryTracker>,
+        watch: &StatementWatch,
+        signal: &Arc<ConnectionSignal>,
+    ) -> Self {
+        Self {
+            inner,
+            tracker: tracker.clone(),
+            interrupted: watch.interrupted(),
+            watch: watch.clone(),
+            signal: signal.clone(),
+            done: false,
+        }
+    }
+}
+
+impl<T: Send + 'static> Stream for TrackedRows<T> {
+    type Item = PgWireResult<T>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(interruption) = self.interrupted.as_mut().poll(cx) {
+            let reason = self.watch.reason(&self.signal, interruption);
+            self.tracker.cancel();
+            self.done = true;
+            // Drop the rows now: that cancels the query's job.
+            self.inner = Box::pin(futures::stream::empty());
+            return Poll::Ready(Some(Err(reason.error())));
+        }
         let inner = &mut self.inner;
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx)))
             .unwrap_or_else(|panic| Poll::Ready(Some(Err(panic_error(panic)))));
@@ -260,7 +290,7 @@ impl Stream for TrackedRows {
     }
 }
 
-impl Drop for TrackedRows {
+impl<T> Drop for TrackedRows<T> {
     fn drop(&mut self) {
         if !self.done {
             self.tracker.cancel();
@@ -283,6 +313,7 @@ impl SimpleQueryHandler for SessionHandler {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let tracker = self.begin(client, query);
+        let watch = self.watch();
         let responses = guarded(&tracker, async {
             match SimpleQueryHandler::do_query(&self.inner, client, query).await {
                 Err(error) if is_parse_error(&error) => {
@@ -293,11 +324,11 @@ impl SimpleQueryHandler for SessionHandler {
                 }
                 result => result,
             }
-        })
-        .await?;
+        });
+        let responses = self.interruptible(&watch, &tracker, responses).await?;
         Ok(tag_empty_results(query, responses)
             .into_iter()
-            .map(|r| track(r, &tracker))
+            .map(|r| track(r, &tracker, &watch, &self.signal))
             .collect())
     }
 }
@@ -329,12 +360,18 @@ impl ExtendedQueryHandler for SessionHandler {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let tracker = self.begin(client, &portal.statement.statement.0);
+        let watch = self.watch();
         let response = guarded(
             &tracker,
             ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
-        )
-        .await?;
+        );
+        let response = self.interruptible(&watch, &tracker, response).await?;
         let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
-        Ok(track(tag_if_empty(response, statement), &tracker))
+        Ok(track(
+            tag_if_empty(response, statement),
+            &tracker,
+            &watch,
+            &self.signal,
+        ))
     }
 }

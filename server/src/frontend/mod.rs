@@ -4,23 +4,25 @@
 mod command_tag;
 mod connection;
 mod copy;
+mod copy_out;
 mod datafusion_ddl;
 mod hooks;
+mod interrupt;
 mod settings;
 pub mod sqlstate;
+mod startup;
 
 use std::future::Future;
 use std::sync::Arc;
 
-use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
-use datafusion_postgres::pgwire::api::ConnectionManager;
 use datafusion_postgres::pgwire::tokio::process_socket;
 use sluice_engine::SessionFactory;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use connection::Connection;
-pub use connection::DATABASE;
+use interrupt::{watch_disconnect, CancelRegistry, ConnectionSignal};
+pub use startup::DATABASE;
 
 use crate::query_log::QueryLog;
 
@@ -30,21 +32,17 @@ pub struct Frontend {
     pub sessions: SessionFactory,
     /// Recent queries (`sluice.queries`).
     pub queries: Arc<QueryLog>,
-    /// Live connections, for cancel requests.
-    pub connections: Arc<ConnectionManager>,
-    /// Answers CancelRequest messages.
-    pub cancel: Arc<DefaultCancelHandler>,
+    /// Live connections by backend key, for cancel requests.
+    pub cancels: Arc<CancelRegistry>,
 }
 
 impl Frontend {
     /// A frontend building sessions with `sessions` and recording into `queries`.
     pub fn new(sessions: SessionFactory, queries: Arc<QueryLog>) -> Self {
-        let connections = Arc::new(ConnectionManager::new());
         Self {
             sessions,
             queries,
-            cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
-            connections,
+            cancels: Arc::default(),
         }
     }
 }
@@ -63,10 +61,21 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
                     let _ = socket.set_nodelay(true);
-                    let handlers = Connection::new(frontend.clone());
+                    let signal = Arc::new(ConnectionSignal::default());
+                    let watcher = match second_handle(&socket) {
+                        Ok(handle) => Some(tokio::spawn(watch_disconnect(handle, signal.clone()))),
+                        Err(e) => {
+                            tracing::warn!("cannot watch {peer} for disconnects: {e}");
+                            None
+                        }
+                    };
+                    let handlers = Connection::new(frontend.clone(), signal);
                     connections.spawn(async move {
                         if let Err(e) = process_socket(socket, None, handlers).await {
                             tracing::debug!("connection from {peer} ended: {e}");
+                        }
+                        if let Some(watcher) = watcher {
+                            watcher.abort();
                         }
                     });
                 }
@@ -77,4 +86,13 @@ pub async fn serve(
         while connections.try_join_next().is_some() {}
     }
     connections.shutdown().await;
+}
+
+/// A second handle on a client socket, for [`watch_disconnect`].
+fn second_handle(socket: &tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    use std::os::fd::{AsFd, OwnedFd};
+    let duplicate: OwnedFd = socket.as_fd().try_clone_to_owned()?;
+    let duplicate = std::net::TcpStream::from(duplicate);
+    duplicate.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(duplicate)
 }

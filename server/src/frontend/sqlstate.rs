@@ -182,10 +182,13 @@ fn describe_api_error(
 ) -> (&'static str, String) {
     if let Some(df) = error.downcast_ref::<DataFusionError>() {
         let code = sqlstate(df);
-        let message = if code == CONNECTION_FAILURE {
-            format!("the cluster cannot be reached (scheduler or executor down?): {df}")
-        } else {
-            df.to_string()
+        let message = match df.find_root() {
+            _ if code == CONNECTION_FAILURE => {
+                format!("the cluster cannot be reached (scheduler or executor down?): {df}")
+            }
+            // Setting errors read as PostgreSQL's, without DataFusion's prefix.
+            DataFusionError::Configuration(text) => text.clone(),
+            _ => df.to_string(),
         };
         (code, message)
     } else if error.downcast_ref::<ParserError>().is_some() {

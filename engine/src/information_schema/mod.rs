@@ -1,7 +1,12 @@
 //! `information_schema` as DataFusion builds it, except that `df_settings`
 //! (what `SHOW` and `SHOW ALL` read) masks secret settings such as object
-//! storage keys. The secrets stay in the session configuration, which Ballista
-//! ships to the scheduler and executors; only what users see is masked.
+//! storage keys, and `columns` describes types as PostgreSQL does. The secrets
+//! stay in the session configuration, which Ballista ships to the scheduler
+//! and executors; only what users see is masked.
+
+mod columns;
+
+pub use columns::{pg_column_type, ColumnsTable, PgColumnType};
 
 use std::sync::Arc;
 
@@ -21,18 +26,21 @@ use crate::storage::displayed_value;
 /// The schema's name.
 pub const INFORMATION_SCHEMA: &str = "information_schema";
 const DF_SETTINGS: &str = "df_settings";
+const COLUMNS: &str = "columns";
 
 /// DataFusion's information schema with secret settings masked.
 #[derive(Debug)]
 pub struct MaskedInformationSchema {
     inner: InformationSchemaProvider,
+    catalogs: Arc<dyn CatalogProviderList>,
 }
 
 impl MaskedInformationSchema {
     /// The information schema over every catalog in `catalogs`.
     pub fn new(catalogs: Arc<dyn CatalogProviderList>) -> Self {
         Self {
-            inner: InformationSchemaProvider::new(catalogs),
+            inner: InformationSchemaProvider::new(Arc::clone(&catalogs)),
+            catalogs,
         }
     }
 }
@@ -46,6 +54,11 @@ impl SchemaProvider for MaskedInformationSchema {
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         if name.eq_ignore_ascii_case(DF_SETTINGS) {
             return Ok(Some(Arc::new(MaskedSettings::default())));
+        }
+        if name.eq_ignore_ascii_case(COLUMNS) {
+            return Ok(Some(Arc::new(ColumnsTable::new(Arc::clone(
+                &self.catalogs,
+            )))));
         }
         self.inner.table(name).await
     }
