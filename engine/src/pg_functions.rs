@@ -56,7 +56,14 @@ pub fn register(context: &SessionContext) {
         // Sluice has no user-defined SQL functions to describe.
         ("pg_get_function_result", arities(&[1]), text(None)),
         ("pg_get_function_arguments", arities(&[1]), text(None)),
-        // Every function lives in a schema on the search path.
+        // Sluice has no sequences, so no column owns one.
+        ("pg_get_serial_sequence", arities(&[2]), text(None)),
+        // Every function and collation lives in a schema on the search path.
+        (
+            "pg_collation_is_visible",
+            arities(&[1]),
+            ScalarValue::Boolean(Some(true)),
+        ),
         (
             "pg_function_is_visible",
             arities(&[1]),
@@ -70,6 +77,9 @@ pub fn register(context: &SessionContext) {
             value,
         }));
     }
+    context.register_udf(ScalarUDF::new_from_impl(ToRegtype::new()));
+    context.register_udf(ScalarUDF::new_from_impl(JsonBuildObject::new()));
+    context.register_udf(ScalarUDF::new_from_impl(When::new()));
     context.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     context.register_udf(ScalarUDF::new_from_impl(SetConfig::new()));
 }
@@ -240,5 +250,245 @@ impl ScalarUDFImpl for SetConfig {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         Ok(args.args[1].clone())
+    }
+}
+
+/// SQL spellings of built-in type names that `to_regtype` accepts besides
+/// PostgreSQL's internal names.
+const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("smallint", "int2"),
+    ("integer", "int4"),
+    ("int", "int4"),
+    ("bigint", "int8"),
+    ("real", "float4"),
+    ("double precision", "float8"),
+    ("boolean", "bool"),
+    ("character varying", "varchar"),
+    ("character", "bpchar"),
+    ("decimal", "numeric"),
+    ("timestamp without time zone", "timestamp"),
+    ("timestamp with time zone", "timestamptz"),
+    ("time without time zone", "time"),
+    ("time with time zone", "timetz"),
+];
+
+/// The oid of PostgreSQL's built-in type called `name`, if there is one.
+pub fn builtin_type_oid(name: &str) -> Option<i32> {
+    static BY_NAME: std::sync::LazyLock<std::collections::HashMap<String, u32>> =
+        std::sync::LazyLock::new(|| {
+            // Built-in type oids are below 10000 (FirstGenbkiObjectId).
+            (0..10_000)
+                .filter_map(postgres_types::Type::from_oid)
+                .map(|ty| (ty.name().to_string(), ty.oid()))
+                .collect()
+        });
+    let name = name
+        .trim()
+        .trim_start_matches("pg_catalog.")
+        .to_ascii_lowercase();
+    let name = TYPE_ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == name)
+        .map(|(_, internal)| internal.to_string())
+        .unwrap_or(name);
+    BY_NAME.get(&name).map(|&oid| oid as i32)
+}
+
+/// `to_regtype(name)`: the oid of a type, NULL for a type that does not exist
+/// (psycopg and SQLAlchemy probe for `hstore` and friends with it).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ToRegtype {
+    signature: Signature,
+}
+
+impl ToRegtype {
+    fn new() -> Self {
+        Self {
+            signature: Signature::one_of(vec![TypeSignature::String(1)], Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for ToRegtype {
+    fn name(&self) -> &str {
+        "to_regtype"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arguments: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Int32)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let names = strings(&arrays[0])?;
+        let oids: datafusion::arrow::array::Int32Array = names
+            .iter()
+            .map(|name| name.and_then(builtin_type_oid))
+            .collect();
+        let oids: ArrayRef = Arc::new(oids);
+        Ok(if matches!(args.args[0], ColumnarValue::Scalar(_)) {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&oids, 0)?)
+        } else {
+            ColumnarValue::Array(oids)
+        })
+    }
+}
+
+/// `json_build_object(key, value, …)`: a JSON object as text.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl JsonBuildObject {
+    fn new() -> Self {
+        Self {
+            signature: Signature::variadic_any(Volatility::Immutable),
+        }
+    }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    let mut quoted = String::with_capacity(text.len() + 2);
+    quoted.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            c if (c as u32) < 0x20 => quoted.push_str(&format!("\\u{:04x}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// Row `row` of `array` as a JSON value.
+fn json_value(array: &ArrayRef, row: usize) -> Result<String> {
+    if array.is_null(row) {
+        return Ok("null".into());
+    }
+    let text = strings(&array.slice(row, 1))?.value(0).to_string();
+    Ok(match array.data_type() {
+        DataType::Boolean => text,
+        data_type if data_type.is_numeric() => text,
+        _ => json_string(&text),
+    })
+}
+
+impl ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arguments: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        if args.args.len() % 2 != 0 {
+            return Err(DataFusionError::Plan(
+                "json_build_object: argument list must have even number of elements".into(),
+            ));
+        }
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let scalar = args
+            .args
+            .iter()
+            .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+        let rows = if scalar { 1 } else { args.number_rows };
+        let mut objects = StringBuilder::new();
+        for row in 0..rows {
+            let mut members = Vec::with_capacity(arrays.len() / 2);
+            for pair in arrays.chunks(2) {
+                if pair[0].is_null(row) {
+                    return Err(DataFusionError::Execution(
+                        "json_build_object: null value not allowed for object key".into(),
+                    ));
+                }
+                let key = strings(&pair[0].slice(row, 1))?.value(0).to_string();
+                members.push(format!(
+                    "{} : {}",
+                    json_string(&key),
+                    json_value(&pair[1], row)?
+                ));
+            }
+            objects.append_value(format!("{{{}}}", members.join(", ")));
+        }
+        let objects: ArrayRef = Arc::new(objects.finish());
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&objects, 0)?)
+        } else {
+            ColumnarValue::Array(objects)
+        })
+    }
+}
+
+/// `sluice_when(condition, value)`: `value` where `condition` is true, else
+/// NULL — `CASE WHEN condition THEN value END` as a plain function, which
+/// the frontend substitutes where `value` is a correlated subquery (DataFusion
+/// decorrelates subqueries in function arguments, not in `CASE` branches).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct When {
+    signature: Signature,
+}
+
+/// The name of [`When`].
+pub const WHEN_FUNCTION: &str = "sluice_when";
+
+impl When {
+    fn new() -> Self {
+        Self {
+            signature: Signature::any(2, Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for When {
+    fn name(&self) -> &str {
+        WHEN_FUNCTION
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arguments: &[DataType]) -> Result<DataType> {
+        Ok(arguments[1].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let scalar = args
+            .args
+            .iter()
+            .all(|arg| matches!(arg, ColumnarValue::Scalar(_)));
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let conditions = cast(&arrays[0], &DataType::Boolean)?;
+        let conditions = conditions
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .expect("cast to Boolean gives a BooleanArray");
+        let drop: BooleanArray = conditions
+            .iter()
+            .map(|condition| Some(condition != Some(true)))
+            .collect();
+        let values = datafusion::arrow::compute::nullif(&arrays[1], &drop)?;
+        Ok(if scalar {
+            ColumnarValue::Scalar(ScalarValue::try_from_array(&values, 0)?)
+        } else {
+            ColumnarValue::Array(values)
+        })
     }
 }

@@ -7,6 +7,7 @@
 //! [`ClusterView`] is what a frontend reads about either kind of cluster;
 //! [`RemoteScheduler`] implements it for a scheduler in another process.
 
+pub mod cancellable;
 pub mod embedded;
 pub mod error;
 pub mod executor_role;

@@ -1,8 +1,12 @@
-//! Per-executor counts of completed tasks.
+//! The executors' execution engine: Ballista's, counting completed tasks and
+//! making every task cancellable.
 //!
 //! Ballista's scheduler does not record which executor ran a task once the task
 //! is done, so each executor's execution engine is wrapped: every query stage
 //! task that finishes successfully increments the executor's counter.
+//!
+//! Each task's plan is made cancellable ([`crate::cancellable`]): Ballista's
+//! own abort does not stop a running stage.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,6 +17,8 @@ use ballista_core::serde::protobuf::{
     RuntimeStatsReport, ShuffleWritePartition, TaskColumnStats, WindowStateReport,
 };
 use ballista_core::JobId;
+
+use crate::cancellable::{cancellable, CancelFlag};
 use ballista_executor::execution_engine::{
     DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
 };
@@ -66,6 +72,8 @@ impl ExecutionEngine for CountingEngine {
         work_dir: &str,
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
+        let cancel = CancelFlag::default();
+        let plan = cancellable(plan, &cancel)?;
         let inner = self.inner.create_query_stage_exec(
             job_id,
             stage_id,
@@ -78,6 +86,7 @@ impl ExecutionEngine for CountingEngine {
         Ok(Arc::new(CountingStage {
             inner,
             completed: self.completed.clone(),
+            cancel,
         }))
     }
 }
@@ -87,6 +96,8 @@ impl ExecutionEngine for CountingEngine {
 struct CountingStage {
     inner: Arc<dyn QueryStageExecutor>,
     completed: Arc<AtomicU64>,
+    /// Raised when the task's future ends, aborted or not.
+    cancel: CancelFlag,
 }
 
 impl fmt::Display for CountingStage {
@@ -102,6 +113,7 @@ impl QueryStageExecutor for CountingStage {
         task_id: usize,
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
+        let _stop_when_dropped = self.cancel.raise_on_drop();
         let partitions = self.inner.execute_query_stage(task_id, context).await?;
         self.completed.fetch_add(1, Ordering::Relaxed);
         Ok(partitions)

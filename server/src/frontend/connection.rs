@@ -39,6 +39,7 @@ use super::copy_out::CopyToStdoutHook;
 use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
+use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
@@ -314,8 +315,10 @@ impl SimpleQueryHandler for SessionHandler {
     {
         let tracker = self.begin(client, query);
         let watch = self.watch();
+        let rewritten = rewrite(query);
+        let planned = rewritten.as_deref().unwrap_or(query);
         let responses = guarded(&tracker, async {
-            match SimpleQueryHandler::do_query(&self.inner, client, query).await {
+            match SimpleQueryHandler::do_query(&self.inner, client, planned).await {
                 Err(error) if is_parse_error(&error) => {
                     match datafusion_ddl::run(&self.context, query).await {
                         Some(result) => result,

@@ -23,6 +23,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::Parser;
 
 use super::hooks::rows_reported;
+use super::rewrite::rewrite;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
@@ -115,6 +116,8 @@ impl QueryParser for SluiceParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        let rewritten = rewrite(sql);
+        let sql = rewritten.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {
             Err(PgWireError::ApiError(error)) if error.downcast_ref::<ParserError>().is_some() => {
                 match self.external_table(sql).await {

@@ -8,6 +8,7 @@ mod copy_out;
 mod datafusion_ddl;
 mod hooks;
 mod interrupt;
+mod rewrite;
 mod settings;
 pub mod sqlstate;
 mod startup;

@@ -1,4 +1,4 @@
-//! `SET`, `SHOW`, `RESET`, `DISCARD ALL` and `set_config()`.
+//! `SET`, `SHOW`, `RESET`, `DISCARD ALL` and `set_config()`; savepoints.
 //!
 //! Undotted names are PostgreSQL parameters ([`sluice_engine::pg_settings`]):
 //! they live in the connection's session configuration, unknown ones are
@@ -154,6 +154,13 @@ fn recognise(statement: &Statement) -> Option<SettingStatement> {
                 undotted(&parts).map(SettingStatement::Reset)
             }
         },
+        // Savepoints inside the accepted transactions (psycopg nests
+        // `conn.transaction()` blocks with them).
+        Statement::Savepoint { .. } => Some(SettingStatement::Accept("SAVEPOINT")),
+        Statement::ReleaseSavepoint { .. } => Some(SettingStatement::Accept("RELEASE")),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some(SettingStatement::Accept("ROLLBACK")),
         Statement::Discard { object_type } => Some(match object_type {
             DiscardObject::ALL => SettingStatement::ResetAll("DISCARD ALL"),
             _ => SettingStatement::Accept("DISCARD"),
