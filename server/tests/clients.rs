@@ -126,29 +126,35 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-/// Runs `sql-tests/clients/<script>` with the server's port and a scratch
-/// directory, and checks it printed `<name>: ok`.
-fn run_python_client(script: &str, name: &str) {
+fn clients_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../sql-tests/clients")
+}
+
+/// Runs a client program (`program` with `args`, then the server's port and
+/// a scratch directory) against a fresh server, and checks it printed
+/// `<name>: ok`.
+fn run_client(program: &Path, args: &[PathBuf], name: &str) {
     let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
     let dir = tempfile::tempdir().unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../sql-tests/clients")
-        .join(script);
-    let output = Command::new(python())
-        .arg(&script)
+    let output = Command::new(program)
+        .args(args)
         .arg(server.port().to_string())
         .arg(dir.path())
         .output()
-        .expect("python runs (set SLUICE_PYTHON to the venv .ci/run builds)");
+        .unwrap_or_else(|e| panic!("{} runs (.ci/run installs it): {e}", program.display()));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "{} failed:\n{stdout}\n{stderr}",
-        script.display()
+        "{name} client failed:\n{stdout}\n{stderr}"
     );
     assert!(stdout.contains(&format!("{name}: ok")), "{stdout}");
     server.stop().expect("stops");
+}
+
+/// Runs `sql-tests/clients/<script>` with the venv's Python.
+fn run_python_client(script: &str, name: &str) {
+    run_client(&python(), &[clients_dir().join(script)], name);
 }
 
 #[test]
@@ -164,4 +170,31 @@ fn sqlalchemy_inspects_the_catalog_and_pandas_reads_100k_rows() {
 #[test]
 fn cancel_timeout_and_disconnect_stop_queries_and_their_jobs() {
     run_python_client("cancel.py", "cancel");
+}
+
+#[test]
+fn pgjdbc_browses_metadata_streams_1m_rows_and_cancels() {
+    // Debian's libpostgresql-jdbc-java; SLUICE_JDBC_JAR points elsewhere.
+    let jar = std::env::var_os("SLUICE_JDBC_JAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/share/java/postgresql.jar"));
+    run_client(
+        Path::new("java"),
+        &[
+            PathBuf::from("-cp"),
+            jar,
+            clients_dir().join("JdbcClient.java"),
+        ],
+        "jdbc",
+    );
+}
+
+#[test]
+fn node_postgres_binds_parameters_and_types_values() {
+    // `npm ci` in sql-tests/clients/node installs pg (.ci/run does).
+    run_client(
+        Path::new("node"),
+        &[clients_dir().join("node/node_pg.js")],
+        "node-postgres",
+    );
 }

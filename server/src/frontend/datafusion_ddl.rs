@@ -103,6 +103,14 @@ impl SluiceParser {
     }
 }
 
+/// Whether `sql` begins with `words` (any case, any whitespace between).
+fn starts_with_words(sql: &str, words: &[&str]) -> bool {
+    let mut tokens = sql.split_whitespace();
+    words
+        .iter()
+        .all(|word| tokens.next().is_some_and(|token| token.eq_ignore_ascii_case(word)))
+}
+
 #[async_trait]
 impl QueryParser for SluiceParser {
     type Statement = PreparedStatement;
@@ -116,6 +124,14 @@ impl QueryParser for SluiceParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        // The Postgres dialect reads some `CREATE EXTERNAL TABLE` statements
+        // as Hive's, which DataFusion's planner then refuses: DataFusion's
+        // parser goes first for those.
+        if starts_with_words(sql, &["create", "external", "table"]) {
+            if let Some(prepared) = self.external_table(sql).await {
+                return prepared.map(Some);
+            }
+        }
         let rewritten = rewrite(sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {

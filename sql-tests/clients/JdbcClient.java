@@ -1,0 +1,130 @@
+// pgjdbc against a running Sluice server: connection metadata, catalog
+// browsing through DatabaseMetaData, a PreparedStatement with parameters,
+// streaming a 1M-row result with setFetchSize, and Statement.cancel().
+//
+// Usage: java -cp postgresql.jar JdbcClient.java PORT DATA_DIR
+// Exits non-zero (with a message) on any mismatch; prints "jdbc: ok".
+
+import java.math.BigDecimal;
+import java.sql.Connection;
+import java.sql.DatabaseMetaData;
+import java.sql.DriverManager;
+import java.sql.PreparedStatement;
+import java.sql.ResultSet;
+import java.sql.SQLException;
+import java.sql.Statement;
+import java.sql.Types;
+import java.util.ArrayList;
+import java.util.List;
+
+public class JdbcClient {
+    static void check(boolean condition, String message) {
+        if (!condition) {
+            throw new AssertionError(message);
+        }
+    }
+
+    public static void main(String[] args) throws Exception {
+        String url = "jdbc:postgresql://127.0.0.1:" + args[0] + "/sluice";
+        String dataDir = args[1];
+        try (Connection conn = DriverManager.getConnection(url, "sluice", "")) {
+            try (Statement st = conn.createStatement()) {
+                for (int part = 0; part < 2; part++) {
+                    long start = 1 + part * 500_000L;
+                    st.execute("COPY (SELECT i AS id, CAST(i % 10 AS INT) AS bucket, "
+                            + "CAST(i AS DECIMAL(12, 2)) / 4 AS amount, 'r' || CAST(i AS VARCHAR) AS label "
+                            + "FROM generate_series(" + start + ", " + (start + 499_999) + ") AS t(i)) "
+                            + "TO '" + dataDir + "/jdbc/part-" + part + ".parquet' (FORMAT parquet)");
+                }
+                st.execute("CREATE EXTERNAL TABLE jdbc_rows STORED AS PARQUET LOCATION '" + dataDir + "/jdbc/'");
+            }
+
+            DatabaseMetaData meta = conn.getMetaData();
+            check(meta.getDatabaseMajorVersion() == 16, "major version " + meta.getDatabaseMajorVersion());
+            check(meta.getDatabaseProductVersion().startsWith("16."), meta.getDatabaseProductVersion());
+
+            List<String> tables = new ArrayList<>();
+            try (ResultSet rs = meta.getTables(null, "public", "%", new String[] {"TABLE"})) {
+                while (rs.next()) {
+                    tables.add(rs.getString("TABLE_NAME"));
+                }
+            }
+            check(tables.contains("jdbc_rows"), "getTables: " + tables);
+
+            List<String> columns = new ArrayList<>();
+            List<Integer> types = new ArrayList<>();
+            try (ResultSet rs = meta.getColumns(null, "public", "jdbc_rows", "%")) {
+                while (rs.next()) {
+                    columns.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME"));
+                    types.add(rs.getInt("DATA_TYPE"));
+                }
+            }
+            check(columns.equals(List.of("id:int8", "bucket:int4", "amount:numeric", "label:text")),
+                    "getColumns: " + columns);
+            check(types.equals(List.of(Types.BIGINT, Types.INTEGER, Types.NUMERIC, Types.VARCHAR)),
+                    "getColumns types: " + types);
+
+            try (PreparedStatement ps = conn.prepareStatement(
+                    "SELECT count(*), sum(id), max(amount) FROM jdbc_rows WHERE bucket = ? AND label <> ?")) {
+                ps.setInt(1, 3);
+                ps.setString(2, "r3");
+                try (ResultSet rs = ps.executeQuery()) {
+                    check(rs.next(), "a row");
+                    check(rs.getLong(1) == 99_999, "count " + rs.getLong(1));
+                    long expectedSum = 0;
+                    for (long i = 13; i <= 1_000_000; i += 10) {
+                        expectedSum += i;
+                    }
+                    check(rs.getLong(2) == expectedSum, "sum " + rs.getLong(2));
+                    check(rs.getBigDecimal(3).compareTo(new BigDecimal("249998.25")) == 0,
+                            "max " + rs.getBigDecimal(3));
+                }
+            }
+
+            // Streaming: a cursor-based read (autocommit off, fetch size set).
+            conn.setAutoCommit(false);
+            long rows = 0;
+            long sum = 0;
+            try (Statement st = conn.createStatement()) {
+                st.setFetchSize(1000);
+                try (ResultSet rs = st.executeQuery("SELECT id, label FROM jdbc_rows")) {
+                    while (rs.next()) {
+                        rows++;
+                        sum += rs.getLong(1);
+                    }
+                }
+            }
+            conn.commit();
+            conn.setAutoCommit(true);
+            check(rows == 1_000_000, "streamed rows " + rows);
+            check(sum == 1_000_000L * 1_000_001L / 2, "streamed sum " + sum);
+
+            // Statement.cancel() from another thread during a long join.
+            try (Statement st = conn.createStatement()) {
+                Thread canceller = new Thread(() -> {
+                    try {
+                        Thread.sleep(1500);
+                        st.cancel();
+                    } catch (Exception e) {
+                        throw new RuntimeException(e);
+                    }
+                });
+                canceller.start();
+                long started = System.nanoTime();
+                try {
+                    st.executeQuery("SELECT count(*) FROM jdbc_rows a JOIN jdbc_rows b ON a.bucket = b.bucket");
+                    throw new AssertionError("the long query was not cancelled");
+                } catch (SQLException e) {
+                    check("57014".equals(e.getSQLState()), "SQLSTATE " + e.getSQLState() + ": " + e.getMessage());
+                }
+                double seconds = (System.nanoTime() - started) / 1e9;
+                check(seconds < 3.5, "cancel took " + seconds + " s in all");
+                canceller.join();
+            }
+            try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 42")) {
+                check(rs.next() && rs.getInt(1) == 42, "connection usable after cancel");
+            }
+        }
+        System.out.println("jdbc: ok");
+    }
+}
