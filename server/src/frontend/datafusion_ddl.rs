@@ -106,9 +106,11 @@ impl SluiceParser {
 /// Whether `sql` begins with `words` (any case, any whitespace between).
 fn starts_with_words(sql: &str, words: &[&str]) -> bool {
     let mut tokens = sql.split_whitespace();
-    words
-        .iter()
-        .all(|word| tokens.next().is_some_and(|token| token.eq_ignore_ascii_case(word)))
+    words.iter().all(|word| {
+        tokens
+            .next()
+            .is_some_and(|token| token.eq_ignore_ascii_case(word))
+    })
 }
 
 #[async_trait]

@@ -37,7 +37,11 @@ static PARSER: LazyLock<PostgresCompatibilityParser> =
 
 /// `sql` with the rewrites applied, or `None` when nothing changes.
 pub fn rewrite(sql: &str) -> Option<String> {
-    let mut statements = PARSER.parse(sql).ok()?;
+    let named = regproc_literals_as_names(sql);
+    let sql = named.as_deref().unwrap_or(sql);
+    let Some(mut statements) = PARSER.parse(sql).ok() else {
+        return named;
+    };
     let catalog_query = sql.to_ascii_lowercase().contains("pg_catalog");
     let mut changed = false;
     for statement in &mut statements {
@@ -48,15 +52,66 @@ pub fn rewrite(sql: &str) -> Option<String> {
             changed |= name_function_columns(statement);
         }
     }
-    let rewritten = changed.then(|| {
+    if !changed {
+        return named;
+    }
+    let rewritten = statements
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ");
+    tracing::debug!("rewrote statement to: {rewritten}");
+    Some(rewritten)
+}
+
+/// `'pg_catalog.array_in'::regproc` as `'array_in'`, in statements the
+/// Postgres dialect parses: Sluice's `pg_type` holds function names where
+/// PostgreSQL holds `regproc` values (which compare by oid but print as the
+/// name), and datafusion-pg-catalog would turn the cast into an oid that then
+/// fails to compare with a name. `None` when there is no such cast.
+fn regproc_literals_as_names(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::DataType as SqlType;
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    if !sql.to_ascii_lowercase().contains("regproc") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut changed = false;
+    for statement in &mut statements {
+        let _ = visit_expressions_mut(statement, |expr| {
+            if let Expr::Cast {
+                expr: inner,
+                data_type: SqlType::Custom(name, modifiers),
+                ..
+            } = expr
+            {
+                let literal = match inner.as_ref() {
+                    Expr::Value(value) => match &value.value {
+                        Value::SingleQuotedString(text) => Some(text.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let (true, Some(qualified)) = (
+                    modifiers.is_empty() && name.to_string().eq_ignore_ascii_case("regproc"),
+                    literal,
+                ) {
+                    let function = qualified.rsplit('.').next().unwrap_or(&qualified);
+                    *expr = text(function);
+                    changed = true;
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    changed.then(|| {
         statements
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("; ")
-    })?;
-    tracing::debug!("rewrote statement to: {rewritten}");
-    Some(rewritten)
+    })
 }
 
 fn call(name: &str, args: Vec<Expr>) -> Expr {
@@ -192,7 +247,7 @@ fn contains_subquery(expr: &Expr) -> bool {
 
 /// Catalog tables that are always empty in Sluice (no sequences, no column
 /// defaults; `postgres_settings.slt` checks it): a scalar subquery reading
-/// one is NULL.
+/// one without aggregating is NULL.
 const EMPTY_CATALOG_TABLES: &[&str] = &["pg_sequence", "pg_attrdef"];
 
 /// Whether `select` reads only tables of [`EMPTY_CATALOG_TABLES`] (joined
@@ -308,6 +363,27 @@ fn is_outer_only(conjunct: &Expr, inner: &[String]) -> bool {
     outer_columns > 0 && !other
 }
 
+/// Whether `select` reads a column qualified by a table not its own.
+fn references_outer(select: &datafusion::sql::sqlparser::ast::Select, inner: &[String]) -> bool {
+    let mut probe = select.clone();
+    let mut found = false;
+    let _ = visit_expressions_mut(&mut probe, |expr| {
+        if let Expr::CompoundIdentifier(parts) = expr {
+            let qualifier = parts[..parts.len().saturating_sub(1)]
+                .iter()
+                .map(|part| part.value.clone())
+                .collect::<Vec<_>>()
+                .join(".");
+            if parts.len() > 1 && !inner.contains(&qualifier) {
+                found = true;
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    found
+}
+
 fn conjuncts(expr: Expr, into: &mut Vec<Expr>) {
     match expr {
         Expr::BinaryOp {
@@ -356,11 +432,6 @@ fn aggregate_scalar_subqueries(statement: &mut Statement) -> bool {
         let SetExpr::Select(select) = query.body.as_mut() else {
             return ControlFlow::Continue(());
         };
-        if reads_empty_table(select) {
-            *expr = null_keeping_parameters(expr);
-            changed = true;
-            return ControlFlow::Continue(());
-        }
         let grouped = !matches!(
             &select.group_by,
             datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(exprs, _) if exprs.is_empty()
@@ -368,17 +439,28 @@ fn aggregate_scalar_subqueries(statement: &mut Statement) -> bool {
         if grouped || select.projection.len() != 1 {
             return ControlFlow::Continue(());
         }
+        let inner = inner_names(select);
+        if !references_outer(select, &inner) {
+            // DataFusion plans uncorrelated subqueries as they are.
+            return ControlFlow::Continue(());
+        }
+        let empty = reads_empty_table(select);
         let column = match &mut select.projection[0] {
             SelectItem::UnnamedExpr(column) | SelectItem::ExprWithAlias { expr: column, .. } => {
                 column
             }
             _ => return ControlFlow::Continue(()),
         };
-        if !is_aggregate(column) {
-            *column = call("max", vec![column.clone()]);
-            changed = true;
+        if is_aggregate(column) {
+            return ControlFlow::Continue(());
         }
-        let inner = inner_names(select);
+        if empty {
+            *expr = null_keeping_parameters(expr);
+            changed = true;
+            return ControlFlow::Continue(());
+        }
+        *column = call("max", vec![column.clone()]);
+        changed = true;
         let mut all = vec![];
         if let Some(selection) = select.selection.take() {
             conjuncts(selection, &mut all);
@@ -495,11 +577,14 @@ mod tests {
     fn subqueries_over_empty_catalog_tables_are_null() {
         assert_eq!(
             rewrite(
-                "SELECT 1 WHERE (SELECT s.seqstart FROM pg_catalog.pg_sequence s \
-                 WHERE s.seqrelid = $1::INTEGER) IS NULL"
+                "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE (SELECT s.seqstart \
+                 FROM pg_catalog.pg_sequence s WHERE s.seqrelid = a.attrelid AND s.seqmin > $1::INTEGER) IS NULL"
             )
             .as_deref(),
-            Some("SELECT 1 WHERE CASE WHEN $1::INTEGER IS NULL THEN NULL ELSE NULL END IS NULL")
+            Some(
+                "SELECT a.attname FROM pg_catalog.pg_attribute a WHERE CASE WHEN $1::INTEGER IS NULL \
+                 THEN NULL ELSE NULL END IS NULL"
+            )
         );
     }
 
