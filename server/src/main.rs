@@ -7,14 +7,16 @@ use tracing_subscriber::EnvFilter;
 
 /// Log filter when RUST_LOG is unset: Sluice's own lines only. Ballista logs
 /// a failed job at ERROR in two places (the query line already reports it with
-/// its SQLSTATE), every shuffle spill at WARN, and a WARN whenever releasing a
-/// job's results races its own removal of the job's intermediate stages.
+/// its SQLSTATE), every shuffle spill at WARN, a WARN whenever releasing a
+/// job's results races its own removal of the job's intermediate stages, and
+/// a WARN for each task of a cancelled query (Sluice logs the cancel once).
 const DEFAULT_LOG_FILTER: &str =
     "warn,sluice_server=info,sluice_scheduler=info,sluice_engine=info,\
 ballista_scheduler::scheduler_server::query_stage_scheduler=off,\
 ballista_scheduler::state::executor_manager=error,\
 ballista_core::execution_plans::distributed_query=off,\
-ballista_core::execution_plans::sort_shuffle::writer=error";
+ballista_core::execution_plans::sort_shuffle::writer=error,\
+ballista_executor::executor=error";
 
 #[derive(Debug, Parser)]
 #[command(

@@ -1,8 +1,10 @@
-//! Real client programs against a real `sluice serve`: psql and psycopg 3.
+//! Real client programs against a real `sluice serve`: psql, psycopg 3,
+//! SQLAlchemy + pandas, pgjdbc and node-postgres.
 //!
-//! `.ci/run` installs them (psql from postgresql-client, psycopg into a venv
-//! whose interpreter it names in `SLUICE_PYTHON`). A missing client fails the
-//! test: it never passes without running.
+//! `.ci/run` installs them (psql from postgresql-client, pgjdbc from
+//! libpostgresql-jdbc-java, the Python ones into a venv whose interpreter it
+//! names in `SLUICE_PYTHON`, pg with npm). A missing client fails the test: it
+//! never passes without running.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -117,6 +119,106 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     );
     assert!(!output.status.success());
     assert!(!String::from_utf8_lossy(&output.stdout).contains("not reached"));
+    server.stop().expect("stops");
+}
+
+#[test]
+fn psql_meta_commands_read_the_real_catalog() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let out = dir.path().join("out.csv");
+    let script = format!(
+        r#"\set ON_ERROR_STOP 1
+COPY (SELECT i AS id, 'n' || i AS name, i % 2 = 0 AS even FROM generate_series(1, 5) AS t(i)) TO '{d}/m/part-0.parquet' (FORMAT parquet);
+CREATE EXTERNAL TABLE meta_t STORED AS PARQUET LOCATION '{d}/m/';
+\echo @@l
+\l
+\echo @@dn
+\dn
+\echo @@dt
+\dt public.*
+\echo @@df
+\df
+\echo @@x
+\x on
+SELECT id, name FROM meta_t WHERE id = 2;
+\x off
+\echo @@timing
+\timing on
+SELECT count(*) FROM meta_t;
+\timing off
+\echo @@stdout
+COPY (SELECT id, name, even FROM meta_t WHERE id <= 2 ORDER BY id) TO STDOUT (FORMAT csv, HEADER);
+\echo @@copy
+\copy (SELECT id, name FROM meta_t ORDER BY id) TO '{out}' (FORMAT csv, HEADER)
+\echo @@end
+"#,
+        out = out.display()
+    );
+    let output = psql(server.port(), &["-A", "-F", "|"], &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "psql failed:\n{stdout}\n{stderr}");
+    let section = |name: &str| {
+        let start = stdout.find(&format!("@@{name}\n")).expect(name) + name.len() + 3;
+        let rest = &stdout[start..];
+        rest[..rest.find("\n@@").unwrap_or(rest.len())].to_string()
+    };
+    assert!(section("l").lines().any(|l| l.starts_with("sluice|")), "{stdout}");
+    let schemas = section("dn");
+    assert!(schemas.contains("public|") && schemas.contains("sluice|"), "{schemas}");
+    assert!(section("dt").contains("public|meta_t|table"), "{stdout}");
+    // No user-defined functions: the list is empty, with its header.
+    assert!(section("df").contains("(0 rows)"), "{stdout}");
+    let expanded = section("x");
+    assert!(expanded.contains("id|2") && expanded.contains("name|n2"), "{expanded}");
+    let timing = section("timing");
+    assert!(timing.contains("count\n5") && timing.contains("Time: "), "{timing}");
+    assert_eq!(
+        section("stdout").trim(),
+        "id,name,even\n1,n1,f\n2,n2,t"
+    );
+    assert_eq!(section("copy").trim(), "COPY 5");
+    let copied = std::fs::read_to_string(&out).expect("\\copy wrote the file");
+    assert_eq!(copied.lines().count(), 6, "{copied}");
+    assert!(copied.starts_with("id,name\n1,n1\n"), "{copied}");
+    server.stop().expect("stops");
+}
+
+#[test]
+fn psql_ctrl_c_cancels_the_running_query() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let setup = format!(
+        "\\set ON_ERROR_STOP 1\n\
+         COPY (SELECT i AS id, i % 5 AS k FROM generate_series(1, 100000) AS t(i)) TO '{d}/c/part-0.parquet' (FORMAT parquet);\n"
+    );
+    assert!(psql(server.port(), &[], &setup).status.success());
+    // psql keeps the session in one process: the table must exist in it, so
+    // the CREATE and the long join go in one script.
+    let mut child = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
+        .args(["-U", "sluice", "-d", "sluice", "-X", "-c"])
+        .arg(format!("CREATE EXTERNAL TABLE ctrl_c STORED AS PARQUET LOCATION '{d}/c/'"))
+        .args(["-c", "SELECT count(*) FROM ctrl_c a JOIN ctrl_c b ON a.k = b.k"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("psql runs");
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let interrupted = std::time::Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let output = child.wait_with_output().expect("psql ends");
+    let waited = interrupted.elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("canceling statement due to user request"),
+        "{stderr}"
+    );
+    assert!(waited < std::time::Duration::from_secs(2), "took {waited:?}");
     server.stop().expect("stops");
 }
 
