@@ -81,6 +81,9 @@ fn main() -> std::process::ExitCode {
             Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args).await,
             Command::Tpch(TpchCommand::Register(args)) => tpch::register(args).await,
             Command::Bench(BenchCommand::Tpch(args)) => tpch::bench(args).await,
+            Command::Bench(BenchCommand::Stream(args)) => {
+                sluice_server::bench_stream::run(args).await
+            }
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -33,6 +33,8 @@ pub enum TpchCommand {
 pub enum BenchCommand {
     /// Run the 22 TPC-H queries over the Postgres protocol and check every answer.
     Tpch(BenchArgs),
+    /// Time how fast a server streams one large result, text and binary.
+    Stream(crate::bench_stream::StreamArgs),
 }
 
 /// Flags of `sluice tpch gen`.

@@ -165,20 +165,29 @@ COPY (SELECT id, name, even FROM meta_t WHERE id <= 2 ORDER BY id) TO STDOUT (FO
         let rest = &stdout[start..];
         rest[..rest.find("\n@@").unwrap_or(rest.len())].to_string()
     };
-    assert!(section("l").lines().any(|l| l.starts_with("sluice|")), "{stdout}");
+    assert!(
+        section("l").lines().any(|l| l.starts_with("sluice|")),
+        "{stdout}"
+    );
     let schemas = section("dn");
-    assert!(schemas.contains("public|") && schemas.contains("sluice|"), "{schemas}");
+    assert!(
+        schemas.contains("public|") && schemas.contains("sluice|"),
+        "{schemas}"
+    );
     assert!(section("dt").contains("public|meta_t|table"), "{stdout}");
     // No user-defined functions: the list is empty, with its header.
     assert!(section("df").contains("(0 rows)"), "{stdout}");
     let expanded = section("x");
-    assert!(expanded.contains("id|2") && expanded.contains("name|n2"), "{expanded}");
-    let timing = section("timing");
-    assert!(timing.contains("count\n5") && timing.contains("Time: "), "{timing}");
-    assert_eq!(
-        section("stdout").trim(),
-        "id,name,even\n1,n1,f\n2,n2,t"
+    assert!(
+        expanded.contains("id|2") && expanded.contains("name|n2"),
+        "{expanded}"
     );
+    let timing = section("timing");
+    assert!(
+        timing.contains("count\n5") && timing.contains("Time: "),
+        "{timing}"
+    );
+    assert_eq!(section("stdout").trim(), "id,name,even\n1,n1,f\n2,n2,t");
     assert_eq!(section("copy").trim(), "COPY 5");
     let copied = std::fs::read_to_string(&out).expect("\\copy wrote the file");
     assert_eq!(copied.lines().count(), 6, "{copied}");
@@ -201,8 +210,13 @@ fn psql_ctrl_c_cancels_the_running_query() {
     let mut child = Command::new("psql")
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
         .args(["-U", "sluice", "-d", "sluice", "-X", "-c"])
-        .arg(format!("CREATE EXTERNAL TABLE ctrl_c STORED AS PARQUET LOCATION '{d}/c/'"))
-        .args(["-c", "SELECT count(*) FROM ctrl_c a JOIN ctrl_c b ON a.k = b.k"])
+        .arg(format!(
+            "CREATE EXTERNAL TABLE ctrl_c STORED AS PARQUET LOCATION '{d}/c/'"
+        ))
+        .args([
+            "-c",
+            "SELECT count(*) FROM ctrl_c a JOIN ctrl_c b ON a.k = b.k",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -210,7 +224,11 @@ fn psql_ctrl_c_cancels_the_running_query() {
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let interrupted = std::time::Instant::now();
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let output = child.wait_with_output().expect("psql ends");
     let waited = interrupted.elapsed();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -218,7 +236,10 @@ fn psql_ctrl_c_cancels_the_running_query() {
         stderr.contains("canceling statement due to user request"),
         "{stderr}"
     );
-    assert!(waited < std::time::Duration::from_secs(2), "took {waited:?}");
+    assert!(
+        waited < std::time::Duration::from_secs(2),
+        "took {waited:?}"
+    );
     server.stop().expect("stops");
 }
 

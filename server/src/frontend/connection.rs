@@ -231,10 +231,28 @@ struct TrackedRows<T> {
     interrupted: Pin<Box<dyn Future<Output = Interruption> + Send>>,
     watch: StatementWatch,
     signal: Arc<ConnectionSignal>,
+    /// Rows passed on since the last interrupt check.
+    unchecked: u32,
     done: bool,
 }
 
-impl<T> TrackedRows<T> {
+/// How many rows pass between two checks for an interrupt.
+const ROWS_PER_INTERRUPT_CHECK: u32 = 1024;
+
+impl<T: Send + 'static> TrackedRows<T> {
+    /// The error to end the rows with, if the statement was interrupted.
+    fn check_interrupt(&mut self, cx: &mut Context<'_>) -> Option<PgWireError> {
+        let Poll::Ready(interruption) = self.interrupted.as_mut().poll(cx) else {
+            return None;
+        };
+        let reason = self.watch.reason(&self.signal, interruption);
+        self.tracker.cancel();
+        self.done = true;
+        // Drop the rows now: that cancels the query's job.
+        self.inner = Box::pin(futures::stream::empty());
+        Some(reason.error())
+    }
+
     fn new(
         inner: Pin<Box<dyn Stream<Item = PgWireResult<T>> + Send>>,
         tracker: &Arc<QueryTracker>,
@@ -247,6 +265,7 @@ impl<T> TrackedRows<T> {
             interrupted: watch.interrupted(),
             watch: watch.clone(),
             signal: signal.clone(),
+            unchecked: ROWS_PER_INTERRUPT_CHECK,
             done: false,
         }
     }
@@ -259,18 +278,26 @@ impl<T: Send + 'static> Stream for TrackedRows<T> {
         if self.done {
             return Poll::Ready(None);
         }
-        if let Poll::Ready(interruption) = self.interrupted.as_mut().poll(cx) {
-            let reason = self.watch.reason(&self.signal, interruption);
-            self.tracker.cancel();
-            self.done = true;
-            // Drop the rows now: that cancels the query's job.
-            self.inner = Box::pin(futures::stream::empty());
-            return Poll::Ready(Some(Err(reason.error())));
+        // The interrupt check costs more than passing a row on: it runs every
+        // ROWS_PER_INTERRUPT_CHECK rows, and whenever the rows wait (so its
+        // waker is registered while nothing else happens).
+        self.unchecked += 1;
+        if self.unchecked >= ROWS_PER_INTERRUPT_CHECK {
+            self.unchecked = 0;
+            if let Some(error) = self.check_interrupt(cx) {
+                return Poll::Ready(Some(Err(error)));
+            }
         }
         let inner = &mut self.inner;
         let polled = std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_next(cx)))
             .unwrap_or_else(|panic| Poll::Ready(Some(Err(panic_error(panic)))));
+        if polled.is_pending() {
+            if let Some(error) = self.check_interrupt(cx) {
+                return Poll::Ready(Some(Err(error)));
+            }
+        }
         match polled {
+
             Poll::Ready(Some(Ok(row))) => {
                 self.tracker.add_row();
                 Poll::Ready(Some(Ok(row)))
