@@ -29,7 +29,7 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-cargo build --release --bin sluice
+cargo build --release -p sluice-server --bin sluice
 sluice="$target/release/sluice"
 if [ ! -d "$data/lineitem" ]; then
   "$sluice" tpch gen --sf "$sf" --out "$data"

@@ -207,7 +207,7 @@ fn psql_ctrl_c_cancels_the_running_query() {
     assert!(psql(server.port(), &[], &setup).status.success());
     // psql keeps the session in one process: the table must exist in it, so
     // the CREATE and the long join go in one script.
-    let mut child = Command::new("psql")
+    let child = Command::new("psql")
         .args(["-h", "127.0.0.1", "-p", &server.port().to_string()])
         .args(["-U", "sluice", "-d", "sluice", "-X", "-c"])
         .arg(format!(
