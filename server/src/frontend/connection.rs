@@ -16,19 +16,24 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser;
 use datafusion::sql::sqlparser::parser::ParserError;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
-use datafusion_postgres::pgwire::api::portal::Portal;
-use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::portal::{Portal, PortalExecutionState};
+use datafusion_postgres::pgwire::api::query::{
+    send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
+};
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, METADATA_USER,
+    ClientInfo, ClientPortalStore, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
+    DEFAULT_NAME, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::extendedquery::Execute;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
@@ -297,7 +302,6 @@ impl<T: Send + 'static> Stream for TrackedRows<T> {
             }
         }
         match polled {
-
             Poll::Ready(Some(Ok(row))) => {
                 self.tracker.add_row();
                 Poll::Ready(Some(Ok(row)))
@@ -370,6 +374,54 @@ impl ExtendedQueryHandler for SessionHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// pgwire 0.41 answers an `Execute` without a row limit by collecting
+    /// every row of the portal into memory before sending the first (2 GB
+    /// for SF 1 lineitem). A `SELECT` portal executed in full is streamed
+    /// here instead, row by row with the socket's backpressure; everything
+    /// else (row limits, suspended portals, other statements) is pgwire's.
+    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) => portal,
+            _ => return self._on_execute(client, message).await,
+        };
+        let is_select = matches!(
+            portal.statement.statement.1,
+            Some((sqlparser::ast::Statement::Query(_), _))
+        );
+        let unstarted = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
+        if message.max_rows != 0
+            || !is_select
+            || !unstarted
+            || !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
+        {
+            return self._on_execute(client, message).await;
+        }
+        client.set_state(PgWireConnectionState::QueryInProgress);
+        // Errors leave the connection state to pgwire, as its own path does.
+        let response = ExtendedQueryHandler::do_query(self, client, &portal, 0).await?;
+        let Response::Query(results) = response else {
+            return Err(PgWireError::ApiError(
+                "a SELECT portal answered with a non-query response".into(),
+            ));
+        };
+        *portal.state().lock().await = PortalExecutionState::Finished;
+        send_query_response(client, results, false).await?;
+        client.set_state(PgWireConnectionState::ReadyForQuery);
+        Ok(())
     }
 
     async fn do_query<C>(
