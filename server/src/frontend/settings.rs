@@ -179,7 +179,10 @@ fn setting_error(error: SettingError) -> PgWireError {
 }
 
 /// Runs `change` on the connection's PostgreSQL parameters.
-fn with_settings<T>(context: &SessionContext, change: impl FnOnce(&mut PgSettings) -> T) -> T {
+pub(super) fn with_settings<T>(
+    context: &SessionContext,
+    change: impl FnOnce(&mut PgSettings) -> T,
+) -> T {
     let state = context.state_ref();
     let mut state = state.write();
     let settings = state
@@ -202,7 +205,7 @@ pub fn statement_timeout(context: &SessionContext) -> Option<std::time::Duration
 }
 
 /// Keys of the client metadata that pgwire and arrow-pg format values with.
-fn formatting_key(parameter: &Parameter) -> Option<&'static str> {
+pub(super) fn formatting_key(parameter: &Parameter) -> Option<&'static str> {
     match parameter.name {
         "DateStyle" => Some("datestyle"),
         "IntervalStyle" => Some("intervalstyle"),

@@ -19,9 +19,10 @@ use datafusion_postgres::pgwire::api::{
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use futures::Sink;
-use sluice_engine::PgSettings;
 
 use super::interrupt::{CancelRegistry, ConnectionSignal};
+use super::settings::{formatting_key, with_settings};
+use sluice_engine::pg_settings::PARAMETERS;
 
 /// The database name clients must connect to.
 pub const DATABASE: &str = "sluice";
@@ -63,30 +64,23 @@ impl Startup {
             .filter(|(name, _)| !NOT_SETTINGS.contains(&name.as_str()))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        let state = self.session.state_ref();
-        let mut state = state.write();
-        let settings = state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .get_mut::<PgSettings>()
-            .expect("every session registers the PostgreSQL settings");
-        for (name, value) in &sent {
-            settings.apply_startup(name, value);
-        }
-        let mut values: HashMap<String, String> = settings
-            .reported()
-            .map(|(name, value)| (name.to_string(), value.to_string()))
-            .collect();
-        // Value formatting (arrow-pg) reads these keys from the metadata.
-        for (key, name) in [
-            ("datestyle", "DateStyle"),
-            ("intervalstyle", "IntervalStyle"),
-            ("extra_float_digits", "extra_float_digits"),
-        ] {
-            if let Some(value) = settings.get(name) {
-                client.metadata_mut().insert(key.into(), value.to_string());
+        let (mut values, formatting) = with_settings(&self.session, |settings| {
+            for (name, value) in &sent {
+                settings.apply_startup(name, value);
             }
+            let reported: HashMap<String, String> = settings
+                .reported()
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect();
+            let formatting: Vec<(&str, String)> = PARAMETERS
+                .iter()
+                .filter_map(|p| Some((formatting_key(p)?, settings.get(p.name)?.to_string())))
+                .collect();
+            (reported, formatting)
+        });
+        // Value formatting (arrow-pg) reads these keys from the metadata.
+        for (key, value) in formatting {
+            client.metadata_mut().insert(key.into(), value);
         }
         if let Some(user) = client.metadata().get(METADATA_USER) {
             values.insert("session_authorization".into(), user.clone());
