@@ -41,6 +41,11 @@ sluice_port="$(free_port)"
 sluice_pid=$!
 for _ in $(seq 50); do grep -q "ready" "$work/sluice.log" && break; sleep 0.1; done
 "$sluice" tpch register --data "$data" --port "$sluice_port" >/dev/null
+# Resident memory from here on: idle, then every result streamed below
+# (the CSV export that loads PostgreSQL is itself a streamed COPY TO STDOUT).
+before_kb="$(rss_kb "$sluice_pid")"
+( while kill -0 "$sluice_pid" 2>/dev/null; do rss_kb "$sluice_pid"; sleep 0.2; done ) >"$work/rss" &
+sampler=$!
 
 # PostgreSQL 15 on loopback, lineitem loaded from Sluice's own CSV output.
 pg_port="$(free_port)"
@@ -63,10 +68,6 @@ rows="$(pg -At -c "SELECT count(*) FROM lineitem")"
 
 echo
 echo "== client: sluice bench stream (tokio-postgres), SELECT * FROM lineitem"
-before_kb="$(rss_kb "$sluice_pid")"
-peak_kb="$before_kb"
-( while kill -0 "$sluice_pid" 2>/dev/null; do rss_kb "$sluice_pid"; sleep 0.2; done ) >"$work/rss" &
-sampler=$!
 "$sluice" bench stream --port "$sluice_port" --iterations "$iterations" --label sluice
 echo "== client: psql \\copy (SELECT * FROM lineitem) TO /dev/null"
 start=$(date +%s.%N)
@@ -75,7 +76,7 @@ end=$(date +%s.%N)
 echo "RESULT sluice psql-copy: $(python3 -c "print(f'{$rows/($end-$start):.0f}')") rows/s"
 kill "$sampler" 2>/dev/null || true
 peak_kb="$(sort -n "$work/rss" | tail -1)"
-echo "RESULT sluice memory: resident $((before_kb / 1024)) MB before streaming, peak $((peak_kb / 1024)) MB while streaming (growth $(((peak_kb - before_kb) / 1024)) MB)"
+echo "RESULT sluice memory: resident $((before_kb / 1024)) MB idle, peak $((peak_kb / 1024)) MB while streaming (growth $(((peak_kb - before_kb) / 1024)) MB)"
 
 "$sluice" bench stream --port "$pg_port" --user postgres --dbname postgres \
   --iterations "$iterations" --label postgresql

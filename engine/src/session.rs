@@ -65,7 +65,11 @@ impl SessionFactory {
             // notice a scheduler that stopped answering mid-query within
             // seconds rather than Ballista's 5 minutes.
             .set_u64("ballista.client.grpc_connect_timeout_seconds", 5)
-            .set_u64("ballista.client.grpc_http2_keepalive_interval_seconds", 5);
+            .set_u64("ballista.client.grpc_http2_keepalive_interval_seconds", 5)
+            // Batches queued between a task's plan and its shuffle file writer
+            // (Ballista: 8). Each lineitem batch pins ~1 MB of decoded Parquet
+            // pages; two keep the writer busy at a quarter of the memory.
+            .set_u64("ballista.shuffle.writer_channel_capacity", 2);
         let planner = SluiceQueryPlanner::new(
             options.scheduler_url.clone(),
             config.ballista_config(),
