@@ -5,16 +5,19 @@
 
 pub mod error;
 pub mod information_schema;
+pub mod options;
 pub mod pg_functions;
 pub mod pg_settings;
 pub mod planner;
 pub mod recovery;
 pub mod roles;
 pub mod session;
+pub mod single_stage;
 pub mod storage;
 pub mod system;
 
 pub use error::{EngineError, Result};
+pub use options::SluiceOptions;
 pub use pg_settings::PgSettings;
 pub use session::{SessionFactory, SessionOptions, DEFAULT_CATALOG, DEFAULT_SCHEMA};
 pub use storage::{StorageOptions, StorageService};

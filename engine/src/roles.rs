@@ -13,8 +13,11 @@ use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
+use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
+use crate::options::SluiceOptions;
 use crate::pg_settings::PgSettings;
+use crate::single_stage::{SingleStagePlanner, SluicePhysicalCodec};
 use crate::storage::{runtime_env, StorageOptions};
 
 /// The configuration every role starts from: Ballista's defaults and
@@ -25,6 +28,13 @@ pub fn base_config() -> SessionConfig {
     SessionConfig::new_with_ballista()
         .with_option_extension(StorageOptions::default())
         .with_option_extension(PgSettings::default())
+        .with_option_extension(SluiceOptions::default())
+}
+
+/// The codec the scheduler encodes task plans with and executors decode them
+/// with: Ballista's, plus Sluice's single-stage plans.
+pub fn physical_codec() -> Arc<dyn PhysicalExtensionCodec> {
+    Arc::new(SluicePhysicalCodec::default())
 }
 
 /// [`base_config`] as the producer Ballista's roles take.
@@ -33,14 +43,16 @@ pub fn config_producer() -> ConfigProducer {
 }
 
 /// The scheduler's session for a job: its configuration, Ballista's optimizer
-/// rules and functions, and object stores from the job's storage options (the
-/// scheduler lists a table's files while planning).
+/// rules and functions, object stores from the job's storage options (the
+/// scheduler lists a table's files while planning), and the planner that runs
+/// small jobs as a single stage.
 pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
     let runtime = runtime_env(&config, None)?;
     Ok(SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
+        .with_query_planner(Arc::new(SingleStagePlanner::default()))
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
         .with_scalar_functions(ballista_scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())

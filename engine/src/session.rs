@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
+use crate::options::SluiceOptions;
 use crate::planner::SluiceQueryPlanner;
 use crate::recovery::JobControl;
 use crate::roles::base_config;
@@ -34,6 +35,8 @@ pub struct SessionOptions {
     /// Object storage options every session starts with; they travel with
     /// each job to the scheduler and executors.
     pub storage: StorageOptions,
+    /// Sluice's planner settings every session starts with.
+    pub planner: SluiceOptions,
     /// The scheduler's record of jobs, to rerun jobs that lost work on a dead
     /// executor; `None` trusts Ballista's recovery.
     pub job_control: Option<Arc<dyn JobControl>>,
@@ -80,6 +83,11 @@ impl SessionFactory {
             .extensions
             .get_mut::<StorageOptions>()
             .expect("base_config registers the storage options") = options.storage.clone();
+        *config
+            .options_mut()
+            .extensions
+            .get_mut::<SluiceOptions>()
+            .expect("base_config registers the Sluice options") = options.planner.clone();
         let config = config.with_ballista_query_planner(Arc::new(planner));
         let runtime = runtime_env(&config, None)
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ballista_core::config::TaskSchedulingPolicy;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
-use sluice_engine::roles::{config_producer, executor_runtime_producer};
+use sluice_engine::roles::{config_producer, executor_runtime_producer, physical_codec};
 
 use crate::error::{ClusterError, Result};
 use crate::flight::flight_service_provider;
@@ -72,6 +72,7 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         executor_heartbeat_interval_seconds: options.timings.heartbeat_interval.as_secs(),
         memory_pool_fraction: options.memory_fraction,
         override_config_producer: Some(config_producer()),
+        override_physical_codec: Some(physical_codec()),
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
         override_execution_engine: Some(counts.engine(&id)),
         override_arrow_flight_service: Some(flight_service_provider(counts.counter(&id))),

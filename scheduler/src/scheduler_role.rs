@@ -10,7 +10,7 @@ use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use sluice_engine::roles::{config_producer, scheduler_session};
+use sluice_engine::roles::{config_producer, physical_codec, scheduler_session};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -66,6 +66,7 @@ pub async fn start_scheduler(
         finished_job_data_clean_up_interval_seconds: 0,
         override_config_producer: Some(config_producer()),
         override_session_builder: Some(Arc::new(scheduler_session)),
+        override_physical_codec: Some(physical_codec()),
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_memory(

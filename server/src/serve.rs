@@ -167,6 +167,7 @@ fn build_frontend(
         scheduler_url: cluster.scheduler_url().to_string(),
         target_partitions: slots,
         storage: config.storage.clone(),
+        planner: config.planner.clone(),
         job_control: Some(jobs),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)

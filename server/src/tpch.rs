@@ -322,6 +322,20 @@ async fn run_bench(
     args: &BenchArgs,
 ) -> Result<Vec<QueryResult>> {
     let client = connect(address).await?;
+    for setting in &args.settings {
+        let (key, value) = setting.split_once('=').ok_or_else(|| {
+            ServerError::Config(format!("--set takes KEY=VALUE, got '{setting}'"))
+        })?;
+        let statement = format!(
+            "SET {} = '{}'",
+            key.trim(),
+            value.trim().replace('\'', "''")
+        );
+        client
+            .batch_execute(&statement)
+            .await
+            .map_err(|e| ServerError::Config(format!("--set {setting}: {e}")))?;
+    }
     bench::register(&client, data)
         .await
         .map_err(ServerError::Config)?;

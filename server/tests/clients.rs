@@ -54,6 +54,9 @@ COPY (SELECT i AS id, i % 7 AS k, 'name' || i AS name FROM generate_series(10001
 COPY (SELECT i AS k, 'cat' || i AS label FROM generate_series(0, 6) AS t(i)) TO '{d}/b/part-0.parquet' (FORMAT parquet);
 CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION '{d}/a/';
 CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{d}/b/';
+\echo @@explain_single
+EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
+SET sluice.single_stage_max_bytes = 0;
 \echo @@join
 SELECT b.label, count(*), sum(a.id) FROM a JOIN b ON a.k = b.k GROUP BY b.label ORDER BY 1;
 \echo @@explain
@@ -88,6 +91,9 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     }
     expected.push_str("(7 rows)");
     assert_eq!(section("join").trim(), expected);
+    let explain = section("explain_single");
+    assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
+    assert!(explain.contains("SingleStageExec"), "{explain}");
     let explain = section("explain");
     assert!(explain.contains("distributed_plan"), "{explain}");
     assert!(explain.matches("Stage[stage_id=").count() >= 2, "{explain}");

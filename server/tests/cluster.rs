@@ -49,6 +49,12 @@ async fn check_counts(executors: usize) {
     let client = connect(server.port()).await;
     let dir = tempfile::tempdir().unwrap();
     create_table(&client, dir.path(), "numbers", 6, 5000).await;
+    // Spread every job over the executors (small jobs run as a single stage
+    // by default; checked at the end).
+    client
+        .batch_execute("SET sluice.single_stage_max_bytes = 0")
+        .await
+        .unwrap();
 
     assert_eq!(count(&client, "SELECT count(*) FROM numbers").await, 30_000);
     assert_eq!(
@@ -92,6 +98,27 @@ async fn check_counts(executors: usize) {
         stages >= 3,
         "the join ran as a multi-stage job ({stages} stages)"
     );
+
+    // Under the default threshold the same join is one stage, same answer.
+    client
+        .batch_execute("RESET sluice.single_stage_max_bytes")
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM numbers a JOIN numbers b ON a.id = b.id WHERE 'single' <> ''"
+        )
+        .await,
+        30_000
+    );
+    let stages = count(
+        &client,
+        "SELECT max(stages) FROM sluice.queries WHERE query_text LIKE '%''single''%' \
+         AND query_text NOT LIKE '%sluice.queries%'",
+    )
+    .await;
+    assert_eq!(stages, 1, "the small join ran as a single stage");
     server.stop().expect("stops");
 }
 

@@ -149,6 +149,9 @@ async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
             &format!("127.0.0.1:{scheduler_port}"),
             "--config",
             config.to_str().unwrap(),
+            // Stages across the executors even for this small data set.
+            "--single-stage-max-bytes",
+            "0",
         ],
     )
     .expect("frontend starts");

@@ -88,7 +88,20 @@ fn tpch_sf001_all_22_answers_match_over_the_wire() {
         "{results}"
     );
 
-    // The queries ran as jobs on both executors.
+    // The same queries split into stages across the executors (at SF 0.01
+    // each runs as a single stage by default) give the same answers ...
+    let stdout = sluice_ok(&[
+        "bench",
+        "tpch",
+        "--port",
+        &port,
+        "--data",
+        out_arg,
+        "--set",
+        "sluice.single_stage_max_bytes=0",
+    ]);
+    assert!(stdout.contains("22/22 answers correct"), "{stdout}");
+    // ... and run as jobs on both executors.
     assert_eq!(
         psql("SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0"),
         "2"

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use sluice_engine::StorageOptions;
+use sluice_engine::options::DEFAULT_SINGLE_STAGE_MAX_BYTES;
+use sluice_engine::{SluiceOptions, StorageOptions};
 use sluice_scheduler::ClusterTimings;
 
 use super::{absolute, cores, parse_host_port, parse_socket_addr, FileConfig};
@@ -37,8 +38,15 @@ pub struct ServeArgs {
     /// (started with `sluice scheduler`) instead of an embedded cluster.
     #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
     pub scheduler: Option<String>,
+    /// Jobs whose files total at most this many bytes run as a single stage
+    /// on one executor, without shuffles [default: 1073741824, i.e. 1 GiB;
+    /// 0 always splits jobs into stages]. A session may change it with
+    /// `SET sluice.single_stage_max_bytes = N`.
+    #[arg(long, env = "SLUICE_SINGLE_STAGE_MAX_BYTES", value_name = "BYTES")]
+    pub single_stage_max_bytes: Option<u64>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
-    /// executors, slots, scheduler), `[cluster]` and `[storage.*]`.
+    /// executors, slots, scheduler, single-stage-max-bytes), `[cluster]` and
+    /// `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -52,6 +60,7 @@ pub(super) struct ServeSection {
     executors: Option<usize>,
     slots: Option<usize>,
     scheduler: Option<String>,
+    single_stage_max_bytes: Option<u64>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -86,6 +95,8 @@ pub struct ServeConfig {
     pub timings: ClusterTimings,
     /// Object storage options every session starts with.
     pub storage: StorageOptions,
+    /// Sluice planner settings every session starts with.
+    pub planner: SluiceOptions,
 }
 
 impl ServeArgs {
@@ -135,6 +146,11 @@ impl ServeArgs {
             cluster,
             timings: file.timings()?,
             storage: file.storage()?,
+            planner: SluiceOptions::new(
+                self.single_stage_max_bytes
+                    .or(section.single_stage_max_bytes)
+                    .unwrap_or(DEFAULT_SINGLE_STAGE_MAX_BYTES),
+            ),
         })
     }
 }

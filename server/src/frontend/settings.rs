@@ -32,7 +32,7 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use sluice_engine::pg_settings::{Parameter, SettingError};
-use sluice_engine::{PgSettings, StorageOptions};
+use sluice_engine::{PgSettings, SluiceOptions, StorageOptions};
 
 use super::hooks::PlanSource;
 
@@ -70,6 +70,9 @@ enum SettingStatement {
     Show(String),
     /// `RESET name`.
     Reset(String),
+    /// `RESET sluice.name`: a Sluice setting back to the server's value
+    /// (DataFusion resets only its own settings).
+    ResetSluice(String),
     /// `RESET ALL`, `DISCARD ALL`: every parameter back to its default.
     ResetAll(&'static str),
     /// Accepted without effect: Sluice has no transactions, roles or
@@ -151,7 +154,12 @@ fn recognise(statement: &Statement) -> Option<SettingStatement> {
             Reset::ALL => Some(SettingStatement::ResetAll("RESET")),
             Reset::ConfigurationParameter(name) => {
                 let parts: Vec<String> = name.0.iter().map(|part| part.to_string()).collect();
-                undotted(&parts).map(SettingStatement::Reset)
+                match parts.as_slice() {
+                    [prefix, key] if prefix.eq_ignore_ascii_case(SluiceOptions::PREFIX) => {
+                        Some(SettingStatement::ResetSluice(key.to_ascii_lowercase()))
+                    }
+                    parts => undotted(parts).map(SettingStatement::Reset),
+                }
             }
         },
         // Savepoints inside the accepted transactions (psycopg nests
@@ -276,6 +284,19 @@ async fn run(
             let parameter =
                 with_settings(context, |settings| settings.reset(&name)).map_err(setting_error)?;
             changed(context, client, parameter).await?;
+            Ok(Response::Execution(Tag::new("RESET")))
+        }
+        SettingStatement::ResetSluice(key) => {
+            let state = context.state_ref();
+            let mut state = state.write();
+            state
+                .config_mut()
+                .options_mut()
+                .extensions
+                .get_mut::<SluiceOptions>()
+                .expect("every session registers the Sluice options")
+                .reset(&key)
+                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
             Ok(Response::Execution(Tag::new("RESET")))
         }
         SettingStatement::ResetAll(tag) => {

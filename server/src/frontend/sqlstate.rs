@@ -44,6 +44,8 @@ pub const UNDEFINED_FILE: &str = "58P01";
 pub const IO_ERROR: &str = "58030";
 /// `connection_failure`: the scheduler or an executor cannot be reached.
 pub const CONNECTION_FAILURE: &str = "08006";
+/// `22023`: a setting was given a value it cannot take.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// `internal_error`: only for real internal errors.
 pub const INTERNAL_ERROR: &str = "XX000";
 
@@ -58,6 +60,9 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("cast error", INVALID_TEXT_REPRESENTATION),
     ("casterror", INVALID_TEXT_REPRESENTATION),
     ("parser error: error parsing", INVALID_TEXT_REPRESENTATION),
+    // `SET` of a DataFusion, Ballista or Sluice setting to a value it cannot take.
+    ("error setting config", INVALID_PARAMETER_VALUE),
+    ("invalid value for", INVALID_PARAMETER_VALUE),
     ("overflow", NUMERIC_OUT_OF_RANGE),
     ("resources exhausted", OUT_OF_MEMORY),
     ("no field named", UNDEFINED_COLUMN),

@@ -1,0 +1,109 @@
+//! Sluice's own settings, `sluice.*` in the session configuration.
+//!
+//! Like DataFusion's and Ballista's settings they are per connection
+//! (`SET sluice.single_stage_max_bytes = 0`), travel with every job to the
+//! scheduler and executors, and are listed by `SHOW ALL`. (DataFusion's
+//! `extensions_options!` would list them without their `sluice.` prefix, and
+//! Ballista ships a job's settings by those listed names, so the scheduler
+//! would never see them: hence the hand-written [`ExtensionOptions`].)
+
+use std::any::Any;
+
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::error::{DataFusionError, Result};
+
+/// Default of [`SluiceOptions::single_stage_max_bytes`]: 1 GiB. One executor
+/// with two cores reads that much Parquet in well under a second (TPC-H SF 1
+/// q21 reads 710 MB in ~0.4 s); splitting such a job into stages costs more in
+/// shuffle writes and reads than a second executor's cores give back.
+pub const DEFAULT_SINGLE_STAGE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+
+const SINGLE_STAGE_MAX_BYTES: &str = "single_stage_max_bytes";
+
+/// Settings of the Sluice planner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SluiceOptions {
+    /// `sluice.single_stage_max_bytes`: a job whose file inputs (after
+    /// partition pruning) total at most this many bytes runs as a single
+    /// stage: the whole DataFusion plan, with its hash joins and in-process
+    /// repartitions, in one task on one executor, with no shuffle between
+    /// stages. Above it, Ballista splits the plan into stages across the
+    /// executors. 0 always splits. EXPLAIN shows the choice
+    /// (`SingleStageExec`).
+    pub single_stage_max_bytes: u64,
+    /// What `RESET sluice.single_stage_max_bytes` restores: the server's
+    /// setting (not shipped with jobs; nothing resets settings there).
+    server_single_stage_max_bytes: u64,
+}
+
+impl SluiceOptions {
+    /// The settings a server gives its sessions, and restores on `RESET`.
+    pub fn new(single_stage_max_bytes: u64) -> Self {
+        Self {
+            single_stage_max_bytes,
+            server_single_stage_max_bytes: single_stage_max_bytes,
+        }
+    }
+
+    /// `RESET sluice.<key>`: back to the server's setting.
+    pub fn reset(&mut self, key: &str) -> Result<()> {
+        match key {
+            SINGLE_STAGE_MAX_BYTES => {
+                self.single_stage_max_bytes = self.server_single_stage_max_bytes;
+                Ok(())
+            }
+            _ => Err(unrecognized(key)),
+        }
+    }
+}
+
+impl Default for SluiceOptions {
+    fn default() -> Self {
+        Self::new(DEFAULT_SINGLE_STAGE_MAX_BYTES)
+    }
+}
+
+fn unrecognized(key: &str) -> DataFusionError {
+    DataFusionError::Configuration(format!("unrecognized Sluice setting 'sluice.{key}'"))
+}
+
+impl ExtensionOptions for SluiceOptions {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        match key {
+            SINGLE_STAGE_MAX_BYTES => {
+                self.single_stage_max_bytes = value.trim().parse().map_err(|_| {
+                    DataFusionError::Configuration(format!(
+                        "invalid value for sluice.{key}: '{value}' (expected a number of bytes)"
+                    ))
+                })?;
+                Ok(())
+            }
+            _ => Err(unrecognized(key)),
+        }
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        vec![ConfigEntry {
+            key: format!("{}.{SINGLE_STAGE_MAX_BYTES}", Self::PREFIX),
+            value: Some(self.single_stage_max_bytes.to_string()),
+            description: "Jobs reading at most this many bytes of files run as one stage \
+                          on one executor; 0 always splits them into stages",
+        }]
+    }
+}
+
+impl ConfigExtension for SluiceOptions {
+    const PREFIX: &'static str = "sluice";
+}

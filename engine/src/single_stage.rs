@@ -1,0 +1,348 @@
+//! Small jobs as one stage.
+//!
+//! Ballista splits every plan into stages at each repartition and writes each
+//! stage's output to disk for the next one to fetch. For a job over a few
+//! hundred megabytes that costs more than it saves: a TPC-H SF 1 join of six
+//! tables ran ~10x slower than single-node DataFusion on the same box, nearly
+//! all of it in shuffles and the sort-merge joins Ballista plans to keep them
+//! spillable. So the scheduler's planner ([`SingleStagePlanner`]) measures
+//! the files a job reads and, at or under `sluice.single_stage_max_bytes`,
+//! plans the query as single-node DataFusion would (hash joins, dynamic
+//! filters, round-robin repartitioning) and wraps the whole plan in a
+//! [`SingleStageExec`]. To Ballista that is a leaf: it schedules the job as
+//! one stage of one task on one executor, which runs the plan with all its
+//! partitions in parallel on a runtime with a thread per core (the executor's
+//! own task runtime has a thread per task slot). It is still a Ballista job
+//! (queued, placed, cancellable, its result fetched over Flight); EXPLAIN
+//! shows the choice.
+//!
+//! [`SluicePhysicalCodec`] carries a [`SingleStageExec`] to the executor
+//! (the inner plan travels inside the node) and hands every other node to
+//! Ballista's codec.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+
+use async_trait::async_trait;
+use ballista_core::serde::BallistaPhysicalExtensionCodec;
+use datafusion::catalog::Session;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::QueryPlanner;
+use datafusion::execution::{SessionState, TaskContext};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    displayable, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
+    PlanProperties, SendableRecordBatchStream,
+};
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion_proto::physical_plan::{
+    AsExecutionPlan, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
+    PhysicalProtoConverterExtension,
+};
+use datafusion_proto::protobuf::PhysicalPlanNode;
+use futures::StreamExt;
+
+use crate::options::SluiceOptions;
+
+/// The scheduler's query planner: Ballista's distributed plan, or for a small
+/// job the single-node plan inside a [`SingleStageExec`].
+#[derive(Default)]
+pub struct SingleStagePlanner {
+    planner: DefaultPhysicalPlanner,
+}
+
+impl fmt::Debug for SingleStagePlanner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SingleStagePlanner")
+    }
+}
+
+#[async_trait]
+impl QueryPlanner for SingleStagePlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let max_bytes = session
+            .config_options()
+            .extensions
+            .get::<SluiceOptions>()
+            .map_or(0, |options| options.single_stage_max_bytes);
+        let state = session.as_any().downcast_ref::<SessionState>();
+        let (Some(state), true) = (state, max_bytes > 0) else {
+            return self
+                .planner
+                .create_physical_plan(logical_plan, session)
+                .await;
+        };
+        // EXPLAIN shows the plan the statement would run with; EXPLAIN ANALYZE
+        // keeps Ballista's handling.
+        let (query, explain) = match logical_plan {
+            LogicalPlan::Explain(explain) => (explain.plan.as_ref(), true),
+            LogicalPlan::Analyze(_) => {
+                return self
+                    .planner
+                    .create_physical_plan(logical_plan, session)
+                    .await;
+            }
+            query => (query, false),
+        };
+        let distributed = self.planner.create_physical_plan(query, session).await?;
+        let input_bytes = scanned_bytes(&distributed)?;
+        if input_bytes > max_bytes {
+            return if explain {
+                self.planner
+                    .create_physical_plan(logical_plan, session)
+                    .await
+            } else {
+                Ok(distributed)
+            };
+        }
+        let single_node = single_node_state(state);
+        let plan = self
+            .planner
+            .create_physical_plan(logical_plan, &single_node)
+            .await?;
+        Ok(if explain {
+            plan
+        } else {
+            Arc::new(SingleStageExec::new(plan, input_bytes))
+        })
+    }
+}
+
+/// `state` with DataFusion's single-node defaults where Ballista changes them
+/// for plans that cross stages: hash joins (Ballista prefers sort-merge joins,
+/// which spill), DataFusion's broadcast thresholds, round-robin repartitioning
+/// and dynamic filters (which cannot cross a stage boundary, but never have to
+/// here).
+fn single_node_state(state: &SessionState) -> SessionState {
+    let defaults = ConfigOptions::default().optimizer;
+    let mut state = state.clone();
+    let optimizer = &mut state.config_mut().options_mut().optimizer;
+    optimizer.prefer_hash_join = defaults.prefer_hash_join;
+    optimizer.hash_join_single_partition_threshold = defaults.hash_join_single_partition_threshold;
+    optimizer.hash_join_single_partition_threshold_rows =
+        defaults.hash_join_single_partition_threshold_rows;
+    optimizer.enable_round_robin_repartition = defaults.enable_round_robin_repartition;
+    optimizer.enable_dynamic_filter_pushdown = defaults.enable_dynamic_filter_pushdown;
+    state
+}
+
+/// Bytes of the files `plan` scans (each file's byte range when a scan reads
+/// part of a file).
+fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
+    let mut total = 0u64;
+    plan.apply(|node| {
+        let config = node
+            .downcast_ref::<DataSourceExec>()
+            .and_then(|scan| scan.data_source().downcast_ref::<FileScanConfig>());
+        if let Some(config) = config {
+            for file in config.file_groups.iter().flat_map(|group| group.iter()) {
+                total += match &file.range {
+                    Some(range) => range.end.saturating_sub(range.start).max(0) as u64,
+                    None => file.object_meta.size,
+                };
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(total)
+}
+
+/// A whole query plan run as one task: a leaf to Ballista's stage planner,
+/// with one output partition.
+#[derive(Debug)]
+pub struct SingleStageExec {
+    /// The plan, its partitions merged into one.
+    input: Arc<dyn ExecutionPlan>,
+    /// Bytes of the files the plan reads (shown by EXPLAIN).
+    input_bytes: u64,
+}
+
+impl SingleStageExec {
+    /// Wraps `plan`, merging its output partitions.
+    pub fn new(plan: Arc<dyn ExecutionPlan>, input_bytes: u64) -> Self {
+        let input = if plan.output_partitioning().partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(plan)) as Arc<dyn ExecutionPlan>
+        } else {
+            plan
+        };
+        Self { input, input_bytes }
+    }
+}
+
+impl DisplayAs for SingleStageExec {
+    fn fmt_as(&self, format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "SingleStageExec: input_bytes={}", self.input_bytes)?;
+        if matches!(format, DisplayFormatType::TreeRender) {
+            return Ok(());
+        }
+        // A leaf to Ballista, so its plan is printed here, under the stage's
+        // shuffle writer.
+        for line in displayable(self.input.as_ref())
+            .indent(true)
+            .to_string()
+            .lines()
+        {
+            write!(f, "\n    {line}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for SingleStageExec {
+    fn name(&self) -> &str {
+        "SingleStageExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "SingleStageExec is a leaf and takes no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        // Executed (operators spawn their tasks in `execute`) and driven on
+        // the plan runtime; batches come back through a short channel.
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let input = Arc::clone(&self.input);
+        let driver = plan_runtime().spawn(async move {
+            let mut batches = match input.execute(partition, context) {
+                Ok(batches) => batches,
+                Err(error) => {
+                    let _ = sender.send(Err(error)).await;
+                    return;
+                }
+            };
+            while let Some(batch) = batches.next().await {
+                if sender.send(batch).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let batches = futures::stream::unfold(
+            (receiver, AbortOnDrop(driver)),
+            |(mut receiver, driver)| async move {
+                let batch = receiver.recv().await?;
+                Some((batch, (receiver, driver)))
+            },
+        );
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema(),
+            batches,
+        )))
+    }
+}
+
+/// The threads single-stage plans run on, one per core. Ballista runs a task
+/// on its executor's task runtime, which has one thread per task slot; a
+/// single-stage task is a whole plan whose partitions should run in parallel,
+/// as they do in DataFusion.
+fn plan_runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("sluice-single-stage")
+            .enable_all()
+            .build()
+            .expect("the single-stage runtime starts")
+    })
+}
+
+/// Stops a plan's driver when its output stream is dropped (the task
+/// finished, failed or was cancelled).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Marks a [`SingleStageExec`] in an encoded plan; anything else is Ballista's.
+const SINGLE_STAGE_TAG: &[u8] = b"sluice.single_stage\0";
+
+/// Ballista's physical codec plus [`SingleStageExec`]. The scheduler encodes
+/// task plans and the executors decode them with it.
+#[derive(Debug, Default)]
+pub struct SluicePhysicalCodec {
+    ballista: BallistaPhysicalExtensionCodec,
+}
+
+impl PhysicalExtensionCodec for SluicePhysicalCodec {
+    fn try_decode(
+        &self,
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+        ctx: &TaskContext,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(node) = buf.strip_prefix(SINGLE_STAGE_TAG) else {
+            return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
+        };
+        let (input_bytes, plan) = node.split_at_checked(8).ok_or_else(|| {
+            DataFusionError::Internal("truncated SingleStageExec in a task plan".into())
+        })?;
+        let input_bytes = u64::from_le_bytes(input_bytes.try_into().expect("8 bytes"));
+        let plan = PhysicalPlanNode::try_decode(plan)?;
+        let plan = proto_converter
+            .proto_to_execution_plan(&plan, &PhysicalPlanDecodeContext::new(ctx, self))?;
+        Ok(Arc::new(SingleStageExec {
+            input: plan,
+            input_bytes,
+        }))
+    }
+
+    fn try_encode(
+        &self,
+        node: Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+        proto_converter: &dyn PhysicalProtoConverterExtension,
+    ) -> Result<()> {
+        let Some(stage) = node.downcast_ref::<SingleStageExec>() else {
+            return self.ballista.try_encode(node, buf, proto_converter);
+        };
+        buf.extend_from_slice(SINGLE_STAGE_TAG);
+        buf.extend_from_slice(&stage.input_bytes.to_le_bytes());
+        proto_converter
+            .execution_plan_to_proto(&stage.input, self)?
+            .try_encode(buf)
+    }
+}
