@@ -6,8 +6,8 @@
 //! tables ran ~10x slower than single-node DataFusion on the same box, nearly
 //! all of it in shuffles and the sort-merge joins Ballista plans to keep them
 //! spillable. So the scheduler's planner ([`SingleStagePlanner`]) measures
-//! the files a job reads and, at or under `sluice.single_stage_max_bytes`,
-//! plans the query as single-node DataFusion would (hash joins, dynamic
+//! the files a job reads and, at or under `sluice.single_stage_max_bytes` and
+//! when the plan has exchanges for Ballista to cut stages at, plans the query as single-node DataFusion would (hash joins, dynamic
 //! filters, round-robin repartitioning) and wraps the whole plan in a
 //! [`SingleStageExec`]. To Ballista that is a leaf: it schedules the job as
 //! one stage of one task on one executor, which runs the plan with all its
@@ -34,8 +34,11 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::Distribution;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     displayable, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -97,7 +100,9 @@ impl QueryPlanner for SingleStagePlanner {
         };
         let distributed = self.planner.create_physical_plan(query, session).await?;
         let input_bytes = scanned_bytes(&distributed)?;
-        if input_bytes > max_bytes {
+        // A plan without exchanges is one stage already, with a task per
+        // partition (a scan that streams its rows): nothing to gain.
+        if input_bytes > max_bytes || !has_exchange(&distributed)? {
             return if explain {
                 self.planner
                     .create_physical_plan(logical_plan, session)
@@ -156,6 +161,21 @@ fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
         Ok(TreeNodeRecursion::Continue)
     })?;
     Ok(total)
+}
+
+/// Whether `plan` moves rows between partitions somewhere (a repartition, a
+/// merge, or an operator that gathers a side into one partition, such as a
+/// broadcast hash join): where Ballista would cut it into stages.
+fn has_exchange(plan: &Arc<dyn ExecutionPlan>) -> Result<bool> {
+    plan.exists(|node| {
+        Ok(node.downcast_ref::<RepartitionExec>().is_some()
+            || node.downcast_ref::<CoalescePartitionsExec>().is_some()
+            || node.downcast_ref::<SortPreservingMergeExec>().is_some()
+            || node
+                .input_distribution_requirements()
+                .per_child_distributions()
+                .any(|distribution| matches!(distribution, Distribution::SinglePartition)))
+    })
 }
 
 /// A whole query plan run as one task: a leaf to Ballista's stage planner,

@@ -56,6 +56,8 @@ CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION '{d}/a/';
 CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{d}/b/';
 \echo @@explain_single
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
+\echo @@explain_scan
+EXPLAIN SELECT * FROM a WHERE id > 5;
 SET sluice.single_stage_max_bytes = 0;
 \echo @@join
 SELECT b.label, count(*), sum(a.id) FROM a JOIN b ON a.k = b.k GROUP BY b.label ORDER BY 1;
@@ -94,6 +96,11 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     let explain = section("explain_single");
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
     assert!(explain.contains("SingleStageExec"), "{explain}");
+    // A scan without exchanges is one stage of a task per file already.
+    let explain = section("explain_scan");
+    assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
+    assert!(!explain.contains("SingleStageExec"), "{explain}");
+    assert!(explain.contains("partitions=2"), "{explain}");
     let explain = section("explain");
     assert!(explain.contains("distributed_plan"), "{explain}");
     assert!(explain.matches("Stage[stage_id=").count() >= 2, "{explain}");
