@@ -4,11 +4,12 @@
 //! stage's output to disk for the next one to fetch. For a job over a few
 //! hundred megabytes that costs more than it saves: a TPC-H SF 1 join of six
 //! tables ran ~10x slower than single-node DataFusion on the same box, nearly
-//! all of it in shuffles and the sort-merge joins Ballista plans to keep them
-//! spillable. So the scheduler's planner ([`SingleStagePlanner`]) measures
-//! the files a job reads and, at or under `sluice.single_stage_max_bytes` and
-//! when the plan has exchanges for Ballista to cut stages at, plans the query as single-node DataFusion would (hash joins, dynamic
-//! filters, round-robin repartitioning) and wraps the whole plan in a
+//! all of it in shuffles between stages. So the scheduler's planner
+//! ([`SingleStagePlanner`]) measures the files a job reads and, at or under
+//! `sluice.single_stage_max_bytes` and when the plan has exchanges for
+//! Ballista to cut stages at, plans the query as single-node DataFusion would
+//! (dynamic filters, round-robin repartitioning, its own thresholds for
+//! collected join sides) and wraps the whole plan in a
 //! [`SingleStageExec`]. To Ballista that is a leaf: it schedules the job as
 //! one stage of one task on one executor, which runs the plan with all its
 //! partitions in parallel on a runtime with a thread per core (the executor's
@@ -125,15 +126,15 @@ impl QueryPlanner for SingleStagePlanner {
 }
 
 /// `state` with DataFusion's single-node defaults where Ballista changes them
-/// for plans that cross stages: hash joins (Ballista prefers sort-merge joins,
-/// which spill), DataFusion's broadcast thresholds, round-robin repartitioning
-/// and dynamic filters (which cannot cross a stage boundary, but never have to
-/// here).
+/// for plans that cross stages: DataFusion's thresholds for collecting a join
+/// side into one partition (Ballista's are its broadcast budget), round-robin
+/// repartitioning and dynamic filters (which cannot cross a stage boundary,
+/// but never have to here). The join algorithm stays the session's
+/// (`datafusion.optimizer.prefer_hash_join`, true by default in Sluice).
 fn single_node_state(state: &SessionState) -> SessionState {
     let defaults = ConfigOptions::default().optimizer;
     let mut state = state.clone();
     let optimizer = &mut state.config_mut().options_mut().optimizer;
-    optimizer.prefer_hash_join = defaults.prefer_hash_join;
     optimizer.hash_join_single_partition_threshold = defaults.hash_join_single_partition_threshold;
     optimizer.hash_join_single_partition_threshold_rows =
         defaults.hash_join_single_partition_threshold_rows;
