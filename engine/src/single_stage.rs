@@ -99,26 +99,26 @@ impl QueryPlanner for SingleStagePlanner {
             }
             query => (query, false),
         };
-        let distributed = self.planner.create_physical_plan(query, session).await?;
-        let input_bytes = scanned_bytes(&distributed)?;
-        // A plan without exchanges is one stage already, with a task per
-        // partition (a scan that streams its rows): nothing to gain.
-        if input_bytes > max_bytes || !has_exchange(&distributed)? {
-            return if explain {
-                self.planner
-                    .create_physical_plan(logical_plan, session)
-                    .await
-            } else {
-                Ok(distributed)
-            };
-        }
+        // Planned as a single stage first: most jobs sent to a small cluster
+        // are small, and then this is the only planning.
         let single_node = single_node_state(state);
         let plan = self
             .planner
-            .create_physical_plan(logical_plan, &single_node)
+            .create_physical_plan(query, &single_node)
             .await?;
+        let input_bytes = scanned_bytes(&plan)?;
+        // A plan without exchanges is one stage already, with a task per
+        // partition (a scan that streams its rows): nothing to gain.
+        if input_bytes > max_bytes || !has_exchange(&plan)? {
+            return self
+                .planner
+                .create_physical_plan(logical_plan, session)
+                .await;
+        }
         Ok(if explain {
-            plan
+            self.planner
+                .create_physical_plan(logical_plan, &single_node)
+                .await?
         } else {
             Arc::new(SingleStageExec::new(plan, input_bytes))
         })
