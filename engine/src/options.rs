@@ -45,6 +45,11 @@ impl SluiceOptions {
         }
     }
 
+    /// `RESET ALL`, `DISCARD ALL`: every setting back to the server's.
+    pub fn reset_all(&mut self) {
+        *self = Self::new(self.server_single_stage_max_bytes);
+    }
+
     /// `RESET sluice.<key>`: back to the server's setting.
     pub fn reset(&mut self, key: &str) -> Result<()> {
         match key {

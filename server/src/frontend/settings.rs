@@ -202,6 +202,22 @@ pub(super) fn with_settings<T>(
     change(settings)
 }
 
+/// Runs `change` on the session's Sluice settings.
+fn with_sluice_options<T>(
+    context: &SessionContext,
+    change: impl FnOnce(&mut SluiceOptions) -> T,
+) -> T {
+    let state = context.state_ref();
+    let mut state = state.write();
+    let options = state
+        .config_mut()
+        .options_mut()
+        .extensions
+        .get_mut::<SluiceOptions>()
+        .expect("every session registers the Sluice options");
+    change(options)
+}
+
 /// The current value of `name`.
 pub fn current_value(context: &SessionContext, name: &str) -> Option<String> {
     with_settings(context, |settings| settings.get(name).map(str::to_string))
@@ -287,20 +303,13 @@ async fn run(
             Ok(Response::Execution(Tag::new("RESET")))
         }
         SettingStatement::ResetSluice(key) => {
-            let state = context.state_ref();
-            let mut state = state.write();
-            state
-                .config_mut()
-                .options_mut()
-                .extensions
-                .get_mut::<SluiceOptions>()
-                .expect("every session registers the Sluice options")
-                .reset(&key)
+            with_sluice_options(context, |options| options.reset(&key))
                 .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
             Ok(Response::Execution(Tag::new("RESET")))
         }
         SettingStatement::ResetAll(tag) => {
             with_settings(context, PgSettings::reset_all);
+            with_sluice_options(context, SluiceOptions::reset_all);
             for parameter in sluice_engine::pg_settings::PARAMETERS {
                 if formatting_key(parameter).is_some() || parameter.reported {
                     changed(context, client, parameter).await?;
