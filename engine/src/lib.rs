@@ -3,7 +3,9 @@
 //! decides what runs on the cluster and what stays in the frontend, and the
 //! `sluice` system schema.
 
+pub mod compact;
 pub mod error;
+pub mod file_caches;
 pub mod information_schema;
 pub mod options;
 pub mod pg_functions;

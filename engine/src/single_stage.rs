@@ -139,7 +139,14 @@ fn single_node_state(state: &SessionState) -> SessionState {
     optimizer.hash_join_single_partition_threshold_rows =
         defaults.hash_join_single_partition_threshold_rows;
     optimizer.enable_round_robin_repartition = defaults.enable_round_robin_repartition;
+    // Ballista turns dynamic filters off through the umbrella key, which also
+    // turns off each kind; all four come back (the join filters let q10's
+    // lineitem scan skip rows whose orders were filtered out).
     optimizer.enable_dynamic_filter_pushdown = defaults.enable_dynamic_filter_pushdown;
+    optimizer.enable_join_dynamic_filter_pushdown = defaults.enable_join_dynamic_filter_pushdown;
+    optimizer.enable_topk_dynamic_filter_pushdown = defaults.enable_topk_dynamic_filter_pushdown;
+    optimizer.enable_aggregate_dynamic_filter_pushdown =
+        defaults.enable_aggregate_dynamic_filter_pushdown;
     state
 }
 

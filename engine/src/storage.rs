@@ -26,6 +26,8 @@ use object_store::local::LocalFileSystem;
 use object_store::ObjectStore;
 use url::Url;
 
+use crate::file_caches::shared_cache_config;
+
 /// What secret option values are shown as.
 pub const MASK: &str = "********";
 
@@ -368,13 +370,15 @@ pub fn runtime_env(config: &SessionConfig, temp_dir: Option<&Path>) -> Result<Ar
 }
 
 /// A runtime whose object stores follow `options`, with spill files under
-/// `temp_dir` when given.
+/// `temp_dir` when given, sharing the process's Parquet metadata and file
+/// statistics caches ([`crate::file_caches`]).
 pub fn runtime_env_with(
     options: StorageOptions,
     temp_dir: Option<&Path>,
 ) -> Result<Arc<RuntimeEnv>> {
     let mut builder = RuntimeEnvBuilder::new()
-        .with_object_store_registry(Arc::new(StorageRegistry::new(options)));
+        .with_object_store_registry(Arc::new(StorageRegistry::new(options)))
+        .with_cache_manager(shared_cache_config());
     if let Some(dir) = temp_dir {
         builder = builder.with_temp_file_path(dir);
     }

@@ -8,7 +8,9 @@
 //! raised, and yields to the runtime every tokio budget's worth of batches
 //! (a stage reading local shuffle files never waits otherwise, so the abort
 //! would only be seen at the end). The flag is raised when the task's future
-//! is dropped: aborted, or finished.
+//! is dropped: aborted, or finished. The wrappers under the stage's shuffle
+//! writer also compact its output's string views (see
+//! [`sluice_engine::compact`]).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +27,7 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
+use sluice_engine::compact::compact_views;
 
 /// Raised when a task must stop.
 #[derive(Debug, Clone, Default)]
@@ -52,10 +55,20 @@ impl Drop for RaiseOnDrop {
 }
 
 /// `plan` with a [`CancellableExec`] above each operator below its root (the
-/// root is the shuffle writer, which Ballista's engine expects as it is).
+/// root is the shuffle writer, which Ballista's engine expects as it is). The
+/// ones right under the root also compact the stage's output batches
+/// ([`compact_views`]) before the writer stores them.
 pub fn cancellable(
     plan: Arc<dyn ExecutionPlan>,
     flag: &CancelFlag,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    wrap_children(plan, flag, true)
+}
+
+fn wrap_children(
+    plan: Arc<dyn ExecutionPlan>,
+    flag: &CancelFlag,
+    stage_output: bool,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     if plan.children().is_empty() {
         return Ok(plan);
@@ -64,10 +77,11 @@ pub fn cancellable(
         .children()
         .into_iter()
         .map(|child| {
-            let child = cancellable(Arc::clone(child), flag)?;
+            let child = wrap_children(Arc::clone(child), flag, false)?;
             Ok(Arc::new(CancellableExec {
                 input: child,
                 flag: flag.clone(),
+                stage_output,
             }) as Arc<dyn ExecutionPlan>)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -83,6 +97,9 @@ pub fn cancellable(
 pub struct CancellableExec {
     input: Arc<dyn ExecutionPlan>,
     flag: CancelFlag,
+    /// Whether its batches are the stage's output, compacted before they
+    /// are written.
+    stage_output: bool,
 }
 
 impl DisplayAs for CancellableExec {
@@ -122,6 +139,7 @@ impl ExecutionPlan for CancellableExec {
         Ok(Arc::new(Self {
             input: children.swap_remove(0),
             flag: self.flag.clone(),
+            stage_output: self.stage_output,
         }))
     }
 
@@ -132,10 +150,12 @@ impl ExecutionPlan for CancellableExec {
     ) -> Result<SendableRecordBatchStream> {
         let input = make_cooperative(self.input.execute(partition, context)?);
         let schema = input.schema();
-        let flag = self.flag.clone();
+        let (flag, stage_output) = (self.flag.clone(), self.stage_output);
         let batches = input.map(move |batch| {
             if flag.is_raised() {
                 Err(DataFusionError::Execution("task cancelled".into()))
+            } else if stage_output {
+                batch.and_then(compact_views)
             } else {
                 batch
             }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use object_store::ObjectStore;
-use sluice_benches::tpch::bench::{self, QueryResult};
+use sluice_benches::tpch::bench::{self, LocalDataFusion, QueryResult};
 use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT};
 use sluice_engine::storage::runtime_env_with;
 use sluice_engine::{StorageOptions, StorageService};
@@ -354,23 +354,34 @@ async fn run_bench(
         "TPC-H SF {scale_factor} on {}:{}",
         address.host, address.port
     );
-    let mut results = bench::run(&client, &queries, args.iterations, &answers, &|result| {
+    let local = if args.compare_local {
+        let storage: StorageOptions = storage_options(args.config.as_deref())?;
+        let runtime = runtime_env_with(storage, None)
+            .map_err(|e| ServerError::Config(format!("creating the local runtime: {e}")))?;
+        let local = LocalDataFusion::new(data, runtime)
+            .await
+            .map_err(|e| ServerError::Config(format!("single-node DataFusion: {e}")))?;
+        Some(local)
+    } else {
+        None
+    };
+    let on_result = |result: &QueryResult| {
         eprintln!(
             "q{:02} {:>6} rows  {}",
             result.query,
             result.rows,
             result.status.lines().next().unwrap_or("")
         )
-    })
+    };
+    let results = bench::run(
+        &client,
+        local.as_ref(),
+        &queries,
+        args.iterations,
+        &answers,
+        &on_result,
+    )
     .await;
-    if args.compare_local {
-        let storage: StorageOptions = storage_options(args.config.as_deref())?;
-        let runtime = runtime_env_with(storage, None)
-            .map_err(|e| ServerError::Config(format!("creating the local runtime: {e}")))?;
-        bench::run_local(data, runtime, &mut results, args.iterations)
-            .await
-            .map_err(ServerError::Config)?;
-    }
     print!("{}", bench::report(&results));
     if let Some(path) = &args.json {
         write_json(path, scale_factor, &results)?;

@@ -96,6 +96,12 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     let explain = section("explain_single");
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
     assert!(explain.contains("SingleStageExec"), "{explain}");
+    // Planned as single-node DataFusion plans it: the join's build side
+    // narrows the probe side's scan through a dynamic filter.
+    let (_, distributed) = explain
+        .split_once("distributed_plan")
+        .unwrap_or_else(|| panic!("no distributed plan: {explain}"));
+    assert!(distributed.contains("DynamicFilter"), "{explain}");
     // A scan without exchanges is one stage of a task per file already.
     let explain = section("explain_scan");
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");

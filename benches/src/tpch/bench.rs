@@ -88,10 +88,53 @@ async fn fetch(client: &Client, sql: &str) -> Result<Vec<Vec<Option<String>>>, S
         .collect())
 }
 
+/// Single-node, in-process DataFusion over the same files, for
+/// `--compare-local`.
+pub struct LocalDataFusion {
+    context: SessionContext,
+}
+
+impl LocalDataFusion {
+    /// A session with one partition per core and the eight tables over `data`.
+    pub async fn new(data: &str, runtime: Arc<RuntimeEnv>) -> Result<Self, String> {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let context = SessionContext::new_with_config_rt(
+            SessionConfig::new().with_target_partitions(threads),
+            runtime,
+        );
+        for statement in register_statements(data) {
+            context
+                .sql(&statement)
+                .await
+                .map_err(|e| e.to_string())?
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(Self { context })
+    }
+
+    /// Plans and runs `sql`, returning its milliseconds.
+    async fn time(&self, sql: &str) -> Result<f64, String> {
+        let started = Instant::now();
+        self.context
+            .sql(sql)
+            .await
+            .map_err(|e| e.to_string())?
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(millis(started.elapsed()))
+    }
+}
+
 /// Runs `queries` `iterations` times each through `client`, checking every
-/// run against `answers(query)`.
+/// run against `answers(query)`. With `local`, each run is followed by the
+/// same query on single-node DataFusion, so that both see the machine in the
+/// same state (a shared machine's speed drifts over a run).
 pub async fn run(
     client: &Client,
+    local: Option<&LocalDataFusion>,
     queries: &[usize],
     iterations: usize,
     answers: &dyn Fn(usize) -> Option<ReferenceAnswer>,
@@ -133,53 +176,20 @@ pub async fn run(
                     break;
                 }
             }
+            if let Some(local) = local {
+                match local.time(sql).await {
+                    Ok(ms) => result.local_runs_ms.push(ms),
+                    Err(error) => {
+                        result.status = format!("failed: single-node DataFusion: {error}");
+                        break;
+                    }
+                }
+            }
         }
         on_result(&result);
         results.push(result);
     }
     results
-}
-
-/// Runs `queries` on single-node, in-process DataFusion over the files under
-/// `data` and records the times in `results`.
-pub async fn run_local(
-    data: &str,
-    runtime: Arc<RuntimeEnv>,
-    results: &mut [QueryResult],
-    iterations: usize,
-) -> Result<(), String> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let context = SessionContext::new_with_config_rt(
-        SessionConfig::new().with_target_partitions(threads),
-        runtime,
-    );
-    for statement in register_statements(data) {
-        context
-            .sql(&statement)
-            .await
-            .map_err(|e| e.to_string())?
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    for result in results.iter_mut() {
-        let Some(sql) = query(result.query) else {
-            continue;
-        };
-        for _ in 0..iterations.max(1) {
-            let started = Instant::now();
-            let frame = context
-                .sql(sql)
-                .await
-                .map_err(|e| format!("q{}: {e}", result.query))?;
-            frame
-                .collect()
-                .await
-                .map_err(|e| format!("q{}: {e}", result.query))?;
-            result.local_runs_ms.push(millis(started.elapsed()));
-        }
-    }
-    Ok(())
 }
 
 /// The results as a text table with a total line (sum of each query's best run).

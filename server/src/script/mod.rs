@@ -1,0 +1,208 @@
+//! `sluice run FILE.sql`: runs a SQL script's statements in order over the
+//! Postgres protocol, the way `psql -v ON_ERROR_STOP=1 -f FILE` does, against
+//! a running server or an embedded one. Every `${name}` variable needs a
+//! value before anything runs; the first failing statement stops the script
+//! with its file, line, SQLSTATE and message.
+
+pub mod parse;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use futures::TryStreamExt;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+use crate::client::{connect, ServerAddress};
+use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
+use crate::error::{Result, ServerError};
+use crate::serve;
+use parse::{split, substitute, Statement};
+
+/// Flags of `sluice run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The SQL script: statements separated by semicolons.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// A value for `${NAME}` in the script, `NAME=VALUE`; repeatable.
+    #[arg(long = "var", value_name = "NAME=VALUE")]
+    pub vars: Vec<String>,
+    #[command(flatten)]
+    pub server: ServerAddress,
+    /// Run the script on an embedded server (2 executors, a scratch data
+    /// directory) instead of connecting to one.
+    #[arg(long, conflicts_with_all = ["host", "port"])]
+    pub embedded: bool,
+    /// Config file for `--embedded`.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// `sluice run`.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let name = args.file.display().to_string();
+    let text = std::fs::read_to_string(&args.file)
+        .map_err(|e| ServerError::io(format!("reading {name}"), e))?;
+    let vars = parse_vars(&args.vars)?;
+    // Every variable and the whole script's syntax are checked before the
+    // first statement runs.
+    let statements = substitute(&text, &vars)
+        .and_then(|text| split(&text))
+        .map_err(|e| ServerError::Script(format!("{name}: {e}")))?;
+
+    let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
+    let embedded = if args.embedded {
+        Some(start_embedded(scratch.path(), args.config.clone()).await?)
+    } else {
+        None
+    };
+    let address = match &embedded {
+        Some(server) => ServerAddress {
+            host: server.address.ip().to_string(),
+            port: server.address.port(),
+            user: args.server.user.clone(),
+        },
+        None => args.server.clone(),
+    };
+    let outcome = match connect(&address).await {
+        Ok(client) => run_statements(&client, &name, &statements).await,
+        Err(e) => Err(e),
+    };
+    if let Some(server) = embedded {
+        server.stop().await;
+    }
+    outcome
+}
+
+/// `NAME=VALUE` pairs; a later value for a name wins.
+fn parse_vars(pairs: &[String]) -> Result<BTreeMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((name, value)) if is_variable_name(name) => {
+                Ok((name.to_string(), value.to_string()))
+            }
+            _ => Err(ServerError::Config(format!(
+                "--var takes NAME=VALUE with a name of letters, digits and _, got '{pair}'"
+            ))),
+        })
+        .collect()
+}
+
+fn is_variable_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+async fn start_embedded(data_dir: &Path, config: Option<PathBuf>) -> Result<serve::RunningServer> {
+    let config = ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_path_buf()),
+        executors: Some(DEFAULT_EXECUTORS),
+        config,
+        ..ServeArgs::default()
+    }
+    .resolve()?;
+    serve::start(&config).await
+}
+
+/// Runs `statements` of script `name` in order, printing each one's outcome;
+/// stops at the first error.
+async fn run_statements(client: &Client, name: &str, statements: &[Statement]) -> Result<()> {
+    let started = Instant::now();
+    let count = statements.len();
+    for (i, statement) in statements.iter().enumerate() {
+        println!(
+            "[{}/{count}] {name}:{}  {}",
+            i + 1,
+            statement.line,
+            summary(&statement.sql)
+        );
+        let statement_started = Instant::now();
+        let rows = execute(client, &statement.sql).await.map_err(|e| {
+            ServerError::Script(format!("{name}:{}: {}", statement.line, describe(&e)))
+        })?;
+        let elapsed = seconds(statement_started.elapsed());
+        match rows {
+            Some(rows) => println!("      {rows} rows in {elapsed}"),
+            None => println!("      done in {elapsed}"),
+        }
+    }
+    println!(
+        "ran {count} statements from {name} in {}",
+        seconds(started.elapsed())
+    );
+    Ok(())
+}
+
+/// Runs one statement, counting the rows it returned or changed (`None` for
+/// statements that report no count, such as DDL). Rows are counted as they
+/// arrive, never held.
+async fn execute(client: &Client, sql: &str) -> Result<Option<u64>, tokio_postgres::Error> {
+    let messages = client.simple_query_raw(sql).await?;
+    futures::pin_mut!(messages);
+    let (mut returned, mut completed, mut has_rows) = (0u64, 0u64, false);
+    while let Some(message) = messages.try_next().await? {
+        match message {
+            SimpleQueryMessage::Row(_) => returned += 1,
+            SimpleQueryMessage::RowDescription(_) => has_rows = true,
+            SimpleQueryMessage::CommandComplete(n) => completed = n,
+            _ => {}
+        }
+    }
+    Ok(if has_rows {
+        Some(returned)
+    } else {
+        (completed > 0).then_some(completed)
+    })
+}
+
+/// `SQLSTATE: message` of a server error, or the client's description.
+fn describe(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!("ERROR {}: {}", db.code().code(), db.message()),
+        None => error.to_string(),
+    }
+}
+
+/// The statement on one line, shortened to fit a terminal.
+fn summary(sql: &str) -> String {
+    const WIDTH: usize = 72;
+    let flat = sql.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.char_indices().nth(WIDTH) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{:.1} ms", secs * 1000.0)
+    } else {
+        format!("{secs:.2} s")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vars_need_names() {
+        let vars = parse_vars(&["day=2026-11-30".into(), "expr=a=b".into()]).unwrap();
+        assert_eq!(vars["day"], "2026-11-30");
+        assert_eq!(vars["expr"], "a=b");
+        assert!(parse_vars(&["novalue".into()]).is_err());
+        assert!(parse_vars(&["bad name=1".into()]).is_err());
+    }
+
+    #[test]
+    fn summaries_are_one_short_line() {
+        assert_eq!(summary("SELECT 1\n  FROM t"), "SELECT 1 FROM t");
+        let long = format!("SELECT {}", "x, ".repeat(40));
+        let short = summary(&long);
+        assert_eq!(short.chars().count(), 73);
+        assert!(short.ends_with('…'));
+    }
+}

@@ -1,0 +1,173 @@
+//! `sluice run FILE.sql` as a data engineer runs it: against a running
+//! `sluice serve` and with `--embedded`, with `--var` values, stopping at the
+//! first failing statement with its file, line and SQLSTATE.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sluice_sql_tests::SluiceServer;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
+
+fn sluice_run(script: &Path, args: &[&str]) -> Output {
+    Command::new(BINARY)
+        .arg("run")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("sluice runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The one value `sql` returns, read with psql.
+fn scalar(port: u16, sql: &str) -> String {
+    let output = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "sluice", "-d", "sluice", "-X", "-At", "-c", sql])
+        .output()
+        .expect("psql is installed (apt-get install postgresql-client)");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    text(&output.stdout).trim().to_string()
+}
+
+const PIPELINE: &str = "\
+-- Sales for one region and day.
+COPY (SELECT i AS id, CASE WHEN i % 2 = 0 THEN 'EU' ELSE 'US' END AS region, i * 10 AS amount
+      FROM generate_series(1, 1000) AS t(i))
+  TO '${dir}/sales/part-0.parquet' (FORMAT parquet);
+
+CREATE EXTERNAL TABLE sales_${suffix} STORED AS PARQUET LOCATION '${dir}/sales/';
+
+/* a comment; with a semicolon */
+SELECT region, count(*), sum(amount) FROM sales_${suffix}
+WHERE region = '${region}' GROUP BY region;
+";
+
+#[test]
+fn a_script_runs_against_a_server_with_variables() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(&script, PIPELINE).unwrap();
+    let data = dir.path().display().to_string();
+    let port = server.port().to_string();
+    let output = sluice_run(
+        &script,
+        &[
+            "--port",
+            &port,
+            "--var",
+            &format!("dir={data}"),
+            "--var",
+            "suffix=daily",
+            "--var",
+            "region=EU",
+        ],
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    let name = script.display().to_string();
+    assert!(stdout.contains(&format!("[1/3] {name}:2  COPY (SELECT")), "{stdout}");
+    assert!(stdout.contains("      1000 rows in "), "{stdout}");
+    assert!(
+        stdout.contains(&format!("[2/3] {name}:6  CREATE EXTERNAL TABLE sales_daily")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("      done in "), "{stdout}");
+    assert!(stdout.contains(&format!("[3/3] {name}:9  SELECT region")), "{stdout}");
+    assert!(stdout.contains("      1 rows in "), "{stdout}");
+    assert!(stdout.contains(&format!("ran 3 statements from {name} in ")), "{stdout}");
+    // The table the script made is the server's.
+    assert_eq!(
+        scalar(
+            server.port(),
+            "SELECT sum(amount) FROM sales_daily WHERE region = 'EU'"
+        ),
+        "2505000"
+    );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn the_first_failing_statement_stops_the_script() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("broken.sql");
+    std::fs::write(
+        &script,
+        "SELECT 1;\n\nSELECT amount\n  FROM no_such_table;\nCREATE VIEW after_failure AS SELECT 1;\n",
+    )
+    .unwrap();
+    let port = server.port().to_string();
+    let output = sluice_run(&script, &["--port", &port]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let name = script.display().to_string();
+    assert!(
+        stderr.contains(&format!("{name}:3: ERROR 42P01: ")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("no_such_table"), "{stderr}");
+    assert!(!stdout.contains("[3/3]"), "{stdout}");
+    assert_eq!(
+        scalar(
+            server.port(),
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'after_failure'"
+        ),
+        "0"
+    );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn a_missing_variable_stops_the_script_before_it_starts() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("vars.sql");
+    std::fs::write(
+        &script,
+        "CREATE VIEW early AS SELECT 1 AS one;\nSELECT * FROM t WHERE day = '${run_date}';\n",
+    )
+    .unwrap();
+    let port = server.port().to_string();
+    let output = sluice_run(&script, &["--port", &port]);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("${run_date}"), "{stderr}");
+    assert!(text(&output.stdout).is_empty());
+    assert_eq!(
+        scalar(
+            server.port(),
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'early'"
+        ),
+        "0"
+    );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn a_script_runs_on_an_embedded_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(&script, PIPELINE).unwrap();
+    let data = dir.path().display().to_string();
+    let output = sluice_run(
+        &script,
+        &[
+            "--embedded",
+            "--var",
+            &format!("dir={data}"),
+            "--var",
+            "suffix=x",
+            "--var",
+            "region=US",
+        ],
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("ran 3 statements"), "{stdout}");
+    assert!(dir.path().join("sales/part-0.parquet").is_file());
+}
