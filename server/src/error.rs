@@ -18,6 +18,10 @@ pub enum ServerError {
         #[source]
         source: std::io::Error,
     },
+    /// A `sluice run` script could not run or a statement of it failed:
+    /// `FILE:LINE: ERROR SQLSTATE: message`, or what is wrong with the file.
+    #[error("{0}")]
+    Script(String),
     /// A benchmark ran but some queries failed or returned wrong answers.
     #[error("benchmark failed: {0}")]
     Bench(String),

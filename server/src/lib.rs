@@ -2,11 +2,13 @@
 //! `sluice` binary.
 
 pub mod bench_stream;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod frontend;
 pub mod query_log;
 pub mod roles;
+pub mod script;
 pub mod serve;
 pub mod system_tables;
 pub mod tpch;

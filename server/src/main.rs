@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use sluice_server::config::{ExecutorArgs, SchedulerArgs, ServeArgs};
+use sluice_server::script::RunArgs;
 use sluice_server::tpch::{self, BenchCommand, TpchCommand};
 use tracing_subscriber::EnvFilter;
 
@@ -41,6 +42,8 @@ enum Command {
     /// TPC-H data: generate it, or register it in a running server.
     #[command(subcommand)]
     Tpch(TpchCommand),
+    /// Run a SQL script's statements in order, stopping at the first error.
+    Run(RunArgs),
     /// Benchmarks run over the Postgres protocol.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => sluice_server::serve::run(args.resolve()?).await,
             Command::Scheduler(args) => sluice_server::roles::scheduler(args.resolve()?).await,
             Command::Executor(args) => sluice_server::roles::executor(args.resolve()?).await,
+            Command::Run(args) => sluice_server::script::run(args).await,
             Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args).await,
             Command::Tpch(TpchCommand::Register(args)) => tpch::register(args).await,
             Command::Bench(BenchCommand::Tpch(args)) => tpch::bench(args).await,

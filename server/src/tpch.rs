@@ -11,12 +11,12 @@ use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnsw
 use sluice_engine::storage::runtime_env_with;
 use sluice_engine::{StorageOptions, StorageService};
 use tokio::io::AsyncWriteExt;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 use url::Url;
 
+use crate::client::{connect, ServerAddress};
 use crate::config::{storage_options, ServeArgs, DEFAULT_EXECUTORS};
 use crate::error::{Result, ServerError};
-use crate::frontend::DATABASE;
 use crate::serve;
 
 /// `sluice tpch …`
@@ -62,20 +62,6 @@ pub struct GenArgs {
     /// `AWS_*`, `GOOGLE_*` and `AZURE_*` environment variables work too).
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-}
-
-/// Where a running server listens.
-#[derive(Debug, Clone, clap::Args)]
-pub struct ServerAddress {
-    /// Server host.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Server port.
-    #[arg(long, default_value_t = 5433)]
-    pub port: u16,
-    /// User name.
-    #[arg(long, default_value = "sluice")]
-    pub user: String,
 }
 
 /// Flags of `sluice tpch register`.
@@ -248,21 +234,6 @@ async fn upload_file(
         .await
         .map_err(|e| failed(&e))?;
     writer.shutdown().await.map_err(|e| failed(&e))
-}
-
-async fn connect(server: &ServerAddress) -> Result<Client> {
-    let config = format!(
-        "host={} port={} user={} dbname={DATABASE}",
-        server.host, server.port, server.user
-    );
-    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.map_err(|e| {
-        ServerError::Config(format!(
-            "connecting to {}:{}: {e}",
-            server.host, server.port
-        ))
-    })?;
-    tokio::spawn(connection);
-    Ok(client)
 }
 
 /// `sluice tpch register`.

@@ -70,16 +70,27 @@ fn a_script_runs_against_a_server_with_variables() {
     let stdout = text(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     let name = script.display().to_string();
-    assert!(stdout.contains(&format!("[1/3] {name}:2  COPY (SELECT")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("[1/3] {name}:2  COPY (SELECT")),
+        "{stdout}"
+    );
     assert!(stdout.contains("      1000 rows in "), "{stdout}");
     assert!(
-        stdout.contains(&format!("[2/3] {name}:6  CREATE EXTERNAL TABLE sales_daily")),
+        stdout.contains(&format!(
+            "[2/3] {name}:6  CREATE EXTERNAL TABLE sales_daily"
+        )),
         "{stdout}"
     );
     assert!(stdout.contains("      done in "), "{stdout}");
-    assert!(stdout.contains(&format!("[3/3] {name}:9  SELECT region")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("[3/3] {name}:9  SELECT region")),
+        "{stdout}"
+    );
     assert!(stdout.contains("      1 rows in "), "{stdout}");
-    assert!(stdout.contains(&format!("ran 3 statements from {name} in ")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("ran 3 statements from {name} in ")),
+        "{stdout}"
+    );
     // The table the script made is the server's.
     assert_eq!(
         scalar(

@@ -169,15 +169,21 @@ mod tests {
     #[test]
     fn variables_are_replaced_everywhere() {
         let text = "SELECT '${day}' AS d, ${n} + 1 FROM t_${region};";
-        let out = substitute(text, &vars(&[("day", "2026-11-30"), ("n", "41"), ("region", "eu")]))
-            .unwrap();
+        let out = substitute(
+            text,
+            &vars(&[("day", "2026-11-30"), ("n", "41"), ("region", "eu")]),
+        )
+        .unwrap();
         assert_eq!(out, "SELECT '2026-11-30' AS d, 41 + 1 FROM t_eu;");
     }
 
     #[test]
     fn every_missing_variable_is_named() {
         let err = substitute("SELECT ${b}, ${a}, ${b}", &vars(&[])).unwrap_err();
-        assert_eq!(err, ScriptError::MissingVariables(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            err,
+            ScriptError::MissingVariables(vec!["a".into(), "b".into()])
+        );
         assert_eq!(
             err.to_string(),
             "no value for ${a}, ${b} (give it with --var NAME=VALUE)"
@@ -245,6 +251,9 @@ mod tests {
     #[test]
     fn an_unterminated_string_is_reported_with_its_line() {
         let err = split("SELECT 1;\nSELECT 'open").unwrap_err();
-        assert!(matches!(err, ScriptError::Syntax { line: 2, .. }), "{err:?}");
+        assert!(
+            matches!(err, ScriptError::Syntax { line: 2, .. }),
+            "{err:?}"
+        );
     }
 }
