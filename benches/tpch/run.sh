@@ -3,13 +3,13 @@
 # Postgres wire) against single-node in-process DataFusion over the same
 # Parquet files. Every answer is checked against the reference answers.
 #
-#   benches/tpch/run.sh                 # SF 1, 3 iterations
+#   benches/tpch/run.sh                 # SF 1, 5 iterations
 #   SF=0.1 ITERATIONS=5 benches/tpch/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 sf="${SF:-1}"
-iterations="${ITERATIONS:-3}"
+iterations="${ITERATIONS:-5}"
 target="${CARGO_TARGET_DIR:-target}"
 data="${DATA:-$target/tpch/sf$sf}"
 

@@ -2,10 +2,14 @@
 //! commands that talk to one (`sluice run`, `sluice tpch register`,
 //! `sluice bench`).
 
+use std::path::PathBuf;
+
 use tokio_postgres::{Client, NoTls};
 
+use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
 use crate::error::{Result, ServerError};
 use crate::frontend::DATABASE;
+use crate::serve::{self, RunningServer};
 
 /// Where a running server listens.
 #[derive(Debug, Clone, clap::Args)]
@@ -36,4 +40,58 @@ pub async fn connect(server: &ServerAddress) -> Result<Client> {
     })?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// The server a client command talks to: one already running, or an
+/// embedded one (2 executors, a scratch data directory) started for the
+/// command and stopped after it.
+pub struct TargetServer {
+    /// Where to connect.
+    pub address: ServerAddress,
+    embedded: Option<RunningServer>,
+    _scratch: Option<tempfile::TempDir>,
+}
+
+impl TargetServer {
+    /// `address`, or with `embedded` a new embedded server configured by
+    /// `config` (its `[storage.*]` sections, say) that `user` connects to.
+    pub async fn start(
+        address: &ServerAddress,
+        embedded: bool,
+        config: Option<PathBuf>,
+    ) -> Result<Self> {
+        if !embedded {
+            return Ok(Self {
+                address: address.clone(),
+                embedded: None,
+                _scratch: None,
+            });
+        }
+        let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
+        let config = ServeArgs {
+            listen: Some("127.0.0.1:0".into()),
+            data_dir: Some(scratch.path().to_path_buf()),
+            executors: Some(DEFAULT_EXECUTORS),
+            config,
+            ..ServeArgs::default()
+        }
+        .resolve()?;
+        let server = serve::start(&config).await?;
+        Ok(Self {
+            address: ServerAddress {
+                host: server.address.ip().to_string(),
+                port: server.address.port(),
+                user: address.user.clone(),
+            },
+            embedded: Some(server),
+            _scratch: Some(scratch),
+        })
+    }
+
+    /// Stops the embedded server, if one was started.
+    pub async fn stop(self) {
+        if let Some(server) = self.embedded {
+            server.stop().await;
+        }
+    }
 }

@@ -14,10 +14,9 @@ use tokio::io::AsyncWriteExt;
 use tokio_postgres::Client;
 use url::Url;
 
-use crate::client::{connect, ServerAddress};
-use crate::config::{storage_options, ServeArgs, DEFAULT_EXECUTORS};
+use crate::client::{connect, ServerAddress, TargetServer};
+use crate::config::storage_options;
 use crate::error::{Result, ServerError};
-use crate::serve;
 
 /// `sluice tpch …`
 #[derive(Debug, clap::Subcommand)]
@@ -250,32 +249,9 @@ pub async fn register(args: RegisterArgs) -> Result<()> {
 /// `sluice bench tpch`.
 pub async fn bench(args: BenchArgs) -> Result<()> {
     let data = DataLocation::parse(&args.data)?.sql();
-    let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
-    let embedded = if args.embedded {
-        let config = ServeArgs {
-            listen: Some("127.0.0.1:0".into()),
-            data_dir: Some(scratch.path().to_path_buf()),
-            executors: Some(DEFAULT_EXECUTORS),
-            config: args.config.clone(),
-            ..ServeArgs::default()
-        }
-        .resolve()?;
-        Some(serve::start(&config).await?)
-    } else {
-        None
-    };
-    let address = match &embedded {
-        Some(server) => ServerAddress {
-            host: server.address.ip().to_string(),
-            port: server.address.port(),
-            user: args.server.user.clone(),
-        },
-        None => args.server.clone(),
-    };
-    let outcome = run_bench(&address, &data, &args).await;
-    if let Some(server) = embedded {
-        server.stop().await;
-    }
+    let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
+    let outcome = run_bench(&target.address, &data, &args).await;
+    target.stop().await;
     let results = outcome?;
     let failed = results.iter().filter(|r| !r.passed()).count();
     if failed > 0 {

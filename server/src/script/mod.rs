@@ -7,16 +7,14 @@
 pub mod parse;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::client::{connect, ServerAddress};
-use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
+use crate::client::{connect, ServerAddress, TargetServer};
 use crate::error::{Result, ServerError};
-use crate::serve;
 use parse::{split, substitute, Statement};
 
 /// Flags of `sluice run`.
@@ -51,27 +49,12 @@ pub async fn run(args: RunArgs) -> Result<()> {
         .and_then(|text| split(&text))
         .map_err(|e| ServerError::Script(format!("{name}: {e}")))?;
 
-    let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
-    let embedded = if args.embedded {
-        Some(start_embedded(scratch.path(), args.config.clone()).await?)
-    } else {
-        None
-    };
-    let address = match &embedded {
-        Some(server) => ServerAddress {
-            host: server.address.ip().to_string(),
-            port: server.address.port(),
-            user: args.server.user.clone(),
-        },
-        None => args.server.clone(),
-    };
-    let outcome = match connect(&address).await {
+    let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
+    let outcome = match connect(&target.address).await {
         Ok(client) => run_statements(&client, &name, &statements).await,
         Err(e) => Err(e),
     };
-    if let Some(server) = embedded {
-        server.stop().await;
-    }
+    target.stop().await;
     outcome
 }
 
@@ -92,18 +75,6 @@ fn parse_vars(pairs: &[String]) -> Result<BTreeMap<String, String>> {
 
 fn is_variable_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-async fn start_embedded(data_dir: &Path, config: Option<PathBuf>) -> Result<serve::RunningServer> {
-    let config = ServeArgs {
-        listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.to_path_buf()),
-        executors: Some(DEFAULT_EXECUTORS),
-        config,
-        ..ServeArgs::default()
-    }
-    .resolve()?;
-    serve::start(&config).await
 }
 
 /// Runs `statements` of script `name` in order, printing each one's outcome;
