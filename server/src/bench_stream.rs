@@ -3,22 +3,15 @@
 //! binary format.
 
 use sluice_benches::streaming::{stream, WireFormat};
-use tokio_postgres::NoTls;
 
+use crate::client::{connect_database, ServerAddress};
 use crate::error::{Result, ServerError};
 
 /// Flags of `sluice bench stream`.
 #[derive(Debug, clap::Args)]
 pub struct StreamArgs {
-    /// Server host.
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host: String,
-    /// Server port.
-    #[arg(long, default_value_t = 5433)]
-    pub port: u16,
-    /// User name.
-    #[arg(long, default_value = "sluice")]
-    pub user: String,
+    #[command(flatten)]
+    pub server: ServerAddress,
     /// Database name.
     #[arg(long, default_value = "sluice")]
     pub dbname: String,
@@ -36,14 +29,7 @@ pub struct StreamArgs {
 /// Streams the query's result `iterations` times in each format and prints
 /// one line per read and one summary line per format.
 pub async fn run(args: StreamArgs) -> Result<()> {
-    let config = format!(
-        "host={} port={} user={} dbname={}",
-        args.host, args.port, args.user, args.dbname
-    );
-    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.map_err(|e| {
-        ServerError::Config(format!("connecting to {}:{}: {e}", args.host, args.port))
-    })?;
-    tokio::spawn(connection);
+    let client = connect_database(&args.server, &args.dbname).await?;
     for format in [WireFormat::Text, WireFormat::Binary] {
         let mut best: Option<f64> = None;
         let mut rows = 0;

@@ -25,11 +25,17 @@ pub struct ServerAddress {
     pub user: String,
 }
 
-/// Connects to the server at `server` (plain TCP) and drives the connection
-/// in the background.
+/// Connects to Sluice's database on the server at `server` (plain TCP) and
+/// drives the connection in the background.
 pub async fn connect(server: &ServerAddress) -> Result<Client> {
+    connect_database(server, DATABASE).await
+}
+
+/// Connects to database `dbname` on the Postgres server at `server` (Sluice,
+/// or PostgreSQL itself for a comparison).
+pub async fn connect_database(server: &ServerAddress, dbname: &str) -> Result<Client> {
     let config = format!(
-        "host={} port={} user={} dbname={DATABASE}",
+        "host={} port={} user={} dbname={dbname}",
         server.host, server.port, server.user
     );
     let (client, connection) = tokio_postgres::connect(&config, NoTls).await.map_err(|e| {
