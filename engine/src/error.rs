@@ -14,6 +14,9 @@ pub enum EngineError {
         #[source]
         source: DataFusionError,
     },
+    /// The persistent catalog could not be read or written.
+    #[error("catalog: {0}")]
+    Catalog(String),
 }
 
 impl EngineError {

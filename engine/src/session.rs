@@ -6,12 +6,15 @@
 //! of schemas and tables) stays shared: a table created on one connection is
 //! visible to all.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
+use crate::catalog::file::CatalogFile;
+use crate::catalog::PersistentCatalog;
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::options::SluiceOptions;
@@ -40,12 +43,16 @@ pub struct SessionOptions {
     /// The scheduler's record of jobs, to rerun jobs that lost work on a dead
     /// executor; `None` trusts Ballista's recovery.
     pub job_control: Option<Arc<dyn JobControl>>,
+    /// The file schemas, tables and views are recorded in (see
+    /// [`crate::catalog`]); `None` keeps the catalog in memory only.
+    pub catalog_file: Option<PathBuf>,
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
 #[derive(Clone)]
 pub struct SessionFactory {
     template: SessionContext,
+    catalog: Option<Arc<PersistentCatalog>>,
 }
 
 impl SessionFactory {
@@ -106,6 +113,14 @@ impl SessionFactory {
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
         let template = SessionContext::new_with_state(state);
+        let catalog = match &options.catalog_file {
+            Some(path) => {
+                let catalog = Arc::new(PersistentCatalog::new(CatalogFile::open(path)?));
+                template.register_catalog(DEFAULT_CATALOG, catalog.clone());
+                Some(catalog)
+            }
+            None => None,
+        };
         let information_schema =
             MaskedInformationSchema::new(template.state().catalog_list().clone());
         template
@@ -113,7 +128,16 @@ impl SessionFactory {
             .expect("the default catalog is created with the session")
             .register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))
             .map_err(|e| EngineError::datafusion("registering information_schema", e))?;
-        Ok(Self { template })
+        Ok(Self { template, catalog })
+    }
+
+    /// Recreates the recorded schemas, tables and views. Call it once the
+    /// template has every function and system schema a view may use.
+    pub async fn restore_catalog(&self) -> Result<()> {
+        match &self.catalog {
+            Some(catalog) => catalog.restore(&self.template).await,
+            None => Ok(()),
+        }
     }
 
     /// The template session. Register shared catalogs, schemas and functions on

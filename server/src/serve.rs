@@ -20,6 +20,9 @@ use crate::frontend::{self, Frontend, DATABASE};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
 
+/// The catalog's file in the data directory.
+const CATALOG_FILE: &str = "catalog.json";
+
 /// Runs the server until SIGINT or SIGTERM, then shuts everything down.
 pub async fn run(config: ServeConfig) -> Result<()> {
     let started = Instant::now();
@@ -127,6 +130,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         }
     };
     let frontend = build_frontend(&view, jobs, slots, config)?;
+    frontend.sessions.restore_catalog().await?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
         let _ = stopped.await;
@@ -169,6 +173,7 @@ fn build_frontend(
         storage: config.storage.clone(),
         planner: config.planner.clone(),
         job_control: Some(jobs),
+        catalog_file: Some(config.data_dir.join(CATALOG_FILE)),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

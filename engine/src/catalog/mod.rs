@@ -1,0 +1,305 @@
+//! The persistent catalog: schemas, tables over files and views that outlive
+//! the server.
+//!
+//! [`PersistentCatalog`] is the frontend's default catalog. It keeps every
+//! schema and relation in memory, as DataFusion's memory catalog does, and
+//! records each `CREATE SCHEMA`, `CREATE EXTERNAL TABLE`, `CREATE VIEW` and
+//! `DROP` in a [`CatalogFile`] before it takes effect, so a statement that
+//! cannot be recorded fails and changes nothing. At start the file is
+//! replayed ([`PersistentCatalog::restore`]). Schemas installed by the server
+//! itself (`pg_catalog`, `information_schema`, `sluice`) and in-memory tables
+//! are not recorded: they are rebuilt, or gone, at every start.
+
+pub mod file;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ballista_core::serde::BallistaLogicalExtensionCodec;
+use base64::Engine as _;
+use datafusion::catalog::{
+    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::{provider_as_source, source_as_provider, ViewTable};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
+use datafusion::prelude::SessionContext;
+use datafusion_proto::bytes::{
+    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
+};
+
+use crate::error::EngineError;
+use file::{CatalogFile, Definition, Relation};
+
+/// The schema every catalog has, which is never recorded.
+const DEFAULT_SCHEMA: &str = crate::session::DEFAULT_SCHEMA;
+
+/// A catalog whose user schemas and relations are recorded in a file.
+#[derive(Debug)]
+pub struct PersistentCatalog {
+    inner: MemoryCatalogProvider,
+    file: Arc<CatalogFile>,
+    /// Off until [`PersistentCatalog::restore`] has run: schemas the server
+    /// installs before then are its own and not recorded.
+    recording: AtomicBool,
+}
+
+impl PersistentCatalog {
+    /// An empty catalog (with its `public` schema) recording into `file`.
+    pub fn new(file: CatalogFile) -> Self {
+        let catalog = Self {
+            inner: MemoryCatalogProvider::new(),
+            file: Arc::new(file),
+            recording: AtomicBool::new(false),
+        };
+        let public = catalog.user_schema(DEFAULT_SCHEMA);
+        catalog
+            .inner
+            .register_schema(DEFAULT_SCHEMA, public)
+            .expect("a memory catalog takes schemas");
+        catalog
+    }
+
+    fn user_schema(&self, name: &str) -> Arc<dyn SchemaProvider> {
+        Arc::new(PersistentSchema {
+            name: name.to_string(),
+            inner: MemorySchemaProvider::new(),
+            file: Arc::clone(&self.file),
+            ddl: Mutex::new(()),
+        })
+    }
+
+    /// Recreates what the file holds in `context`, whose default catalog is
+    /// this one: schemas, then tables and views in the order they were made.
+    /// A relation that cannot be restored (a view over a table dropped since)
+    /// is reported and skipped.
+    pub async fn restore(&self, context: &SessionContext) -> crate::Result<()> {
+        let contents = self.file.contents();
+        for schema in &contents.schemas {
+            self.inner
+                .register_schema(schema, self.user_schema(schema))
+                .map_err(|e| EngineError::datafusion(format!("restoring schema {schema}"), e))?;
+        }
+        for relation in &contents.relations {
+            let restored = match self.inner.schema(&relation.schema) {
+                Some(schema) => match schema.downcast_ref::<PersistentSchema>() {
+                    Some(schema) => restore_relation(schema, relation, context).await,
+                    None => Err(DataFusionError::Plan(format!(
+                        "{} is not a user schema",
+                        relation.schema
+                    ))),
+                },
+                None => Err(DataFusionError::Plan(format!(
+                    "no schema {}",
+                    relation.schema
+                ))),
+            };
+            if let Err(e) = restored {
+                tracing::warn!(
+                    "cannot restore {}.{} from the catalog, skipped: {e}",
+                    relation.schema,
+                    relation.name
+                );
+            }
+        }
+        self.recording.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+impl CatalogProvider for PersistentCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        self.inner.schema_names()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.inner.schema(name)
+    }
+
+    /// Once the catalog is restored, `CREATE SCHEMA` registers an empty
+    /// memory schema: that one is recorded (and made persistent). Schemas
+    /// installed before, or of another kind, are the server's own.
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        let created = schema.downcast_ref::<MemorySchemaProvider>().is_some()
+            && schema.table_names().is_empty();
+        if !self.recording.load(Ordering::SeqCst) || !created {
+            return self.inner.register_schema(name, schema);
+        }
+        self.file
+            .update(|contents| {
+                if !contents.schemas.iter().any(|s| s == name) {
+                    contents.schemas.push(name.to_string());
+                }
+            })
+            .map_err(external)?;
+        self.inner.register_schema(name, self.user_schema(name))
+    }
+
+    fn deregister_schema(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> Result<Option<Arc<dyn SchemaProvider>>> {
+        let Some(schema) = self.inner.schema(name) else {
+            return Ok(None);
+        };
+        if schema.downcast_ref::<PersistentSchema>().is_some() {
+            if !cascade && !schema.table_names().is_empty() {
+                return Err(DataFusionError::Execution(format!(
+                    "cannot drop schema {name}: it holds tables (use CASCADE)"
+                )));
+            }
+            self.file
+                .update(|contents| {
+                    contents.schemas.retain(|s| s != name);
+                    contents.relations.retain(|r| r.schema != name);
+                })
+                .map_err(external)?;
+        }
+        self.inner.deregister_schema(name, cascade)
+    }
+}
+
+/// A user schema: its tables over files and views are recorded.
+#[derive(Debug)]
+struct PersistentSchema {
+    name: String,
+    inner: MemorySchemaProvider,
+    file: Arc<CatalogFile>,
+    /// Held from the existence check to the registration, so that two
+    /// connections creating one name cannot record one table and register
+    /// the other.
+    ddl: Mutex<()>,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for PersistentSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn TableProvider>,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
+        let _ddl = self.ddl.lock().unwrap_or_else(|e| e.into_inner());
+        if self.inner.table_exist(&name) {
+            return Err(DataFusionError::Plan(format!(
+                "table {name} already exists"
+            )));
+        }
+        if let Some(definition) = definition(&name, &table)? {
+            let relation = Relation {
+                schema: self.name.clone(),
+                name: name.clone(),
+                definition,
+            };
+            self.file
+                .update(|contents| {
+                    let same =
+                        |r: &Relation| r.schema == relation.schema && r.name == relation.name;
+                    match contents.relations.iter_mut().find(|r| same(r)) {
+                        Some(recorded) => *recorded = relation,
+                        None => contents.relations.push(relation),
+                    }
+                })
+                .map_err(external)?;
+        }
+        self.inner.register_table(name, table)
+    }
+
+    fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let _ddl = self.ddl.lock().unwrap_or_else(|e| e.into_inner());
+        self.file
+            .update(|contents| {
+                contents
+                    .relations
+                    .retain(|r| !(r.schema == self.name && r.name == name))
+            })
+            .map_err(external)?;
+        self.inner.deregister_table(name)
+    }
+}
+
+/// Registers the recorded `relation` in `schema` (without recording it again).
+async fn restore_relation(
+    schema: &PersistentSchema,
+    relation: &Relation,
+    context: &SessionContext,
+) -> Result<()> {
+    let table: Arc<dyn TableProvider> = match &relation.definition {
+        Definition::ExternalTable { scan } => decode_table(scan, context)?,
+        Definition::View { sql } => match context.state().create_logical_plan(sql).await? {
+            LogicalPlan::Ddl(DdlStatement::CreateView(view)) => Arc::new(ViewTable::new(
+                view.input.as_ref().clone(),
+                view.definition.clone(),
+            )),
+            other => {
+                return Err(DataFusionError::Plan(format!(
+                    "a view definition plans as {}",
+                    other.display()
+                )))
+            }
+        },
+    };
+    schema.inner.register_table(relation.name.clone(), table)?;
+    Ok(())
+}
+
+/// How `table` is recorded: tables over files and views are, in-memory
+/// tables are not.
+fn definition(name: &str, table: &Arc<dyn TableProvider>) -> Result<Option<Definition>> {
+    if table.downcast_ref::<ListingTable>().is_some() {
+        let scan =
+            LogicalPlanBuilder::scan(name, provider_as_source(Arc::clone(table)), None)?.build()?;
+        let bytes = logical_plan_to_bytes_with_extension_codec(
+            &scan,
+            &BallistaLogicalExtensionCodec::default(),
+        )?;
+        let scan = base64::engine::general_purpose::STANDARD.encode(bytes);
+        return Ok(Some(Definition::ExternalTable { scan }));
+    }
+    if let Some(view) = table.downcast_ref::<ViewTable>() {
+        return Ok(view
+            .definition()
+            .map(|sql| Definition::View { sql: sql.clone() }));
+    }
+    Ok(None)
+}
+
+/// The table a recorded scan reads.
+fn decode_table(scan: &str, context: &SessionContext) -> Result<Arc<dyn TableProvider>> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(scan)
+        .map_err(|e| DataFusionError::Plan(format!("corrupt table definition: {e}")))?;
+    let plan = logical_plan_from_bytes_with_extension_codec(
+        &bytes,
+        &context.task_ctx(),
+        &BallistaLogicalExtensionCodec::default(),
+    )?;
+    match plan {
+        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source),
+        other => Err(DataFusionError::Plan(format!(
+            "a table definition holds a {} plan",
+            other.display()
+        ))),
+    }
+}
+
+fn external(error: EngineError) -> DataFusionError {
+    DataFusionError::External(Box::new(error))
+}

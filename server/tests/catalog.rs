@@ -1,0 +1,104 @@
+//! The catalog outlives the server: schemas, tables over files and views
+//! created over the wire are there after a `kill -9` and after a clean stop,
+//! drops included; in-memory tables are not.
+
+use std::path::Path;
+use std::process::Command;
+
+use sluice_sql_tests::SluiceServer;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// Runs `statements` with psql (stopping at the first error) and returns its
+/// unaligned, tuples-only output.
+fn psql(port: u16, statements: &[&str]) -> String {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "sluice", "-d", "sluice", "-X", "-At"])
+        .args(["-v", "ON_ERROR_STOP=1"]);
+    for statement in statements {
+        command.args(["-c", statement]);
+    }
+    let output = command
+        .output()
+        .expect("psql is installed (apt-get install postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+const USER_RELATIONS: &str = "SELECT table_schema || '.' || table_name || ' ' || table_type \
+     FROM information_schema.tables \
+     WHERE table_schema NOT IN ('pg_catalog', 'information_schema', 'sluice') \
+     ORDER BY 1";
+
+#[test]
+fn schemas_tables_and_views_survive_kill_and_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().display();
+    std::fs::write(files.path().join("codes.csv"), "code,label\n1,one\n2,two\n").unwrap();
+
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("starts");
+    psql(
+        server.port(),
+        &[
+            &format!(
+                "COPY (SELECT i AS id, i % 2 + 1 AS code FROM generate_series(1, 100) AS t(i)) \
+                 TO '{f}/facts/part-0.parquet' (FORMAT parquet)"
+            ),
+            &format!("CREATE EXTERNAL TABLE facts STORED AS PARQUET LOCATION '{f}/facts/'"),
+            "CREATE SCHEMA ref",
+            &format!(
+                "CREATE EXTERNAL TABLE ref.codes STORED AS CSV LOCATION '{f}/codes.csv' \
+                 OPTIONS ('format.has_header' 'true')"
+            ),
+            "CREATE VIEW ref.labelled AS SELECT c.label, count(*) AS n \
+             FROM facts JOIN ref.codes c ON facts.code = c.code GROUP BY c.label",
+            "CREATE VIEW dropped_later AS SELECT 1 AS one",
+            "DROP VIEW dropped_later",
+            "CREATE TABLE in_memory AS VALUES (1)",
+        ],
+    );
+    // A crash: nothing is flushed at shutdown.
+    drop(server);
+
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
+    assert_eq!(
+        psql(server.port(), &[USER_RELATIONS]),
+        "public.facts BASE TABLE\nref.codes BASE TABLE\nref.labelled VIEW\n"
+    );
+    assert_eq!(
+        psql(
+            server.port(),
+            &["SELECT label, n FROM ref.labelled ORDER BY label"]
+        ),
+        "one|50\ntwo|50\n"
+    );
+    // Drops are recorded too, and a clean stop keeps the rest.
+    psql(server.port(), &["DROP SCHEMA ref CASCADE"]);
+    server.stop().expect("stops");
+
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
+    assert_eq!(
+        psql(server.port(), &[USER_RELATIONS]),
+        "public.facts BASE TABLE\n"
+    );
+    assert_eq!(
+        psql(
+            server.port(),
+            &["SELECT count(*) FROM information_schema.schemata WHERE schema_name = 'ref'"]
+        ),
+        "0\n"
+    );
+    assert_eq!(
+        psql(server.port(), &["SELECT sum(id) FROM facts"]),
+        "5050\n"
+    );
+    server.stop().expect("stops");
+}
