@@ -2,6 +2,7 @@
 //! `sluice` binary.
 
 pub mod bench_stream;
+pub mod catalog_table;
 pub mod client;
 pub mod config;
 pub mod error;

@@ -14,6 +14,7 @@ use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG
 use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, RemoteScheduler};
 use tokio::net::TcpListener;
 
+use crate::catalog_table::TablesTable;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
 use crate::frontend::{self, Frontend, DATABASE};
@@ -180,6 +181,10 @@ fn build_frontend(
     sluice_engine::pg_functions::register(sessions.template());
     let frontend_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let queries = Arc::new(QueryLog::new(frontend_id));
+    let catalog = sessions
+        .template()
+        .catalog(DEFAULT_CATALOG)
+        .expect("the session template has the default catalog");
     let tables: HashMap<&str, Arc<dyn SystemTable>> = HashMap::from([
         (
             "executors",
@@ -189,6 +194,7 @@ fn build_frontend(
             "queries",
             Arc::new(QueriesTable::new(queries.clone(), cluster.clone())),
         ),
+        ("tables", Arc::new(TablesTable::new(catalog))),
     ]);
     register_system_schema(sessions.template(), tables)?;
     Ok(Arc::new(Frontend::new(sessions, queries)))
