@@ -1,6 +1,6 @@
 //! The catalog outlives the server: schemas, tables over files and views
 //! created over the wire are there after a `kill -9` and after a clean stop,
-//! drops included; in-memory tables are not.
+//! renames and drops included; in-memory tables are not.
 
 use std::path::Path;
 use std::process::Command;
@@ -61,6 +61,8 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
             "CREATE VIEW ref.labelled AS SELECT c.label, count(*) AS n \
              FROM facts JOIN ref.codes c ON facts.code = c.code GROUP BY c.label",
             "CREATE VIEW dropped_later AS SELECT 1 AS one",
+            "CREATE VIEW renamed_before AS SELECT 2 AS two",
+            "ALTER TABLE renamed_before RENAME TO renamed_after",
             "DROP VIEW dropped_later",
             "CREATE TABLE in_memory AS VALUES (1)",
         ],
@@ -71,7 +73,11 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
     let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
     assert_eq!(
         psql(server.port(), &[USER_RELATIONS]),
-        "public.facts BASE TABLE\nref.codes BASE TABLE\nref.labelled VIEW\n"
+        "public.facts BASE TABLE\npublic.renamed_after VIEW\nref.codes BASE TABLE\nref.labelled VIEW\n"
+    );
+    assert_eq!(
+        psql(server.port(), &["SELECT two FROM renamed_after"]),
+        "2\n"
     );
     assert_eq!(
         psql(
@@ -81,7 +87,10 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
         "one|50\ntwo|50\n"
     );
     // Drops are recorded too, and a clean stop keeps the rest.
-    psql(server.port(), &["DROP SCHEMA ref CASCADE"]);
+    psql(
+        server.port(),
+        &["DROP SCHEMA ref CASCADE", "DROP VIEW renamed_after"],
+    );
     server.stop().expect("stops");
 
     let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");

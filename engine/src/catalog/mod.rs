@@ -235,6 +235,39 @@ impl SchemaProvider for PersistentSchema {
     }
 }
 
+/// `ALTER TABLE from RENAME TO to` in `schema`: the table or view keeps its
+/// definition under the new name, recorded in one catalog update.
+pub async fn rename_table(schema: &Arc<dyn SchemaProvider>, from: &str, to: &str) -> Result<()> {
+    let schema = schema.downcast_ref::<PersistentSchema>().ok_or_else(|| {
+        DataFusionError::NotImplemented("renaming the server's own tables".into())
+    })?;
+    let table = schema
+        .inner
+        .table(from)
+        .await?
+        .ok_or_else(|| DataFusionError::Plan(format!("table {from} not found")))?;
+    let _ddl = schema.ddl.lock().unwrap_or_else(|e| e.into_inner());
+    if schema.inner.table_exist(to) {
+        return Err(DataFusionError::Plan(format!("table {to} already exists")));
+    }
+    if !schema.inner.table_exist(from) {
+        return Err(DataFusionError::Plan(format!("table {from} not found")));
+    }
+    schema
+        .file
+        .update(|contents| {
+            for relation in &mut contents.relations {
+                if relation.schema == schema.name && relation.name == from {
+                    relation.name = to.to_string();
+                }
+            }
+        })
+        .map_err(external)?;
+    schema.inner.deregister_table(from)?;
+    schema.inner.register_table(to.to_string(), table)?;
+    Ok(())
+}
+
 /// Registers the recorded `relation` in `schema` (without recording it again).
 async fn restore_relation(
     schema: &PersistentSchema,

@@ -44,6 +44,7 @@ use super::copy_out::CopyToStdoutHook;
 use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
+use super::rename::RenameTableHook;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
 use super::sqlstate::{self, SqlStateErrorHandler};
@@ -61,6 +62,7 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
         Arc::new(TransactionStatementHook),
         Arc::new(PlanningHook::new(copy_to_file)),
         Arc::new(CopyToStdoutHook),
+        Arc::new(RenameTableHook),
     ]
 }
 

@@ -8,6 +8,7 @@ mod copy_out;
 mod datafusion_ddl;
 mod hooks;
 mod interrupt;
+mod rename;
 mod rewrite;
 mod settings;
 pub mod sqlstate;
