@@ -75,11 +75,13 @@ impl QueryPlanner for SingleStagePlanner {
         logical_plan: &LogicalPlan,
         session: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let max_bytes = session
+        let options = session
             .config_options()
             .extensions
             .get::<SluiceOptions>()
-            .map_or(0, |options| options.single_stage_max_bytes);
+            .cloned()
+            .unwrap_or_else(|| SluiceOptions::new(0));
+        let max_bytes = options.single_stage_max_bytes;
         let state = session.as_any().downcast_ref::<SessionState>();
         let (Some(state), true) = (state, max_bytes > 0) else {
             return self
@@ -101,7 +103,7 @@ impl QueryPlanner for SingleStagePlanner {
         };
         // Planned as a single stage first: most jobs sent to a small cluster
         // are small, and then this is the only planning.
-        let single_node = single_node_state(state);
+        let single_node = single_node_state(state, options.single_stage_collect_bytes);
         let plan = self
             .planner
             .create_physical_plan(query, &single_node)
@@ -126,18 +128,19 @@ impl QueryPlanner for SingleStagePlanner {
 }
 
 /// `state` with DataFusion's single-node defaults where Ballista changes them
-/// for plans that cross stages: DataFusion's thresholds for collecting a join
-/// side into one partition (Ballista's are its broadcast budget), round-robin
-/// repartitioning and dynamic filters (which cannot cross a stage boundary,
-/// but never have to here). The join algorithm stays the session's
+/// for plans that cross stages: round-robin repartitioning and dynamic
+/// filters (which cannot cross a stage boundary, but never have to here).
+/// A join side is collected into one hash table up to `collect_bytes`
+/// (`sluice.single_stage_collect_bytes`; Ballista's thresholds are its
+/// broadcast budget). The join algorithm stays the session's
 /// (`datafusion.optimizer.prefer_hash_join`, true by default in Sluice).
-fn single_node_state(state: &SessionState) -> SessionState {
+fn single_node_state(state: &SessionState, collect_bytes: u64) -> SessionState {
     let defaults = ConfigOptions::default().optimizer;
     let mut state = state.clone();
     let optimizer = &mut state.config_mut().options_mut().optimizer;
-    optimizer.hash_join_single_partition_threshold = defaults.hash_join_single_partition_threshold;
-    optimizer.hash_join_single_partition_threshold_rows =
-        defaults.hash_join_single_partition_threshold_rows;
+    let collect_bytes = usize::try_from(collect_bytes).unwrap_or(usize::MAX);
+    optimizer.hash_join_single_partition_threshold = collect_bytes;
+    optimizer.hash_join_single_partition_threshold_rows = collect_bytes / 16;
     optimizer.enable_round_robin_repartition = defaults.enable_round_robin_repartition;
     // Ballista turns dynamic filters off through the umbrella key, which also
     // turns off each kind; all four come back (the join filters let q10's

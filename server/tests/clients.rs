@@ -58,6 +58,10 @@ CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{d}/b/';
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
 \echo @@explain_scan
 EXPLAIN SELECT * FROM a WHERE id > 5;
+SET sluice.single_stage_collect_bytes = 0;
+\echo @@explain_partitioned
+EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
+RESET sluice.single_stage_collect_bytes;
 SET sluice.single_stage_max_bytes = 0;
 \echo @@join
 SELECT b.label, count(*), sum(a.id) FROM a JOIN b ON a.k = b.k GROUP BY b.label ORDER BY 1;
@@ -102,6 +106,12 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
         .split_once("distributed_plan")
         .unwrap_or_else(|| panic!("no distributed plan: {explain}"));
     assert!(distributed.contains("DynamicFilter"), "{explain}");
+    // The small side is hashed once for both partitions ...
+    assert!(distributed.contains("mode=CollectLeft"), "{explain}");
+    // ... unless `sluice.single_stage_collect_bytes` is below its size.
+    let explain = section("explain_partitioned");
+    assert!(explain.contains("SingleStageExec"), "{explain}");
+    assert!(explain.contains("mode=Partitioned"), "{explain}");
     // A scan without exchanges is one stage of a task per file already.
     let explain = section("explain_scan");
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
