@@ -14,7 +14,7 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
 use crate::catalog::file::CatalogFile;
-use crate::catalog::PersistentCatalog;
+use crate::catalog::{PersistentCatalog, Warehouse};
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::options::SluiceOptions;
@@ -46,6 +46,10 @@ pub struct SessionOptions {
     /// The file schemas, tables and views are recorded in (see
     /// [`crate::catalog`]); `None` keeps the catalog in memory only.
     pub catalog_file: Option<PathBuf>,
+    /// Where `CREATE TABLE` writes managed tables (a directory or an
+    /// object-store URL; see [`crate::catalog::managed`]). Needs
+    /// `catalog_file`; without either, `CREATE TABLE` makes in-memory tables.
+    pub warehouse: Option<String>,
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
@@ -115,7 +119,13 @@ impl SessionFactory {
         let template = SessionContext::new_with_state(state);
         let catalog = match &options.catalog_file {
             Some(path) => {
-                let catalog = Arc::new(PersistentCatalog::new(CatalogFile::open(path)?));
+                let warehouse = options
+                    .warehouse
+                    .as_deref()
+                    .map(Warehouse::new)
+                    .transpose()
+                    .map_err(|e| EngineError::datafusion("parsing the warehouse URL", e))?;
+                let catalog = Arc::new(PersistentCatalog::new(CatalogFile::open(path)?, warehouse));
                 template.register_catalog(DEFAULT_CATALOG, catalog.clone());
                 Some(catalog)
             }

@@ -11,7 +11,7 @@ use datafusion::catalog::{CatalogProvider, TableProvider};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::ViewTable;
 use datafusion::error::Result;
-use sluice_engine::catalog::PersistentCatalog;
+use sluice_engine::catalog::{managed_table, PersistentCatalog};
 use sluice_engine::system::{SystemTable, SYSTEM_SCHEMA};
 
 /// Schemas the server installs itself; their tables are not listed.
@@ -98,7 +98,15 @@ impl SystemTable for TablesTable {
                 let Some(table) = schema.table(&name).await? else {
                     continue;
                 };
-                let (kind, format, location, persistent) = describe(&table, recorded);
+                let (kind, format, location, persistent) = match managed_table(&schema, &name) {
+                    Some(managed) => (
+                        "managed table",
+                        Some("parquet".into()),
+                        Some(managed.location),
+                        true,
+                    ),
+                    None => describe(&table, recorded),
+                };
                 rows.push(Row {
                     schema: schema_name.clone(),
                     name,

@@ -98,6 +98,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             e,
         )
     })?;
+    if !config.warehouse.contains("://") {
+        std::fs::create_dir_all(&config.warehouse).map_err(|e| {
+            ServerError::io(format!("creating the warehouse {}", config.warehouse), e)
+        })?;
+    }
     let (cluster, view, jobs, slots) = match &config.cluster {
         ClusterMode::Embedded { executors, slots } => {
             let cluster = Arc::new(
@@ -175,6 +180,7 @@ fn build_frontend(
         planner: config.planner.clone(),
         job_control: Some(jobs),
         catalog_file: Some(config.data_dir.join(CATALOG_FILE)),
+        warehouse: Some(config.warehouse.clone()),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

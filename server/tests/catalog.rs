@@ -1,6 +1,6 @@
 //! The catalog outlives the server: schemas, tables over files and views
 //! created over the wire are there after a `kill -9` and after a clean stop,
-//! renames and drops included; in-memory tables are not.
+//! renames and drops included.
 
 use std::path::Path;
 use std::process::Command;
@@ -64,7 +64,7 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
             "CREATE VIEW renamed_before AS SELECT 2 AS two",
             "ALTER TABLE renamed_before RENAME TO renamed_after",
             "DROP VIEW dropped_later",
-            "CREATE TABLE in_memory AS VALUES (1)",
+            "CREATE TABLE managed AS SELECT id FROM facts WHERE id <= 10",
         ],
     );
     // A crash: nothing is flushed at shutdown.
@@ -73,7 +73,12 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
     let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
     assert_eq!(
         psql(server.port(), &[USER_RELATIONS]),
-        "public.facts BASE TABLE\npublic.renamed_after VIEW\nref.codes BASE TABLE\nref.labelled VIEW\n"
+        "public.facts BASE TABLE\npublic.managed BASE TABLE\npublic.renamed_after VIEW\n\
+         ref.codes BASE TABLE\nref.labelled VIEW\n"
+    );
+    assert_eq!(
+        psql(server.port(), &["SELECT sum(id) FROM managed"]),
+        "55\n"
     );
     assert_eq!(
         psql(server.port(), &["SELECT two FROM renamed_after"]),
@@ -89,7 +94,11 @@ fn schemas_tables_and_views_survive_kill_and_restart() {
     // Drops are recorded too, and a clean stop keeps the rest.
     psql(
         server.port(),
-        &["DROP SCHEMA ref CASCADE", "DROP VIEW renamed_after"],
+        &[
+            "DROP SCHEMA ref CASCADE",
+            "DROP VIEW renamed_after",
+            "DROP TABLE managed",
+        ],
     );
     server.stop().expect("stops");
 

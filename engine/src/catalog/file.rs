@@ -22,6 +22,19 @@ pub enum Definition {
         /// The encoded scan.
         scan: String,
     },
+    /// A managed table: Parquet files Sluice writes under the warehouse,
+    /// in immutable segments (one directory per committed write). The
+    /// table is exactly the listed segments; anything else under its
+    /// location is an unfinished write, removed at start.
+    ManagedTable {
+        /// The table's directory URL, ending in `/`.
+        location: String,
+        /// Committed segment directories under `location`, oldest first.
+        segments: Vec<String>,
+        /// The encoded scan of the table over those segments (as for
+        /// external tables).
+        scan: String,
+    },
     /// A view: its `CREATE VIEW` statement, planned again when restored.
     View {
         /// The statement's text.

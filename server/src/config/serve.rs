@@ -44,9 +44,14 @@ pub struct ServeArgs {
     /// `SET sluice.single_stage_max_bytes = N`.
     #[arg(long, env = "SLUICE_SINGLE_STAGE_MAX_BYTES", value_name = "BYTES")]
     pub single_stage_max_bytes: Option<u64>,
+    /// Where `CREATE TABLE` writes managed Parquet tables: a directory or an
+    /// object-store URL (s3://bucket/prefix) [default: <data-dir>/warehouse].
+    /// Sluice owns it: files no table lists are removed at start.
+    #[arg(long, env = "SLUICE_WAREHOUSE", value_name = "URL")]
+    pub warehouse: Option<String>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
-    /// executors, slots, scheduler, single-stage-max-bytes), `[cluster]` and
-    /// `[storage.*]`.
+    /// executors, slots, scheduler, single-stage-max-bytes, warehouse),
+    /// `[cluster]` and `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -61,6 +66,7 @@ pub(super) struct ServeSection {
     slots: Option<usize>,
     scheduler: Option<String>,
     single_stage_max_bytes: Option<u64>,
+    warehouse: Option<String>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -97,6 +103,8 @@ pub struct ServeConfig {
     pub storage: StorageOptions,
     /// Sluice planner settings every session starts with.
     pub planner: SluiceOptions,
+    /// Where managed tables are written: a URL, or an absolute directory.
+    pub warehouse: String,
 }
 
 impl ServeArgs {
@@ -140,9 +148,16 @@ impl ServeArgs {
             .data_dir
             .or_else(|| section.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let data_dir = absolute(data_dir)?;
+        let warehouse = match self.warehouse.or_else(|| section.warehouse.clone()) {
+            Some(url) if url.contains("://") => url,
+            Some(dir) => absolute(PathBuf::from(dir))?.display().to_string(),
+            None => data_dir.join("warehouse").display().to_string(),
+        };
         Ok(ServeConfig {
             listen,
-            data_dir: absolute(data_dir)?,
+            data_dir,
+            warehouse,
             cluster,
             timings: file.timings()?,
             storage: file.storage()?,

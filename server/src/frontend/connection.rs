@@ -44,6 +44,7 @@ use super::copy_out::CopyToStdoutHook;
 use super::datafusion_ddl::{self, SluiceParser};
 use super::hooks::PlanningHook;
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
+use super::managed::ManagedTableHook;
 use super::rename::RenameTableHook;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
@@ -63,6 +64,7 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
         Arc::new(PlanningHook::new(copy_to_file)),
         Arc::new(CopyToStdoutHook),
         Arc::new(RenameTableHook),
+        Arc::new(ManagedTableHook),
     ]
 }
 

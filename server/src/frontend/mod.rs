@@ -8,6 +8,7 @@ mod copy_out;
 mod datafusion_ddl;
 mod hooks;
 mod interrupt;
+mod managed;
 mod rename;
 mod rewrite;
 mod settings;

@@ -1,0 +1,239 @@
+//! Managed tables: Parquet tables Sluice writes itself, under the warehouse.
+//!
+//! A managed table lives in its own directory, `<warehouse>/<schema>/<name>-<id>/`,
+//! as a list of **segments**: one directory per committed write, never changed
+//! once committed. Readers scan exactly the segments the catalog lists, so a
+//! write becomes visible in one step, when the catalog records its segment
+//! (`INSERT` appends one, `INSERT OVERWRITE` and `TRUNCATE` replace the list).
+//! A write that fails or whose process dies leaves a segment the catalog never
+//! listed; [`sweep`] removes it, and anything else under the warehouse that no
+//! table lists, when the server starts.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
+
+/// The directory all managed tables live under, and its object store.
+#[derive(Debug)]
+pub struct Warehouse {
+    root: ListingTableUrl,
+    /// Resolved from the runtime's object stores when the catalog is
+    /// restored; until then nothing is written or removed.
+    store: OnceLock<Arc<dyn ObjectStore>>,
+}
+
+impl Warehouse {
+    /// The warehouse at `url` (a local directory or an object-store URL).
+    pub fn new(url: &str) -> Result<Self> {
+        let url = if url.ends_with('/') {
+            url.to_string()
+        } else {
+            format!("{url}/")
+        };
+        Ok(Self {
+            root: ListingTableUrl::parse(&url)?,
+            store: OnceLock::new(),
+        })
+    }
+
+    /// The warehouse's URL, ending in `/`.
+    pub fn url(&self) -> &str {
+        self.root.as_str()
+    }
+
+    /// Finds the warehouse's object store among `runtime`'s.
+    pub(super) fn attach(&self, runtime: &RuntimeEnv) -> Result<()> {
+        let store = runtime.object_store(&self.root)?;
+        let _ = self.store.set(store);
+        Ok(())
+    }
+
+    /// A new, unused directory for table `name` of `schema`.
+    pub(super) fn new_table_location(&self, schema: &str, name: &str) -> String {
+        format!("{}{schema}/{name}-{}/", self.root.as_str(), unique_id())
+    }
+
+    /// Removes the files of the given table locations or segments (URLs
+    /// ending in `/`) in the background: a dropped table, replaced segments.
+    /// What is left when the process stops first is swept at the next start.
+    pub(super) fn remove_later(&self, urls: Vec<String>) {
+        let (Some(store), Ok(runtime)) = (self.store.get(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let store = Arc::clone(store);
+        runtime.spawn(async move {
+            for url in urls {
+                if let Err(e) = remove_prefix(&store, &url).await {
+                    tracing::warn!("cannot remove {url}: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// A time-ordered unique name for a segment or table directory.
+pub fn unique_id() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{millis:012x}{}", &random[..8])
+}
+
+/// The URL of `segment` of the table at `location`.
+pub fn segment_url(location: &str, segment: &str) -> String {
+    format!("{location}{segment}/")
+}
+
+/// Where an empty managed table points its scan: a directory nothing is
+/// ever written to, so that the scan keeps the table's columns.
+const EMPTY_SEGMENT: &str = "_empty";
+
+/// The provider a managed table is read through: a Parquet listing table
+/// over its committed segments.
+pub(super) fn listing_table(
+    location: &str,
+    segments: &[String],
+    schema: SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    let urls = if segments.is_empty() {
+        vec![ListingTableUrl::parse(segment_url(
+            location,
+            EMPTY_SEGMENT,
+        ))?]
+    } else {
+        segments
+            .iter()
+            .map(|segment| ListingTableUrl::parse(segment_url(location, segment)))
+            .collect::<Result<_>>()?
+    };
+    let options =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let config = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(options)
+        .with_schema(schema);
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+/// Removes everything under the warehouse that is not a listed segment of
+/// one of `tables` (`(location, segments)`): unfinished writes, tables
+/// created by a `CREATE TABLE … AS` that never committed, dropped tables.
+pub(super) async fn sweep(warehouse: &Warehouse, tables: &[(String, Vec<String>)]) -> Result<()> {
+    let Some(store) = warehouse.store.get() else {
+        return Ok(());
+    };
+    let segments = tables.iter().flat_map(|(location, segments)| {
+        segments
+            .iter()
+            .map(|segment| ListingTableUrl::parse(segment_url(location, segment)))
+    });
+    let removed = match local_dir(&warehouse.root) {
+        // Listing a local directory through object_store hides the staging
+        // files of unfinished uploads (`name#1`): sweep the directories.
+        Some(root) => {
+            let keep = segments
+                .map(|url| url.map(|url| local_dir(&url)))
+                .collect::<Result<HashSet<_>>>()?;
+            sweep_local(&root, &keep.into_iter().flatten().collect())
+                .map_err(DataFusionError::IoError)?
+        }
+        None => {
+            let keep = segments
+                .map(|url| url.map(|url| url.prefix().clone()))
+                .collect::<Result<HashSet<_>>>()?;
+            let kept = |path: &Path| {
+                let mut prefix = Path::default();
+                path.parts().any(|part| {
+                    prefix = prefix.clone().join(part);
+                    keep.contains(&prefix)
+                })
+            };
+            let stray: Vec<Path> = store
+                .list(Some(warehouse.root.prefix()))
+                .map_ok(|meta| meta.location)
+                .try_filter(|path| futures::future::ready(!kept(path)))
+                .try_collect()
+                .await?;
+            for path in &stray {
+                store.delete(path).await?;
+            }
+            stray.len()
+        }
+    };
+    if removed > 0 {
+        tracing::info!(
+            "removed {removed} files or directories of unfinished or dropped writes from the \
+             warehouse {}",
+            warehouse.url()
+        );
+    }
+    Ok(())
+}
+
+/// The local directory of a `file://` URL.
+fn local_dir(url: &ListingTableUrl) -> Option<PathBuf> {
+    if url.scheme() != "file" {
+        return None;
+    }
+    url::Url::parse(url.as_str()).ok()?.to_file_path().ok()
+}
+
+/// Removes what is under `dir` but neither in `keep` nor on the way to it;
+/// returns how many files and directories it removed.
+fn sweep_local(dir: &std::path::Path, keep: &HashSet<PathBuf>) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if keep.contains(&path) {
+            continue;
+        }
+        if path.is_dir() && keep.iter().any(|kept| kept.starts_with(&path)) {
+            removed += sweep_local(&path, keep)?;
+        } else if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+            removed += 1;
+        } else {
+            std::fs::remove_file(&path)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// Removes the files under `url` (a directory URL).
+async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
+    let url = ListingTableUrl::parse(url)?;
+    if let Some(dir) = local_dir(&url) {
+        return match tokio::fs::remove_dir_all(&dir).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(DataFusionError::IoError(e)),
+            _ => Ok(()),
+        };
+    }
+    let paths: Vec<Path> = store
+        .list(Some(url.prefix()))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await?;
+    for path in &paths {
+        store.delete(path).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,252 @@
+//! Writes to managed tables: `CREATE TABLE [AS SELECT]`, `INSERT INTO`,
+//! `INSERT OVERWRITE`, `TRUNCATE`.
+//!
+//! DataFusion plans each statement as usual (column types, casts to the
+//! table's schema). Instead of running the plan's in-memory table or its
+//! table sink, the rows are written as a `COPY … TO` of the plan's input into
+//! a new segment directory of the table: a query like any other, so reading
+//! files runs on the cluster and the executors write the Parquet files. Once
+//! the copy has finished, the catalog records the segment in one update
+//! (see `sluice_engine::catalog::managed`): readers see the table before the
+//! write or after it, never part of it, and a write that fails leaves only
+//! files that the next start removes.
+//!
+//! `CREATE TEMPORARY TABLE`, and every table when the server has no
+//! warehouse, stay in-memory tables of the frontend.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::{ParamValues, TableReference};
+use datafusion::datasource::file_format::format_as_file_type;
+use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::dml::{CopyTo, InsertOp};
+use datafusion::logical_expr::{
+    CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp,
+};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use sluice_engine::catalog::managed::{segment_url, unique_id};
+use sluice_engine::catalog::{
+    commit_write, create_managed_table, managed_table, new_table_location, SegmentChange,
+};
+
+use super::hooks::rows_reported;
+
+/// Runs writes to managed tables.
+pub struct ManagedTableHook;
+
+/// Statements that may write a managed table.
+fn recognise(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::CreateTable(_) | Statement::Insert(_) | Statement::Truncate(_)
+    )
+}
+
+/// A planned write to a managed table.
+enum Write {
+    /// `CREATE TABLE`, with the rows of `AS SELECT` if any.
+    Create(CreateMemoryTable),
+    /// `INSERT`, `INSERT OVERWRITE`, `TRUNCATE`.
+    Change(DmlStatement),
+}
+
+fn api(error: DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(error))
+}
+
+/// The schema provider `table` (as written in the statement) lives in.
+fn schema_of(
+    context: &SessionContext,
+    table: &TableReference,
+) -> Option<(Arc<dyn SchemaProvider>, String)> {
+    let state = context.state();
+    let defaults = &state.config_options().catalog;
+    let table = table
+        .clone()
+        .resolve(&defaults.default_catalog, &defaults.default_schema);
+    let schema = context.catalog(&table.catalog)?.schema(&table.schema)?;
+    Some((schema, table.table.to_string()))
+}
+
+/// What `plan` writes, when it writes a managed table (or creates one).
+fn managed_write(context: &SessionContext, plan: &LogicalPlan) -> Option<Write> {
+    match plan {
+        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) if !create.temporary => {
+            let (schema, name) = schema_of(context, &create.name)?;
+            new_table_location(&schema, &name)?;
+            Some(Write::Create(create.clone()))
+        }
+        LogicalPlan::Dml(dml)
+            if matches!(
+                dml.op,
+                WriteOp::Insert(InsertOp::Append | InsertOp::Overwrite) | WriteOp::Truncate
+            ) =>
+        {
+            let (schema, name) = schema_of(context, &dml.table_name)?;
+            managed_table(&schema, &name)?;
+            Some(Write::Change(dml.clone()))
+        }
+        _ => None,
+    }
+}
+
+/// Writes the rows of `input` into a new segment of the table at
+/// `location`; returns the segment and the rows written.
+async fn write_segment(
+    context: &SessionContext,
+    input: Arc<LogicalPlan>,
+    location: &str,
+) -> Result<(String, u64)> {
+    let segment = unique_id();
+    let copy = LogicalPlan::Copy(CopyTo::new(
+        input,
+        segment_url(location, &segment),
+        Vec::new(),
+        format_as_file_type(Arc::new(ParquetFormatFactory::new())),
+        HashMap::new(),
+    ));
+    let batches = context.execute_logical_plan(copy).await?.collect().await?;
+    Ok((segment, rows_reported(&batches)))
+}
+
+/// Whether `plan` produces no rows by construction (`CREATE TABLE` without
+/// `AS`).
+fn is_empty(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row)
+}
+
+async fn run(context: &SessionContext, write: Write) -> Result<Response> {
+    match write {
+        Write::Create(create) => {
+            let (schema, name) = schema_of(context, &create.name)
+                .ok_or_else(|| DataFusionError::Plan(format!("no schema for {}", create.name)))?;
+            if schema.table_exist(&name) {
+                if create.if_not_exists {
+                    return Ok(Response::Execution(Tag::new("CREATE TABLE")));
+                }
+                if !create.or_replace {
+                    return Err(DataFusionError::Plan(format!(
+                        "table {} already exists",
+                        create.name
+                    )));
+                }
+            }
+            let location = new_table_location(&schema, &name).ok_or_else(|| {
+                DataFusionError::Plan("the server has no warehouse for tables".into())
+            })?;
+            let table_schema = Arc::clone(create.input.schema().inner());
+            let (segments, tag) = if is_empty(&create.input) {
+                (Vec::new(), Tag::new("CREATE TABLE"))
+            } else {
+                let (segment, rows) = write_segment(context, create.input, &location).await?;
+                (vec![segment], Tag::new("SELECT").with_rows(rows as usize))
+            };
+            create_managed_table(
+                &schema,
+                &name,
+                &location,
+                table_schema,
+                segments,
+                create.or_replace,
+            )?;
+            Ok(Response::Execution(tag))
+        }
+        Write::Change(dml) => {
+            let (schema, name) = schema_of(context, &dml.table_name).ok_or_else(|| {
+                DataFusionError::Plan(format!("no schema for {}", dml.table_name))
+            })?;
+            let table = managed_table(&schema, &name).ok_or_else(|| {
+                DataFusionError::Plan(format!("table {} not found", dml.table_name))
+            })?;
+            let (change, tag) = match dml.op {
+                WriteOp::Truncate => (SegmentChange::Replace(None), Tag::new("TRUNCATE TABLE")),
+                WriteOp::Insert(op) => {
+                    let (segment, rows) =
+                        write_segment(context, Arc::clone(&dml.input), &table.location).await?;
+                    let change = if op == InsertOp::Overwrite {
+                        SegmentChange::Replace(Some(segment))
+                    } else {
+                        SegmentChange::Append(segment)
+                    };
+                    (
+                        change,
+                        Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+                    )
+                }
+                _ => unreachable!("managed_write accepts inserts and truncates"),
+            };
+            commit_write(&schema, &name, &table.location, change).await?;
+            Ok(Response::Execution(tag))
+        }
+    }
+}
+
+async fn plan(context: &SessionContext, statement: &Statement) -> Result<LogicalPlan> {
+    context
+        .state()
+        .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
+        .await
+}
+
+#[async_trait]
+impl QueryHook for ManagedTableHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !recognise(statement) {
+            return None;
+        }
+        // A statement that does not plan here (`CREATE EXTERNAL TABLE`,
+        // which only DataFusion's own parser plans) takes the usual path,
+        // which reports any error.
+        let plan = plan(context, statement).await.ok()?;
+        let write = managed_write(context, &plan)?;
+        Some(run(context, write).await.map_err(api))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if !recognise(statement) {
+            return None;
+        }
+        let plan = plan(context, statement).await.ok()?;
+        managed_write(context, &plan)?;
+        Some(Ok(plan))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !recognise(statement) {
+            return None;
+        }
+        let plan = match plan.clone().with_param_values(params.clone()) {
+            Ok(plan) => plan,
+            Err(e) => return Some(Err(api(e))),
+        };
+        let write = managed_write(context, &plan)?;
+        Some(run(context, write).await.map_err(api))
+    }
+}

@@ -1,0 +1,145 @@
+//! Writes to managed tables are all-or-nothing: readers during a large
+//! `INSERT INTO … SELECT` see the old rows, and a server killed mid-write
+//! comes back with exactly the old rows and no stray files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_sql_tests::SluiceServer;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
+
+/// psql's unaligned, tuples-only output of `statements` (stopping at the
+/// first error).
+fn psql(port: u16, statements: &[&str]) -> String {
+    let output = psql_command(port, statements)
+        .output()
+        .expect("psql is installed (apt-get install postgresql-client)");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn psql_command(port: u16, statements: &[&str]) -> Command {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(["-U", "sluice", "-d", "sluice", "-X", "-At"])
+        .args(["-v", "ON_ERROR_STOP=1"]);
+    for statement in statements {
+        command.args(["-c", statement]);
+    }
+    command
+}
+
+/// Every file under `dir`, relative to it.
+fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The local directory of managed table `name`.
+fn table_dir(port: u16, name: &str) -> PathBuf {
+    let location = psql(
+        port,
+        &[&format!(
+            "SELECT location FROM sluice.tables WHERE table_name = '{name}'"
+        )],
+    );
+    PathBuf::from(
+        location
+            .trim()
+            .strip_prefix("file://")
+            .expect("a local table"),
+    )
+}
+
+#[test]
+fn killed_insert_leaves_old_rows_and_no_stray_files() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().display();
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("starts");
+    let port = server.port();
+    psql(
+        port,
+        &[
+            &format!(
+                "COPY (SELECT i AS id FROM generate_series(1, 200000) AS t(i)) \
+                 TO '{f}/ids/part-0.parquet' (FORMAT parquet)"
+            ),
+            &format!("CREATE EXTERNAL TABLE ids STORED AS PARQUET LOCATION '{f}/ids/'"),
+            "CREATE TABLE target AS SELECT id, md5(CAST(id AS VARCHAR)) AS tag \
+             FROM ids WHERE id <= 1000",
+        ],
+    );
+    let dir = table_dir(port, "target");
+    let committed = files_under(&dir);
+    assert!(!committed.is_empty());
+
+    // 20 million rows of hashes (which Parquet cannot compress away, so
+    // files appear while the write runs): the write takes many seconds.
+    let mut writer = psql_command(
+        port,
+        &[
+            "INSERT INTO target SELECT a.id, md5(CAST(a.id * 1000 + b.id AS VARCHAR)) \
+           FROM ids a CROSS JOIN ids b WHERE b.id <= 100",
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Readers see the old rows until the write commits; kill the server
+    // once the write has files of its own on disk.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert_eq!(psql(port, &["SELECT count(*) FROM target"]), "1000\n");
+        if files_under(&dir).len() > committed.len() {
+            break;
+        }
+        assert!(
+            writer.try_wait().unwrap().is_none(),
+            "the insert finished before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "the insert wrote no files");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server); // kill -9
+    let _ = writer.wait();
+
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
+    assert_eq!(
+        psql(server.port(), &["SELECT count(*), sum(id) FROM target"]),
+        "1000|500500\n"
+    );
+    assert_eq!(files_under(&dir), committed, "stray files remain");
+
+    // The table takes writes again after the restart.
+    psql(
+        server.port(),
+        &["INSERT INTO target SELECT id, 'late' FROM ids WHERE id > 199990"],
+    );
+    assert_eq!(
+        psql(server.port(), &["SELECT count(*) FROM target"]),
+        "1010\n"
+    );
+    server.stop().expect("stops");
+}
