@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod frontend;
+pub mod jobs;
 pub mod query_log;
 pub mod roles;
 pub mod script;

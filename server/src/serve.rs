@@ -18,11 +18,15 @@ use crate::catalog_table::TablesTable;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
 use crate::frontend::{self, Frontend, DATABASE};
+use crate::jobs::history::RunHistory;
+use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
 
 /// The catalog's file in the data directory.
 const CATALOG_FILE: &str = "catalog.json";
+/// The scheduled jobs' run history in the data directory.
+const JOB_RUNS_FILE: &str = "job_runs.jsonl";
 
 /// Runs the server until SIGINT or SIGTERM, then shuts everything down.
 pub async fn run(config: ServeConfig) -> Result<()> {
@@ -64,11 +68,16 @@ pub struct RunningServer {
     cluster: Option<Arc<EmbeddedCluster>>,
     stop: tokio::sync::oneshot::Sender<()>,
     frontend: tokio::task::JoinHandle<()>,
+    /// The scheduled jobs' timers.
+    schedules: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl RunningServer {
     /// Closes the listener and every connection, then stops the cluster.
     pub async fn stop(self) {
+        for schedule in &self.schedules {
+            schedule.abort();
+        }
         let _ = self.stop.send(());
         let _ = self.frontend.await;
         if let Some(cluster) = self.cluster {
@@ -135,18 +144,32 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             )
         }
     };
-    let frontend = build_frontend(&view, jobs, slots, config)?;
+    let scheduled = Arc::new(JobsSlot::default());
+    let frontend = build_frontend(&view, jobs, slots, config, &scheduled)?;
     frontend.sessions.restore_catalog().await?;
+    // Loaded before the listener serves: a bad jobs file stops the start.
+    let job_list = match &config.jobs {
+        Some(path) => Some(crate::jobs::spec::load(path)?),
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
         let _ = stopped.await;
     }));
+    let mut schedules = Vec::new();
+    if let Some(job_list) = job_list {
+        let history = RunHistory::open(&config.data_dir.join(JOB_RUNS_FILE))?;
+        let jobs = Arc::new(Jobs::new(job_list, history, address));
+        schedules = jobs.start();
+        scheduled.set(jobs);
+    }
     Ok(RunningServer {
         address,
         view,
         cluster,
         stop,
         frontend,
+        schedules,
     })
 }
 
@@ -172,6 +195,7 @@ fn build_frontend(
     jobs: Arc<RemoteScheduler>,
     slots: usize,
     config: &ServeConfig,
+    scheduled: &Arc<JobsSlot>,
 ) -> Result<Arc<Frontend>> {
     let sessions = SessionFactory::new(&SessionOptions {
         scheduler_url: cluster.scheduler_url().to_string(),
@@ -201,7 +225,18 @@ fn build_frontend(
             Arc::new(QueriesTable::new(queries.clone(), cluster.clone())),
         ),
         ("tables", Arc::new(TablesTable::new(catalog))),
+        (
+            "job_runs",
+            Arc::new(JobRunsTable::new(Arc::clone(scheduled))),
+        ),
     ]);
+    // `CALL sluice.run_job` finds the jobs through the session.
+    sessions
+        .template()
+        .state_ref()
+        .write()
+        .config_mut()
+        .set_extension(Arc::clone(scheduled));
     register_system_schema(sessions.template(), tables)?;
     Ok(Arc::new(Frontend::new(sessions, queries)))
 }

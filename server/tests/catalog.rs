@@ -3,34 +3,10 @@
 //! renames and drops included.
 
 use std::path::Path;
-use std::process::Command;
 
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{psql, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// Runs `statements` with psql (stopping at the first error) and returns its
-/// unaligned, tuples-only output.
-fn psql(port: u16, statements: &[&str]) -> String {
-    let mut command = Command::new("psql");
-    command
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-U", "sluice", "-d", "sluice", "-X", "-At"])
-        .args(["-v", "ON_ERROR_STOP=1"]);
-    for statement in statements {
-        command.args(["-c", statement]);
-    }
-    let output = command
-        .output()
-        .expect("psql is installed (apt-get install postgresql-client)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
 
 const USER_RELATIONS: &str = "SELECT table_schema || '.' || table_name || ' ' || table_type \
      FROM information_schema.tables \

@@ -3,39 +3,12 @@
 //! comes back with exactly the old rows and no stray files.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{psql, psql_command, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
-
-/// psql's unaligned, tuples-only output of `statements` (stopping at the
-/// first error).
-fn psql(port: u16, statements: &[&str]) -> String {
-    let output = psql_command(port, statements)
-        .output()
-        .expect("psql is installed (apt-get install postgresql-client)");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
-}
-
-fn psql_command(port: u16, statements: &[&str]) -> Command {
-    let mut command = Command::new("psql");
-    command
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-U", "sluice", "-d", "sluice", "-X", "-At"])
-        .args(["-v", "ON_ERROR_STOP=1"]);
-    for statement in statements {
-        command.args(["-c", statement]);
-    }
-    command
-}
 
 /// Every file under `dir`, relative to it.
 fn files_under(dir: &Path) -> Vec<String> {

@@ -7,11 +7,13 @@
 
 mod db;
 pub mod process;
+mod psql;
 mod server;
 
 use std::path::{Path, PathBuf};
 
 pub use db::{connect, DbError, PostgresDb};
+pub use psql::{psql, psql_command};
 pub use server::SluiceServer;
 
 /// The directory holding the `.slt` files.

@@ -49,8 +49,12 @@ pub struct ServeArgs {
     /// Sluice owns it: files no table lists are removed at start.
     #[arg(long, env = "SLUICE_WAREHOUSE", value_name = "URL")]
     pub warehouse: Option<String>,
+    /// Scheduled jobs: a TOML file of `[[job]]` entries (name, script,
+    /// schedule, vars, retries, timeout, allow_overlap); see the README.
+    #[arg(long, env = "SLUICE_JOBS", value_name = "FILE")]
+    pub jobs: Option<PathBuf>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
-    /// executors, slots, scheduler, single-stage-max-bytes, warehouse),
+    /// executors, slots, scheduler, single-stage-max-bytes, warehouse, jobs),
     /// `[cluster]` and `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -67,6 +71,7 @@ pub(super) struct ServeSection {
     scheduler: Option<String>,
     single_stage_max_bytes: Option<u64>,
     warehouse: Option<String>,
+    jobs: Option<PathBuf>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -105,6 +110,8 @@ pub struct ServeConfig {
     pub planner: SluiceOptions,
     /// Where managed tables are written: a URL, or an absolute directory.
     pub warehouse: String,
+    /// The scheduled jobs file.
+    pub jobs: Option<PathBuf>,
 }
 
 impl ServeArgs {
@@ -154,10 +161,16 @@ impl ServeArgs {
             Some(dir) => absolute(PathBuf::from(dir))?.display().to_string(),
             None => data_dir.join("warehouse").display().to_string(),
         };
+        let jobs = self
+            .jobs
+            .or_else(|| section.jobs.clone())
+            .map(absolute)
+            .transpose()?;
         Ok(ServeConfig {
             listen,
             data_dir,
             warehouse,
+            jobs,
             cluster,
             timings: file.timings()?,
             storage: file.storage()?,

@@ -38,6 +38,7 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
 
+use super::call::RunJobHook;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
@@ -65,6 +66,7 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
         Arc::new(CopyToStdoutHook),
         Arc::new(RenameTableHook),
         Arc::new(ManagedTableHook),
+        Arc::new(RunJobHook),
     ]
 }
 

@@ -1,6 +1,7 @@
 //! The Postgres-wire frontend: accepts connections and runs each with its own
 //! session over the shared catalog.
 
+mod call;
 mod command_tag;
 mod connection;
 mod copy;

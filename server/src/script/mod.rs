@@ -45,13 +45,13 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let vars = parse_vars(&args.vars)?;
     // Every variable and the whole script's syntax are checked before the
     // first statement runs.
-    let statements = substitute(&text, &vars)
-        .and_then(|text| split(&text))
-        .map_err(|e| ServerError::Script(format!("{name}: {e}")))?;
+    let statements = prepare(&name, &text, &vars)?;
 
     let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
     let outcome = match connect(&target.address).await {
-        Ok(client) => run_statements(&client, &name, &statements).await,
+        Ok(client) => run_statements(&client, &name, &statements, &|line| println!("{line}"))
+            .await
+            .map(|_| ()),
         Err(e) => Err(e),
     };
     target.stop().await;
@@ -77,39 +77,68 @@ fn is_variable_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Runs `statements` of script `name` in order, printing each one's outcome;
-/// stops at the first error.
-async fn run_statements(client: &Client, name: &str, statements: &[Statement]) -> Result<()> {
+/// Checks a script before anything runs: every `${name}` has a value in
+/// `vars` and the text splits into statements. `name` labels errors.
+pub fn prepare(name: &str, text: &str, vars: &BTreeMap<String, String>) -> Result<Vec<Statement>> {
+    substitute(text, vars)
+        .and_then(|text| split(&text))
+        .map_err(|e| ServerError::Script(format!("{name}: {e}")))
+}
+
+/// Runs `statements` of script `name` in order, reporting each one's
+/// outcome through `out`; stops at the first error. Returns the rows the
+/// statements wrote (those that return no rows but report a count: INSERT,
+/// CREATE TABLE AS, COPY).
+pub async fn run_statements(
+    client: &Client,
+    name: &str,
+    statements: &[Statement],
+    out: &(dyn Fn(String) + Sync),
+) -> Result<u64> {
     let started = Instant::now();
     let count = statements.len();
+    let mut written = 0;
     for (i, statement) in statements.iter().enumerate() {
-        println!(
+        out(format!(
             "[{}/{count}] {name}:{}  {}",
             i + 1,
             statement.line,
             summary(&statement.sql)
-        );
+        ));
         let statement_started = Instant::now();
-        let rows = execute(client, &statement.sql).await.map_err(|e| {
+        let outcome = execute(client, &statement.sql).await.map_err(|e| {
             ServerError::Script(format!("{name}:{}: {}", statement.line, describe(&e)))
         })?;
         let elapsed = seconds(statement_started.elapsed());
-        match rows {
-            Some(rows) => println!("      {rows} rows in {elapsed}"),
-            None => println!("      done in {elapsed}"),
+        match outcome {
+            Outcome::Returned(rows) => out(format!("      {rows} rows in {elapsed}")),
+            Outcome::Wrote(rows) => {
+                written += rows;
+                out(format!("      {rows} rows in {elapsed}"))
+            }
+            Outcome::Done => out(format!("      done in {elapsed}")),
         }
     }
-    println!(
+    out(format!(
         "ran {count} statements from {name} in {}",
         seconds(started.elapsed())
-    );
-    Ok(())
+    ));
+    Ok(written)
 }
 
-/// Runs one statement, counting the rows it returned or changed (`None` for
-/// statements that report no count, such as DDL). Rows are counted as they
-/// arrive, never held.
-async fn execute(client: &Client, sql: &str) -> Result<Option<u64>, tokio_postgres::Error> {
+/// What one statement did.
+enum Outcome {
+    /// It returned rows.
+    Returned(u64),
+    /// It wrote or changed rows (its command tag's count).
+    Wrote(u64),
+    /// Neither (DDL, SET, …).
+    Done,
+}
+
+/// Runs one statement, counting the rows it returned or changed. Rows are
+/// counted as they arrive, never held.
+async fn execute(client: &Client, sql: &str) -> Result<Outcome, tokio_postgres::Error> {
     let messages = client.simple_query_raw(sql).await?;
     futures::pin_mut!(messages);
     let (mut returned, mut completed, mut has_rows) = (0u64, 0u64, false);
@@ -121,10 +150,10 @@ async fn execute(client: &Client, sql: &str) -> Result<Option<u64>, tokio_postgr
             _ => {}
         }
     }
-    Ok(if has_rows {
-        Some(returned)
-    } else {
-        (completed > 0).then_some(completed)
+    Ok(match (has_rows, completed) {
+        (true, _) => Outcome::Returned(returned),
+        (false, 0) => Outcome::Done,
+        (false, n) => Outcome::Wrote(n),
     })
 }
 

@@ -1,0 +1,122 @@
+//! `CALL sluice.run_job('name')`: runs a scheduled job now and answers when
+//! its run has ended, with an error if its last attempt failed. The run is
+//! in `sluice.job_runs` like a scheduled one (trigger `manual`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
+};
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+
+use crate::jobs::history::RunState;
+use crate::jobs::JobsSlot;
+
+/// Handles `CALL sluice.run_job(…)`.
+pub struct RunJobHook;
+
+/// The call, if `statement` is one: `Ok(job name)` or why the call is
+/// malformed.
+fn recognise(statement: &Statement) -> Option<Result<String, String>> {
+    let Statement::Call(function) = statement else {
+        return None;
+    };
+    let name = function.name.to_string().to_ascii_lowercase();
+    if name != "sluice.run_job" && name != "run_job" {
+        return Some(Err(format!(
+            "procedure {} does not exist; Sluice has sluice.run_job('job name')",
+            function.name
+        )));
+    }
+    let args = match &function.args {
+        FunctionArguments::List(list) => list.args.as_slice(),
+        _ => &[],
+    };
+    Some(match args {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(value)))] => match &value.value {
+            Value::SingleQuotedString(job) => Ok(job.clone()),
+            _ => Err("sluice.run_job takes the job's name as a string".into()),
+        },
+        _ => Err("sluice.run_job takes one argument, the job's name".into()),
+    })
+}
+
+fn error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(
+        datafusion_postgres::pgwire::error::ErrorInfo::new("ERROR".into(), code.into(), message),
+    ))
+}
+
+async fn run(call: Result<String, String>, context: &SessionContext) -> PgWireResult<Response> {
+    let job = call.map_err(|message| error("42883", message))?;
+    let slot = context.state().config().get_extension::<JobsSlot>();
+    let jobs = slot.as_ref().and_then(|slot| slot.get()).ok_or_else(|| {
+        error(
+            "55000",
+            "this server has no jobs (start it with sluice serve --jobs FILE)".into(),
+        )
+    })?;
+    let run = jobs
+        .run_now(&job)
+        .await
+        .map_err(|e| error("42704", e.to_string()))?;
+    if run.state == RunState::Failed {
+        return Err(error(
+            "P0001",
+            format!(
+                "job '{job}' failed (run {}, attempt {}): {}",
+                run.run_id,
+                run.attempt,
+                run.error.unwrap_or_default()
+            ),
+        ));
+    }
+    Ok(Response::Execution(Tag::new("CALL")))
+}
+
+#[async_trait]
+impl QueryHook for RunJobHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let call = recognise(statement)?;
+        Some(run(call, context).await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        // Nothing to plan: the job runs (or a malformed call is reported)
+        // at execution.
+        let _call = recognise(statement)?;
+        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(DFSchema::empty()),
+        })))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let call = recognise(statement)?;
+        Some(run(call, context).await)
+    }
+}
