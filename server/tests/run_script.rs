@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{psql, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -24,13 +24,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// The one value `sql` returns, read with psql.
 fn scalar(port: u16, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-U", "sluice", "-d", "sluice", "-X", "-At", "-c", sql])
-        .output()
-        .expect("psql is installed (apt-get install postgresql-client)");
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    text(&output.stdout).trim().to_string()
+    psql(port, &[sql]).trim().to_string()
 }
 
 const PIPELINE: &str = "\
@@ -181,4 +175,47 @@ fn a_script_runs_on_an_embedded_server() {
     assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
     assert!(stdout.contains("ran 3 statements"), "{stdout}");
     assert!(dir.path().join("sales/part-0.parquet").is_file());
+}
+
+#[test]
+fn dry_run_plans_every_statement_and_runs_none() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("pipeline.sql");
+    std::fs::write(&script, PIPELINE).unwrap();
+    let data = dir.path().display().to_string();
+    let port = server.port().to_string();
+    let vars = [
+        "--var",
+        &format!("dir={data}"),
+        "--var",
+        "suffix=dry",
+        "--var",
+        "region=EU",
+    ];
+    let output = sluice_run(
+        &script,
+        &[&["--dry-run", "--port", &port][..], &vars].concat(),
+    );
+    let stdout = text(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", text(&output.stderr));
+    assert!(stdout.contains("planned 3 statements"), "{stdout}");
+    // The SELECT reads the table the script creates: not checkable yet.
+    assert!(stdout.contains("not checked"), "{stdout}");
+    // Nothing ran: no file, no table.
+    assert!(!dir.path().join("sales").exists());
+    assert_eq!(
+        scalar(
+            server.port(),
+            "SELECT count(*) FROM sluice.tables WHERE table_name = 'sales_dry'"
+        ),
+        "0"
+    );
+
+    // A statement that cannot plan fails the dry run with its line.
+    std::fs::write(&script, "SELECT 1;\n\nSELECT * FROM missing_table;\n").unwrap();
+    let output = sluice_run(&script, &["--dry-run", "--port", &port]);
+    let stderr = text(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("pipeline.sql:3: ERROR 42P01"), "{stderr}");
 }

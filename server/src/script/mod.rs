@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// Config file for `--embedded`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Plan every statement on the server without running any (a statement
+    /// over a relation the script itself creates is checked when it runs).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// `sluice run`.
@@ -49,6 +53,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
     let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
     let outcome = match connect(&target.address).await {
+        Ok(client) if args.dry_run => plan_statements(&client, &name, &statements).await,
         Ok(client) => run_statements(&client, &name, &statements, &|line| println!("{line}"))
             .await
             .map(|_| ()),
@@ -124,6 +129,52 @@ pub async fn run_statements(
         seconds(started.elapsed())
     ));
     Ok(written)
+}
+
+/// `--dry-run`: has the server plan each statement (the extended protocol's
+/// Parse, which plans and runs nothing) and reports the first that does not
+/// plan. A statement that fails only because it reads a relation an earlier
+/// statement of the script creates cannot be checked before that runs: it is
+/// reported as such, not as an error.
+async fn plan_statements(client: &Client, name: &str, statements: &[Statement]) -> Result<()> {
+    let count = statements.len();
+    let mut created: Vec<String> = Vec::new();
+    for (i, statement) in statements.iter().enumerate() {
+        let line = format!(
+            "[{}/{count}] {name}:{}  {}",
+            i + 1,
+            statement.line,
+            summary(&statement.sql)
+        );
+        println!("{line}");
+        match client.prepare(&statement.sql).await {
+            Ok(_) => println!("      planned"),
+            Err(e) if reads_created(&e, &created) => {
+                println!("      not checked: it reads a relation the script creates")
+            }
+            Err(e) => {
+                return Err(ServerError::Script(format!(
+                    "{name}:{}: {}",
+                    statement.line,
+                    describe(&e)
+                )))
+            }
+        }
+        created.extend(parse::created_relation(&statement.sql));
+    }
+    println!("planned {count} statements from {name}; nothing ran");
+    Ok(())
+}
+
+/// Whether `error` is a missing relation that one of `created` names.
+fn reads_created(error: &tokio_postgres::Error, created: &[String]) -> bool {
+    let Some(db) = error.as_db_error() else {
+        return false;
+    };
+    db.code().code() == "42P01"
+        && created
+            .iter()
+            .any(|name| db.message().to_lowercase().contains(&name.to_lowercase()))
 }
 
 /// What one statement did.

@@ -159,6 +159,21 @@ impl LineOffsets {
 mod tests {
     use super::*;
 
+    #[test]
+    fn names_the_relations_statements_create() {
+        for (sql, name) in [
+            ("CREATE TABLE s.daily AS SELECT 1", Some("daily")),
+            (
+                "CREATE EXTERNAL TABLE raw STORED AS CSV LOCATION '/x.csv'",
+                Some("raw"),
+            ),
+            ("CREATE VIEW v AS SELECT 1", Some("v")),
+            ("INSERT INTO t VALUES (1)", None),
+        ] {
+            assert_eq!(created_relation(sql).as_deref(), name, "{sql}");
+        }
+    }
+
     fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
@@ -256,4 +271,28 @@ mod tests {
             "{err:?}"
         );
     }
+}
+
+/// The name (without schema) of the table or view `sql` creates, if it
+/// creates one: `CREATE [EXTERNAL] TABLE`, `CREATE VIEW`.
+pub fn created_relation(sql: &str) -> Option<String> {
+    use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+    use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).ok()?;
+    let name = match statements.pop_front()? {
+        DFStatement::CreateExternalTable(create) => create.name.to_string(),
+        DFStatement::Statement(statement) => match *statement {
+            SqlStatement::CreateTable(create) => create.name.to_string(),
+            SqlStatement::CreateView(create) => create.name.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(
+        name.rsplit('.')
+            .next()
+            .unwrap_or(&name)
+            .trim_matches('"')
+            .to_string(),
+    )
 }
