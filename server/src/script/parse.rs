@@ -155,6 +155,30 @@ impl LineOffsets {
     }
 }
 
+/// The name (without schema) of the table or view `sql` creates, if it
+/// creates one: `CREATE [EXTERNAL] TABLE`, `CREATE VIEW`.
+pub fn created_relation(sql: &str) -> Option<String> {
+    use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+    use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).ok()?;
+    let name = match statements.pop_front()? {
+        DFStatement::CreateExternalTable(create) => create.name.to_string(),
+        DFStatement::Statement(statement) => match *statement {
+            SqlStatement::CreateTable(create) => create.name.to_string(),
+            SqlStatement::CreateView(create) => create.name.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some(
+        name.rsplit('.')
+            .next()
+            .unwrap_or(&name)
+            .trim_matches('"')
+            .to_string(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,28 +295,4 @@ mod tests {
             "{err:?}"
         );
     }
-}
-
-/// The name (without schema) of the table or view `sql` creates, if it
-/// creates one: `CREATE [EXTERNAL] TABLE`, `CREATE VIEW`.
-pub fn created_relation(sql: &str) -> Option<String> {
-    use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-    use datafusion::sql::sqlparser::ast::Statement as SqlStatement;
-    let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).ok()?;
-    let name = match statements.pop_front()? {
-        DFStatement::CreateExternalTable(create) => create.name.to_string(),
-        DFStatement::Statement(statement) => match *statement {
-            SqlStatement::CreateTable(create) => create.name.to_string(),
-            SqlStatement::CreateView(create) => create.name.to_string(),
-            _ => return None,
-        },
-        _ => return None,
-    };
-    Some(
-        name.rsplit('.')
-            .next()
-            .unwrap_or(&name)
-            .trim_matches('"')
-            .to_string(),
-    )
 }
