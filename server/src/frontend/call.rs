@@ -2,25 +2,20 @@
 //! its run has ended, with an error if its last attempt failed. The run is
 //! in `sluice.job_runs` like a scheduled one (trigger `manual`).
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
 };
-use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
-use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 
+use super::hooks::Action;
 use crate::jobs::history::RunState;
 use crate::jobs::JobsSlot;
 
-/// Handles `CALL sluice.run_job(…)`.
-pub struct RunJobHook;
+/// `CALL sluice.run_job(…)` (run by an [`super::hooks::ActionHook`]).
+pub struct RunJob;
 
 /// The call, if `statement` is one: `Ok(job name)` or why the call is
 /// malformed.
@@ -82,41 +77,15 @@ async fn run(call: Result<String, String>, context: &SessionContext) -> PgWireRe
 }
 
 #[async_trait]
-impl QueryHook for RunJobHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let call = recognise(statement)?;
-        Some(run(call, context).await)
+impl Action for RunJob {
+    fn matches(&self, statement: &Statement) -> bool {
+        recognise(statement).is_some()
     }
 
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        _context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        // Nothing to plan: the job runs (or a malformed call is reported)
-        // at execution.
-        let _call = recognise(statement)?;
-        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-            produce_one_row: false,
-            schema: Arc::new(DFSchema::empty()),
-        })))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let call = recognise(statement)?;
-        Some(run(call, context).await)
+    async fn run(&self, statement: &Statement, context: &SessionContext) -> PgWireResult<Response> {
+        match recognise(statement) {
+            Some(call) => run(call, context).await,
+            None => Err(error("XX000", "not a CALL statement".into())),
+        }
     }
 }

@@ -38,15 +38,15 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
 
-use super::call::RunJobHook;
+use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
 use super::datafusion_ddl::{self, SluiceParser};
-use super::hooks::PlanningHook;
+use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
-use super::rename::RenameTableHook;
+use super::rename::RenameTable;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
 use super::sqlstate::{self, SqlStateErrorHandler};
@@ -64,9 +64,9 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
         Arc::new(TransactionStatementHook),
         Arc::new(PlanningHook::new(copy_to_file)),
         Arc::new(CopyToStdoutHook),
-        Arc::new(RenameTableHook),
+        Arc::new(ActionHook(RenameTable)),
         Arc::new(ManagedTableHook),
-        Arc::new(RunJobHook),
+        Arc::new(ActionHook(RunJob)),
     ]
 }
 

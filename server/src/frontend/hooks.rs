@@ -3,12 +3,14 @@
 //! settings). Each hook is one function recognising a statement and saying how
 //! to plan it; planning and running are shared.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, UInt64Array};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::common::ParamValues;
+use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
@@ -121,5 +123,65 @@ impl QueryHook for PlanningHook {
     ) -> Option<PgWireResult<Response>> {
         (self.recognise)(statement)?;
         Some(run(context, plan.clone()).await)
+    }
+}
+
+/// A statement with nothing to plan, which does its work when it executes
+/// (`ALTER TABLE … RENAME TO`, `CALL sluice.run_job(…)`).
+#[async_trait]
+pub trait Action: Send + Sync {
+    /// Whether `statement` is this action (malformed ones included: `run`
+    /// reports them).
+    fn matches(&self, statement: &Statement) -> bool;
+
+    /// Does the work of `statement`, which `matches` accepted.
+    async fn run(&self, statement: &Statement, context: &SessionContext) -> PgWireResult<Response>;
+}
+
+/// Runs an [`Action`] over the simple and the extended protocol (where Parse
+/// plans nothing and Execute does the work).
+pub struct ActionHook<A>(pub A);
+
+#[async_trait]
+impl<A: Action> QueryHook for ActionHook<A> {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !self.0.matches(statement) {
+            return None;
+        }
+        Some(self.0.run(statement, context).await)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        if !self.0.matches(statement) {
+            return None;
+        }
+        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+            produce_one_row: false,
+            schema: Arc::new(DFSchema::empty()),
+        })))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        context: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        if !self.0.matches(statement) {
+            return None;
+        }
+        Some(self.0.run(statement, context).await)
     }
 }

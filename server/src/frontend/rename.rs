@@ -2,24 +2,21 @@
 //! table or view keeps its definition under the new name in the same schema,
 //! and the persistent catalog records the change in one update.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues, TableReference};
+use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
     AlterTable, AlterTableOperation, ObjectName, RenameTableNameKind, Statement,
 };
-use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
-use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use sluice_engine::catalog::rename_table;
 
-/// Handles `ALTER TABLE … RENAME TO …`.
-pub struct RenameTableHook;
+use super::hooks::Action;
+
+/// `ALTER TABLE … RENAME TO …` (run by an [`super::hooks::ActionHook`]).
+pub struct RenameTable;
 
 /// The names in a rename statement.
 struct Rename<'a> {
@@ -84,40 +81,17 @@ async fn run(rename: Rename<'_>, context: &SessionContext) -> PgWireResult<Respo
 }
 
 #[async_trait]
-impl QueryHook for RenameTableHook {
-    async fn handle_simple_query(
-        &self,
-        statement: &Statement,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let rename = recognise(statement)?;
-        Some(run(rename, context).await)
+impl Action for RenameTable {
+    fn matches(&self, statement: &Statement) -> bool {
+        recognise(statement).is_some()
     }
 
-    async fn handle_extended_parse_query(
-        &self,
-        statement: &Statement,
-        _context: &SessionContext,
-        _client: &(dyn ClientInfo + Send + Sync),
-    ) -> Option<PgWireResult<LogicalPlan>> {
-        recognise(statement)?;
-        // Nothing to plan: the rename happens at execution.
-        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-            produce_one_row: false,
-            schema: Arc::new(DFSchema::empty()),
-        })))
-    }
-
-    async fn handle_extended_query(
-        &self,
-        statement: &Statement,
-        _plan: &LogicalPlan,
-        _params: &ParamValues,
-        context: &SessionContext,
-        _client: &mut dyn HookClient,
-    ) -> Option<PgWireResult<Response>> {
-        let rename = recognise(statement)?;
-        Some(run(rename, context).await)
+    async fn run(&self, statement: &Statement, context: &SessionContext) -> PgWireResult<Response> {
+        match recognise(statement) {
+            Some(rename) => run(rename, context).await,
+            None => Err(api(DataFusionError::Internal(
+                "not a rename statement".into(),
+            ))),
+        }
     }
 }
