@@ -28,6 +28,8 @@ use super::rewrite::rewrite;
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
 pub async fn run(context: &SessionContext, query: &str) -> Option<PgWireResult<Vec<Response>>> {
+    let translated = super::copy::partitioned_copy(query);
+    let query = translated.as_deref().unwrap_or(query);
     let statements = DFParser::parse_sql_with_dialect(query, &PostgreSqlDialect {}).ok()?;
     if statements.is_empty()
         || !statements
