@@ -117,6 +117,11 @@ fn scheduled_jobs_run_retry_and_keep_their_history() {
         "SELECT 1;\nINSERT INTO no_such_table VALUES (1);\n",
     )
     .unwrap();
+    std::fs::write(
+        dir.path().join("etl/slow.sql"),
+        "SELECT count(*) FROM generate_series(1, 2000000000);\n",
+    )
+    .unwrap();
     let jobs = dir.path().join("jobs.toml");
     std::fs::write(
         &jobs,
@@ -137,6 +142,12 @@ script = "etl/broken.sql"
 schedule = "0 0 1 1 *"
 retries = 2
 retry_delay = "200ms"
+
+[[job]]
+name = "slow"
+script = "etl/slow.sql"
+schedule = "0 0 1 1 *"
+timeout = "1s"
 "#
         ),
     )
@@ -186,6 +197,19 @@ retry_delay = "200ms"
             ]
         ),
         "1|failed|manual|t\n2|failed|manual|t\n3|failed|manual|t\n"
+    );
+    // An attempt over its timeout fails (and its query is cancelled).
+    let output = psql_command(port, &["CALL sluice.run_job('slow')"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("timed out after 1s"), "{stderr}");
+    assert_eq!(
+        psql(
+            port,
+            &["SELECT state, attempt FROM sluice.job_runs WHERE job = 'slow'"]
+        ),
+        "failed|1\n"
     );
     let output = psql_command(port, &["CALL sluice.run_job('nope')"])
         .output()

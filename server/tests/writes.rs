@@ -105,6 +105,20 @@ fn killed_insert_leaves_old_rows_and_no_stray_files() {
     );
     assert_eq!(files_under(&dir), committed, "stray files remain");
 
+    // A write that fails leaves nothing behind either, without a restart.
+    let output = psql_command(
+        server.port(),
+        &["INSERT INTO target SELECT id, CAST(1 / (id - id) AS VARCHAR) FROM ids"],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while files_under(&dir) != committed {
+        assert!(Instant::now() < deadline, "{:?}", files_under(&dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
     // The table takes writes again after the restart.
     psql(
         server.port(),

@@ -328,6 +328,18 @@ pub fn new_table_location(schema: &Arc<dyn SchemaProvider>, name: &str) -> Optio
     Some(warehouse.new_table_location(&schema.name, name))
 }
 
+/// Removes, in the background, what a write that failed left under `url`
+/// (its segment, or the directory of a table that was never created). What
+/// a stopped server cannot remove is swept at the next start.
+pub fn discard_write(schema: &Arc<dyn SchemaProvider>, url: &str) {
+    if let Some(warehouse) = schema
+        .downcast_ref::<PersistentSchema>()
+        .and_then(|schema| schema.warehouse.as_ref())
+    {
+        warehouse.remove_later(vec![url.to_string()]);
+    }
+}
+
 /// What a committed write does to a managed table's segments.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentChange {

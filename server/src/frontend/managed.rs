@@ -36,7 +36,8 @@ use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use sluice_engine::catalog::managed::{segment_url, unique_id};
 use sluice_engine::catalog::{
-    commit_write, create_managed_table, managed_table, new_table_location, SegmentChange,
+    commit_write, create_managed_table, discard_write, managed_table, new_table_location,
+    SegmentChange,
 };
 
 use super::hooks::rows_reported;
@@ -101,22 +102,31 @@ fn managed_write(context: &SessionContext, plan: &LogicalPlan) -> Option<Write> 
 }
 
 /// Writes the rows of `input` into a new segment of the table at
-/// `location`; returns the segment and the rows written.
+/// `location` in `schema`; returns the segment and the rows written. What a
+/// failed write left is removed.
 async fn write_segment(
     context: &SessionContext,
+    schema: &Arc<dyn SchemaProvider>,
     input: Arc<LogicalPlan>,
     location: &str,
 ) -> Result<(String, u64)> {
     let segment = unique_id();
+    let url = segment_url(location, &segment);
     let copy = LogicalPlan::Copy(CopyTo::new(
         input,
-        segment_url(location, &segment),
+        url.clone(),
         Vec::new(),
         format_as_file_type(Arc::new(ParquetFormatFactory::new())),
         HashMap::new(),
     ));
-    let batches = context.execute_logical_plan(copy).await?.collect().await?;
-    Ok((segment, rows_reported(&batches)))
+    let written = async { context.execute_logical_plan(copy).await?.collect().await };
+    match written.await {
+        Ok(batches) => Ok((segment, rows_reported(&batches))),
+        Err(e) => {
+            discard_write(schema, &url);
+            Err(e)
+        }
+    }
 }
 
 /// Whether `plan` produces no rows by construction (`CREATE TABLE` without
@@ -145,21 +155,27 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 DataFusionError::Plan("the server has no warehouse for tables".into())
             })?;
             let table_schema = Arc::clone(create.input.schema().inner());
-            let (segments, tag) = if is_empty(&create.input) {
-                (Vec::new(), Tag::new("CREATE TABLE"))
-            } else {
-                let (segment, rows) = write_segment(context, create.input, &location).await?;
-                (vec![segment], Tag::new("SELECT").with_rows(rows as usize))
+            let created = async {
+                let (segments, tag) = if is_empty(&create.input) {
+                    (Vec::new(), Tag::new("CREATE TABLE"))
+                } else {
+                    let (segment, rows) =
+                        write_segment(context, &schema, create.input, &location).await?;
+                    (vec![segment], Tag::new("SELECT").with_rows(rows as usize))
+                };
+                create_managed_table(
+                    &schema,
+                    &name,
+                    &location,
+                    table_schema,
+                    segments,
+                    create.or_replace,
+                )?;
+                Ok(Response::Execution(tag))
             };
-            create_managed_table(
-                &schema,
-                &name,
-                &location,
-                table_schema,
-                segments,
-                create.or_replace,
-            )?;
-            Ok(Response::Execution(tag))
+            created
+                .await
+                .inspect_err(|_| discard_write(&schema, &location))
         }
         Write::Change(dml) => {
             let (schema, name) = schema_of(context, &dml.table_name).ok_or_else(|| {
@@ -172,7 +188,8 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 WriteOp::Truncate => (SegmentChange::Replace(None), Tag::new("TRUNCATE TABLE")),
                 WriteOp::Insert(op) => {
                     let (segment, rows) =
-                        write_segment(context, Arc::clone(&dml.input), &table.location).await?;
+                        write_segment(context, &schema, Arc::clone(&dml.input), &table.location)
+                            .await?;
                     let change = if op == InsertOp::Overwrite {
                         SegmentChange::Replace(Some(segment))
                     } else {
@@ -185,7 +202,19 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 }
                 _ => unreachable!("managed_write accepts inserts and truncates"),
             };
-            commit_write(&schema, &name, &table.location, change).await?;
+            let written = match &change {
+                SegmentChange::Append(segment) | SegmentChange::Replace(Some(segment)) => {
+                    Some(segment_url(&table.location, segment))
+                }
+                SegmentChange::Replace(None) => None,
+            };
+            commit_write(&schema, &name, &table.location, change)
+                .await
+                .inspect_err(|_| {
+                    if let Some(url) = &written {
+                        discard_write(&schema, url);
+                    }
+                })?;
             Ok(Response::Execution(tag))
         }
     }
