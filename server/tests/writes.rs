@@ -1,11 +1,13 @@
 //! Writes to managed tables are all-or-nothing: readers during a large
 //! `INSERT INTO … SELECT` see the old rows, and a server killed mid-write
-//! comes back with exactly the old rows and no stray files.
+//! comes back with exactly the old rows and no stray files, in a local
+//! warehouse and in one in object storage (moto's S3 server).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use sluice_sql_tests::process::S3Server;
 use sluice_sql_tests::{psql, psql_command, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
@@ -128,5 +130,62 @@ fn killed_insert_leaves_old_rows_and_no_stray_files() {
         psql(server.port(), &["SELECT count(*) FROM target"]),
         "1010\n"
     );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn managed_tables_live_in_an_object_store_warehouse() {
+    let s3 = S3Server::start().expect("moto S3 server starts");
+    s3.create_bucket("lake").expect("bucket created");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[serve]\nwarehouse = \"s3://lake/warehouse\"\n\n\
+             [storage.s3]\nendpoint = \"{}\"\nallow-http = true\nregion = \"us-east-1\"\n\
+             access-key-id = \"sluice-test\"\nsecret-access-key = \"sluice-test-secret\"\n",
+            s3.endpoint
+        ),
+    )
+    .unwrap();
+    let args = ["--config", config.to_str().unwrap()];
+    let data_dir = dir.path().join("data");
+    let server = SluiceServer::start_in(Path::new(BINARY), &data_dir, &args).expect("starts");
+    let port = server.port();
+    psql(
+        port,
+        &[
+            "CREATE TABLE sales AS SELECT i AS id, i % 3 AS k FROM generate_series(1, 300) AS t(i)",
+            "INSERT INTO sales SELECT id + 1000, k FROM sales WHERE k = 0",
+            // Files under the warehouse that no table lists, as a killed
+            // write leaves them.
+            "COPY (SELECT 1 AS x) TO 's3://lake/warehouse/public/orphan-1/part-0.parquet' \
+             (FORMAT parquet)",
+            "CREATE EXTERNAL TABLE orphan (x BIGINT) STORED AS PARQUET \
+             LOCATION 's3://lake/warehouse/public/orphan-1/'",
+        ],
+    );
+    assert_eq!(psql(port, &["SELECT count(*) FROM orphan"]), "1\n");
+    let location = psql(
+        port,
+        &["SELECT location FROM sluice.tables WHERE table_name = 'sales'"],
+    );
+    assert!(
+        location.starts_with("s3://lake/warehouse/public/sales-"),
+        "{location}"
+    );
+    drop(server); // kill -9
+
+    let server = SluiceServer::start_in(Path::new(BINARY), &data_dir, &args).expect("restarts");
+    let port = server.port();
+    assert_eq!(
+        psql(port, &["SELECT count(*), sum(id) FROM sales"]),
+        "400|160300\n"
+    );
+    // Swept at the start.
+    assert_eq!(psql(port, &["SELECT count(*) FROM orphan"]), "0\n");
+    psql(port, &["TRUNCATE sales"]);
+    assert_eq!(psql(port, &["SELECT count(*) FROM sales"]), "0\n");
     server.stop().expect("stops");
 }
