@@ -161,16 +161,7 @@ pub(super) async fn sweep(warehouse: &Warehouse, tables: &[(String, Vec<String>)
                     keep.contains(&prefix)
                 })
             };
-            let stray: Vec<Path> = store
-                .list(Some(warehouse.root.prefix()))
-                .map_ok(|meta| meta.location)
-                .try_filter(|path| futures::future::ready(!kept(path)))
-                .try_collect()
-                .await?;
-            for path in &stray {
-                store.delete(path).await?;
-            }
-            stray.len()
+            delete_under(store, warehouse.root.prefix(), |path| !kept(path)).await?
         }
     };
     if removed > 0 {
@@ -227,13 +218,25 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
             _ => Ok(()),
         };
     }
+    delete_under(store, url.prefix(), |_| true).await?;
+    Ok(())
+}
+
+/// Deletes the objects under `prefix` that `delete` accepts; returns how
+/// many it deleted.
+async fn delete_under(
+    store: &Arc<dyn ObjectStore>,
+    prefix: &Path,
+    delete: impl Fn(&Path) -> bool,
+) -> Result<usize> {
     let paths: Vec<Path> = store
-        .list(Some(url.prefix()))
+        .list(Some(prefix))
         .map_ok(|meta| meta.location)
+        .try_filter(|path| futures::future::ready(delete(path)))
         .try_collect()
         .await?;
     for path in &paths {
         store.delete(path).await?;
     }
-    Ok(())
+    Ok(paths.len())
 }
