@@ -6,15 +6,13 @@
 //! of schemas and tables) stays shared: a table created on one connection is
 //! visible to all.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
-use crate::catalog::file::CatalogFile;
-use crate::catalog::{PersistentCatalog, Warehouse};
+use crate::catalog::{CatalogOptions, PersistentCatalog};
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::options::SluiceOptions;
@@ -43,13 +41,10 @@ pub struct SessionOptions {
     /// The scheduler's record of jobs, to rerun jobs that lost work on a dead
     /// executor; `None` trusts Ballista's recovery.
     pub job_control: Option<Arc<dyn JobControl>>,
-    /// The file schemas, tables and views are recorded in (see
-    /// [`crate::catalog`]); `None` keeps the catalog in memory only.
-    pub catalog_file: Option<PathBuf>,
-    /// Where `CREATE TABLE` writes managed tables (a directory or an
-    /// object-store URL; see [`crate::catalog::managed`]). Needs
-    /// `catalog_file`; without either, `CREATE TABLE` makes in-memory tables.
-    pub warehouse: Option<String>,
+    /// Where schemas, tables and views are recorded and managed tables
+    /// written (see [`crate::catalog`]); `None` keeps the catalog in memory
+    /// only, and `CREATE TABLE` makes in-memory tables.
+    pub catalog: Option<CatalogOptions>,
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
@@ -117,15 +112,9 @@ impl SessionFactory {
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
         let template = SessionContext::new_with_state(state);
-        let catalog = match &options.catalog_file {
-            Some(path) => {
-                let warehouse = options
-                    .warehouse
-                    .as_deref()
-                    .map(Warehouse::new)
-                    .transpose()
-                    .map_err(|e| EngineError::datafusion("parsing the warehouse URL", e))?;
-                let catalog = Arc::new(PersistentCatalog::new(CatalogFile::open(path)?, warehouse));
+        let catalog = match &options.catalog {
+            Some(options) => {
+                let catalog = Arc::new(PersistentCatalog::new(options)?);
                 template.register_catalog(DEFAULT_CATALOG, catalog.clone());
                 Some(catalog)
             }

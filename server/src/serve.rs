@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::setup_pg_catalog;
+use sluice_engine::catalog::CatalogOptions;
 use sluice_engine::system::{register_system_schema, SystemTable};
 use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG};
 use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, RemoteScheduler};
@@ -23,8 +24,9 @@ use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
 
-/// The catalog's file in the data directory.
-const CATALOG_FILE: &str = "catalog.json";
+/// The single-file catalog of earlier versions in the data directory,
+/// imported into the catalog when that is empty.
+const LEGACY_CATALOG_FILE: &str = "catalog.json";
 /// The scheduled jobs' run history in the data directory.
 const JOB_RUNS_FILE: &str = "job_runs.jsonl";
 
@@ -203,8 +205,12 @@ fn build_frontend(
         storage: config.storage.clone(),
         planner: config.planner.clone(),
         job_control: Some(jobs),
-        catalog_file: Some(config.data_dir.join(CATALOG_FILE)),
-        warehouse: Some(config.warehouse.clone()),
+        catalog: Some(CatalogOptions {
+            url: config.catalog.clone(),
+            legacy_file: Some(config.data_dir.join(LEGACY_CATALOG_FILE)),
+            warehouse: Some(config.warehouse.clone()),
+            shared: config.shared_catalog,
+        }),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

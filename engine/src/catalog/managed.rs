@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
@@ -23,7 +24,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 /// The directory all managed tables live under, and its object store.
 #[derive(Debug)]
@@ -131,7 +132,13 @@ pub(super) fn listing_table(
 /// Removes everything under the warehouse that is not a listed segment of
 /// one of `tables` (`(location, segments)`): unfinished writes, tables
 /// created by a `CREATE TABLE … AS` that never committed, dropped tables.
-pub(super) async fn sweep(warehouse: &Warehouse, tables: &[(String, Vec<String>)]) -> Result<()> {
+/// With `min_age`, a directory that had a file written more recently is
+/// left (it may be another frontend's write in progress).
+pub(super) async fn sweep(
+    warehouse: &Warehouse,
+    tables: &[(String, Vec<String>)],
+    min_age: Option<Duration>,
+) -> Result<()> {
     let Some(store) = warehouse.store.get() else {
         return Ok(());
     };
@@ -147,8 +154,8 @@ pub(super) async fn sweep(warehouse: &Warehouse, tables: &[(String, Vec<String>)
             let keep = segments
                 .map(|url| url.map(|url| local_dir(&url)))
                 .collect::<Result<HashSet<_>>>()?;
-            sweep_local(&root, &keep.into_iter().flatten().collect())
-                .map_err(DataFusionError::IoError)?
+            let keep = keep.into_iter().flatten().collect();
+            sweep_local(&root, &keep, cutoff(min_age)).map_err(DataFusionError::IoError)?
         }
         None => {
             let keep = segments
@@ -161,7 +168,23 @@ pub(super) async fn sweep(warehouse: &Warehouse, tables: &[(String, Vec<String>)
                     keep.contains(&prefix)
                 })
             };
-            delete_under(store, warehouse.root.prefix(), |path| !kept(path)).await?
+            let objects = list_under(store, warehouse.root.prefix()).await?;
+            // Directories with a recent file are left whole.
+            let recent: HashSet<Path> = match cutoff(min_age) {
+                Some(cutoff) => objects
+                    .iter()
+                    .filter(|meta| SystemTime::from(meta.last_modified) > cutoff)
+                    .map(|meta| parent(&meta.location))
+                    .collect(),
+                None => HashSet::new(),
+            };
+            let doomed: Vec<Path> = objects
+                .into_iter()
+                .map(|meta| meta.location)
+                .filter(|path| !kept(path) && !recent.contains(&parent(path)))
+                .collect();
+            delete(store, &doomed).await?;
+            doomed.len()
         }
     };
     if removed > 0 {
@@ -182,9 +205,25 @@ fn local_dir(url: &ListingTableUrl) -> Option<PathBuf> {
     url::Url::parse(url.as_str()).ok()?.to_file_path().ok()
 }
 
-/// Removes what is under `dir` but neither in `keep` nor on the way to it;
-/// returns how many files and directories it removed.
-fn sweep_local(dir: &std::path::Path, keep: &HashSet<PathBuf>) -> std::io::Result<usize> {
+/// The time before which files are old enough to sweep.
+fn cutoff(min_age: Option<Duration>) -> Option<SystemTime> {
+    min_age.map(|age| SystemTime::now() - age)
+}
+
+/// The directory of an object.
+fn parent(path: &Path) -> Path {
+    let parts: Vec<_> = path.parts().collect();
+    Path::from_iter(parts[..parts.len().saturating_sub(1)].iter().cloned())
+}
+
+/// Removes what is under `dir` but neither in `keep` nor on the way to it,
+/// nor (with a `cutoff`) modified after `cutoff`; returns how many files and
+/// directories it removed.
+fn sweep_local(
+    dir: &std::path::Path,
+    keep: &HashSet<PathBuf>,
+    cutoff: Option<SystemTime>,
+) -> std::io::Result<usize> {
     let mut removed = 0;
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -197,7 +236,9 @@ fn sweep_local(dir: &std::path::Path, keep: &HashSet<PathBuf>) -> std::io::Resul
             continue;
         }
         if path.is_dir() && keep.iter().any(|kept| kept.starts_with(&path)) {
-            removed += sweep_local(&path, keep)?;
+            removed += sweep_local(&path, keep, cutoff)?;
+        } else if cutoff.is_some_and(|cutoff| modified_after(&path, cutoff)) {
+            continue;
         } else if path.is_dir() {
             std::fs::remove_dir_all(&path)?;
             removed += 1;
@@ -209,6 +250,22 @@ fn sweep_local(dir: &std::path::Path, keep: &HashSet<PathBuf>) -> std::io::Resul
     Ok(removed)
 }
 
+/// Whether `path` or anything under it was modified after `cutoff`.
+fn modified_after(path: &std::path::Path, cutoff: SystemTime) -> bool {
+    let Ok(metadata) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    if metadata.modified().is_ok_and(|modified| modified > cutoff) {
+        return true;
+    }
+    metadata.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|entry| modified_after(&entry.path(), cutoff))
+        })
+}
+
 /// Removes the files under `url` (a directory URL).
 async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
     let url = ListingTableUrl::parse(url)?;
@@ -218,25 +275,19 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
             _ => Ok(()),
         };
     }
-    delete_under(store, url.prefix(), |_| true).await?;
-    Ok(())
+    let objects = list_under(store, url.prefix()).await?;
+    delete(store, &objects.into_iter().map(|meta| meta.location).collect::<Vec<_>>()).await
 }
 
-/// Deletes the objects under `prefix` that `delete` accepts; returns how
-/// many it deleted.
-async fn delete_under(
-    store: &Arc<dyn ObjectStore>,
-    prefix: &Path,
-    delete: impl Fn(&Path) -> bool,
-) -> Result<usize> {
-    let paths: Vec<Path> = store
-        .list(Some(prefix))
-        .map_ok(|meta| meta.location)
-        .try_filter(|path| futures::future::ready(delete(path)))
-        .try_collect()
-        .await?;
-    for path in &paths {
+/// The objects under `prefix`.
+async fn list_under(store: &Arc<dyn ObjectStore>, prefix: &Path) -> Result<Vec<ObjectMeta>> {
+    Ok(store.list(Some(prefix)).try_collect().await?)
+}
+
+/// Deletes the objects at `paths`.
+async fn delete(store: &Arc<dyn ObjectStore>, paths: &[Path]) -> Result<()> {
+    for path in paths {
         store.delete(path).await?;
     }
-    Ok(paths.len())
+    Ok(())
 }

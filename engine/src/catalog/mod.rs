@@ -1,150 +1,131 @@
-//! The persistent catalog: schemas, tables over files and views that outlive
-//! the server.
+//! The persistent catalog: schemas, tables over files, managed tables and
+//! views that outlive the server, shared by every frontend that points at
+//! the same catalog URL.
 //!
-//! [`PersistentCatalog`] is the frontend's default catalog. It keeps every
-//! schema and relation in memory, as DataFusion's memory catalog does, and
-//! records each `CREATE SCHEMA`, `CREATE EXTERNAL TABLE`, `CREATE VIEW` and
-//! `DROP` in a [`CatalogFile`] before it takes effect, so a statement that
-//! cannot be recorded fails and changes nothing. At start the file is
-//! replayed ([`PersistentCatalog::restore`]). Schemas installed by the server
-//! itself (`pg_catalog`, `information_schema`, `sluice`) and in-memory tables
-//! are not recorded: they are rebuilt, or gone, at every start.
+//! [`PersistentCatalog`] is the frontend's default catalog. Every `CREATE
+//! SCHEMA`, `CREATE EXTERNAL TABLE`, `CREATE VIEW`, managed-table write,
+//! rename and `DROP` is committed to the [`CatalogStore`] (numbered snapshots
+//! in the data directory, or under an object-store prefix for clusters)
+//! before it takes effect, so a statement that cannot be recorded fails and
+//! changes nothing, and concurrent changes from several frontends all land.
+//! The frontend then registers what the snapshot says (see [`replica`]).
+//! Schemas installed by the server itself (`pg_catalog`,
+//! `information_schema`, `sluice`) and in-memory tables are not recorded:
+//! they are rebuilt, or gone, at every start.
 
-pub mod file;
 pub mod managed;
+mod replica;
+pub mod store;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
 
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use base64::Engine as _;
 use datafusion::catalog::{
-    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
+    CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
 };
 use datafusion::datasource::listing::ListingTable;
-use datafusion::datasource::{provider_as_source, source_as_provider, ViewTable};
+use datafusion::datasource::{provider_as_source, ViewTable};
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
+use datafusion::logical_expr::LogicalPlanBuilder;
 use datafusion::prelude::SessionContext;
-use datafusion_proto::bytes::{
-    logical_plan_from_bytes_with_extension_codec, logical_plan_to_bytes_with_extension_codec,
-};
+use datafusion_proto::bytes::logical_plan_to_bytes_with_extension_codec;
 
-use crate::error::EngineError;
 use datafusion::arrow::datatypes::SchemaRef;
-use file::{CatalogFile, Definition, Relation};
 pub use managed::Warehouse;
+use replica::{wait, Replica};
+pub use store::CatalogStore;
+use store::{CatalogContents, Definition, Relation};
 
 /// The schema every catalog has, which is never recorded.
 const DEFAULT_SCHEMA: &str = crate::session::DEFAULT_SCHEMA;
 
-/// A catalog whose user schemas and relations are recorded in a file.
-#[derive(Debug)]
-pub struct PersistentCatalog {
-    inner: MemoryCatalogProvider,
-    file: Arc<CatalogFile>,
+/// Where a frontend keeps its catalog and managed tables.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// The catalog's directory or object-store prefix.
+    pub url: String,
+    /// A single-file catalog written by an earlier Sluice, imported when
+    /// the catalog at `url` is empty.
+    pub legacy_file: Option<PathBuf>,
     /// Where managed tables (`CREATE TABLE`) are written; without one only
     /// in-memory tables can be created.
-    warehouse: Option<Arc<Warehouse>>,
-    /// Off until [`PersistentCatalog::restore`] has run: schemas the server
-    /// installs before then are its own and not recorded.
-    recording: AtomicBool,
+    pub warehouse: Option<String>,
+    /// Whether other frontends may use the same catalog and warehouse. The
+    /// start-up sweep then leaves files younger than a day, which may be
+    /// another frontend's write in progress.
+    pub shared: bool,
+}
+
+/// A catalog whose user schemas and relations are recorded in a
+/// [`CatalogStore`].
+#[derive(Debug)]
+pub struct PersistentCatalog {
+    replica: Arc<Replica>,
 }
 
 impl PersistentCatalog {
-    /// An empty catalog (with its `public` schema) recording into `file`,
-    /// its managed tables in `warehouse`.
-    pub fn new(file: CatalogFile, warehouse: Option<Warehouse>) -> Self {
-        let catalog = Self {
-            inner: MemoryCatalogProvider::new(),
-            file: Arc::new(file),
-            warehouse: warehouse.map(Arc::new),
-            recording: AtomicBool::new(false),
-        };
-        let public = catalog.user_schema(DEFAULT_SCHEMA);
-        catalog
-            .inner
-            .register_schema(DEFAULT_SCHEMA, public)
+    /// An empty catalog (with its `public` schema) recording as `options`
+    /// say. Nothing is read until [`PersistentCatalog::restore`].
+    pub fn new(options: &CatalogOptions) -> crate::Result<Self> {
+        let warehouse = options
+            .warehouse
+            .as_deref()
+            .map(Warehouse::new)
+            .transpose()
+            .map_err(|e| crate::EngineError::datafusion("parsing the warehouse URL", e))?;
+        let replica = Replica::new(
+            CatalogStore::new(&options.url)?,
+            options.legacy_file.clone(),
+            warehouse,
+            options.shared,
+        );
+        replica
+            .schemas
+            .register_schema(DEFAULT_SCHEMA, replica.new_schema(DEFAULT_SCHEMA))
             .expect("a memory catalog takes schemas");
-        catalog
+        Ok(Self { replica })
     }
 
-    fn user_schema(&self, name: &str) -> Arc<dyn SchemaProvider> {
-        Arc::new(PersistentSchema {
-            name: name.to_string(),
-            inner: MemorySchemaProvider::new(),
-            file: Arc::clone(&self.file),
-            warehouse: self.warehouse.clone(),
-            ddl: Mutex::new(()),
-        })
-    }
-
-    /// Recreates what the file holds in `context`, whose default catalog is
-    /// this one: schemas, then tables and views in the order they were made.
-    /// A relation that cannot be restored (a view over a table dropped since)
-    /// is reported and skipped. Then the warehouse is swept of every file no
-    /// managed table lists (writes that never committed, dropped tables).
+    /// Recreates what the store holds in `context`, whose default catalog
+    /// is this one: schemas, then tables and views in the order they were
+    /// made. A relation that cannot be restored (a view over a table dropped
+    /// since) is reported and skipped. Then the warehouse is swept of files
+    /// no managed table lists (writes that never committed, dropped tables).
     pub async fn restore(&self, context: &SessionContext) -> crate::Result<()> {
-        let contents = self.file.contents();
-        if let Some(warehouse) = &self.warehouse {
-            warehouse
-                .attach(&context.runtime_env())
-                .map_err(|e| EngineError::datafusion("opening the warehouse", e))?;
+        self.replica.restore(context).await
+    }
+
+    /// Catches up with changes other frontends committed. Call it before
+    /// planning a statement.
+    pub async fn refresh(&self) -> crate::Result<()> {
+        self.replica.refresh().await
+    }
+}
+
+/// Refreshes the persistent catalog of `context`, if it has one (see
+/// [`PersistentCatalog::refresh`]); a store that cannot be read is
+/// reported, and the statement runs over the catalog as last read.
+pub async fn refresh(context: &SessionContext) {
+    let Some(catalog) = context.catalog(crate::DEFAULT_CATALOG) else {
+        return;
+    };
+    if let Some(catalog) = catalog.downcast_ref::<PersistentCatalog>() {
+        if let Err(e) = catalog.refresh().await {
+            tracing::warn!("{e}");
         }
-        for schema in &contents.schemas {
-            self.inner
-                .register_schema(schema, self.user_schema(schema))
-                .map_err(|e| EngineError::datafusion(format!("restoring schema {schema}"), e))?;
-        }
-        for relation in &contents.relations {
-            let restored = match self.inner.schema(&relation.schema) {
-                Some(schema) => match schema.downcast_ref::<PersistentSchema>() {
-                    Some(schema) => restore_relation(schema, relation, context).await,
-                    None => Err(DataFusionError::Plan(format!(
-                        "{} is not a user schema",
-                        relation.schema
-                    ))),
-                },
-                None => Err(DataFusionError::Plan(format!(
-                    "no schema {}",
-                    relation.schema
-                ))),
-            };
-            if let Err(e) = restored {
-                tracing::warn!(
-                    "cannot restore {}.{} from the catalog, skipped: {e}",
-                    relation.schema,
-                    relation.name
-                );
-            }
-        }
-        if let Some(warehouse) = &self.warehouse {
-            let tables: Vec<_> = contents
-                .relations
-                .iter()
-                .filter_map(|relation| match &relation.definition {
-                    Definition::ManagedTable {
-                        location, segments, ..
-                    } => Some((location.clone(), segments.clone())),
-                    _ => None,
-                })
-                .collect();
-            managed::sweep(warehouse, &tables).await.map_err(|e| {
-                EngineError::datafusion(format!("sweeping the warehouse {}", warehouse.url()), e)
-            })?;
-        }
-        self.recording.store(true, Ordering::SeqCst);
-        Ok(())
     }
 }
 
 impl CatalogProvider for PersistentCatalog {
     fn schema_names(&self) -> Vec<String> {
-        self.inner.schema_names()
+        self.replica.schemas.schema_names()
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        self.inner.schema(name)
+        self.replica.schemas.schema(name)
     }
 
     /// Once the catalog is restored, `CREATE SCHEMA` registers an empty
@@ -157,17 +138,19 @@ impl CatalogProvider for PersistentCatalog {
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
         let created = schema.downcast_ref::<MemorySchemaProvider>().is_some()
             && schema.table_names().is_empty();
-        if !self.recording.load(Ordering::SeqCst) || !created {
-            return self.inner.register_schema(name, schema);
+        if !self.replica.recording.load(Ordering::SeqCst) || !created {
+            return self.replica.schemas.register_schema(name, schema);
         }
-        self.file
-            .update(|contents| {
-                if !contents.schemas.iter().any(|s| s == name) {
-                    contents.schemas.push(name.to_string());
-                }
-            })
-            .map_err(external)?;
-        self.inner.register_schema(name, self.user_schema(name))
+        wait(self.replica.update(|contents| {
+            if contents.schemas.iter().any(|s| s == name) {
+                return Err(DataFusionError::Plan(format!(
+                    "schema {name} already exists"
+                )));
+            }
+            contents.schemas.push(name.to_string());
+            Ok(())
+        }))?;
+        Ok(None)
     }
 
     fn deregister_schema(
@@ -175,43 +158,59 @@ impl CatalogProvider for PersistentCatalog {
         name: &str,
         cascade: bool,
     ) -> Result<Option<Arc<dyn SchemaProvider>>> {
-        let Some(schema) = self.inner.schema(name) else {
-            return Ok(None);
+        let Some(schema) = self.replica.user_schema(name) else {
+            return self.replica.schemas.deregister_schema(name, cascade);
         };
-        if schema.downcast_ref::<PersistentSchema>().is_some() {
-            if !cascade && !schema.table_names().is_empty() {
-                return Err(DataFusionError::Execution(format!(
-                    "cannot drop schema {name}: it holds tables (use CASCADE)"
-                )));
-            }
-            let mut dropped = Vec::new();
-            self.file
-                .update(|contents| {
-                    contents.schemas.retain(|s| s != name);
-                    dropped =
-                        managed_locations(contents.relations.iter().filter(|r| r.schema == name));
-                    contents.relations.retain(|r| r.schema != name);
-                })
-                .map_err(external)?;
-            if let Some(warehouse) = &self.warehouse {
-                warehouse.remove_later(dropped);
-            }
+        if !cascade && !schema.table_names().is_empty() {
+            return Err(DataFusionError::Execution(format!(
+                "cannot drop schema {name}: it holds tables (use CASCADE)"
+            )));
         }
-        self.inner.deregister_schema(name, cascade)
+        let dropped = wait(self.replica.update(|contents| {
+            contents.schemas.retain(|s| s != name);
+            let dropped =
+                managed_locations(contents.relations.iter().filter(|r| r.schema == name));
+            contents.relations.retain(|r| r.schema != name);
+            Ok(dropped)
+        }))?;
+        if let Some(warehouse) = &self.replica.warehouse {
+            warehouse.remove_later(dropped);
+        }
+        // Gone from the replica with the update; unrecorded tables with it.
+        let _ = self.replica.schemas.deregister_schema(name, true);
+        Ok(Some(schema))
     }
 }
 
-/// A user schema: its tables over files and views are recorded.
+/// A user schema: its tables over files, managed tables and views are
+/// recorded.
 #[derive(Debug)]
 struct PersistentSchema {
     name: String,
+    /// The registered tables and views.
     inner: MemorySchemaProvider,
-    file: Arc<CatalogFile>,
-    warehouse: Option<Arc<Warehouse>>,
-    /// Held from the existence check to the registration, so that two
-    /// connections creating one name cannot record one table and register
-    /// the other.
-    ddl: Mutex<()>,
+    replica: Weak<Replica>,
+}
+
+impl PersistentSchema {
+    fn new(name: &str, replica: Weak<Replica>) -> Self {
+        Self {
+            name: name.to_string(),
+            inner: MemorySchemaProvider::new(),
+            replica,
+        }
+    }
+
+    fn replica(&self) -> Result<Arc<Replica>> {
+        self.replica
+            .upgrade()
+            .ok_or_else(|| DataFusionError::Internal("the catalog is gone".into()))
+    }
+
+    /// Whether `relation` is this schema's `name`.
+    fn holds(&self, relation: &Relation, name: &str) -> bool {
+        relation.schema == self.name && relation.name == name
+    }
 }
 
 #[async_trait::async_trait]
@@ -233,46 +232,48 @@ impl SchemaProvider for PersistentSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        let _ddl = self.ddl.lock().unwrap_or_else(|e| e.into_inner());
+        let exists = || DataFusionError::Plan(format!("table {name} already exists"));
         if self.inner.table_exist(&name) {
-            return Err(DataFusionError::Plan(format!(
-                "table {name} already exists"
-            )));
+            return Err(exists());
         }
-        if let Some(definition) = definition(&name, &table)? {
-            let relation = Relation {
-                schema: self.name.clone(),
-                name: name.clone(),
-                definition,
-            };
-            self.file
-                .update(|contents| {
-                    let same =
-                        |r: &Relation| r.schema == relation.schema && r.name == relation.name;
-                    match contents.relations.iter_mut().find(|r| same(r)) {
-                        Some(recorded) => *recorded = relation,
-                        None => contents.relations.push(relation),
-                    }
-                })
-                .map_err(external)?;
-        }
-        self.inner.register_table(name, table)
+        let Some(definition) = definition(&name, &table)? else {
+            return self.inner.register_table(name, table);
+        };
+        let relation = Relation {
+            schema: self.name.clone(),
+            name: name.clone(),
+            definition,
+        };
+        wait(self.replica()?.update(|contents| {
+            if contents.relations.iter().any(|r| self.holds(r, &name)) {
+                return Err(exists());
+            }
+            contents.relations.push(relation.clone());
+            Ok(())
+        }))?;
+        Ok(None)
     }
 
     fn deregister_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
-        let _ddl = self.ddl.lock().unwrap_or_else(|e| e.into_inner());
-        let mut dropped = Vec::new();
-        self.file
-            .update(|contents| {
-                let this = |r: &Relation| r.schema == self.name && r.name == name;
-                dropped = managed_locations(contents.relations.iter().filter(|r| this(r)));
-                contents.relations.retain(|r| !this(r))
-            })
-            .map_err(external)?;
-        if let Some(warehouse) = &self.warehouse {
+        let replica = self.replica()?;
+        let (table, dropped) = wait(async {
+            let table = self.inner.table(name).await?;
+            let dropped = replica
+                .update(|contents| {
+                    let dropped =
+                        managed_locations(contents.relations.iter().filter(|r| self.holds(r, name)));
+                    contents.relations.retain(|r| !self.holds(r, name));
+                    Ok(dropped)
+                })
+                .await?;
+            Ok::<_, DataFusionError>((table, dropped))
+        })?;
+        if let Some(warehouse) = &replica.warehouse {
             warehouse.remove_later(dropped);
         }
-        self.inner.deregister_table(name)
+        // Recorded relations left with the update; in-memory tables here.
+        self.inner.deregister_table(name)?;
+        Ok(table)
     }
 }
 
@@ -307,11 +308,12 @@ pub struct ManagedTable {
 pub fn managed_table(schema: &Arc<dyn SchemaProvider>, name: &str) -> Option<ManagedTable> {
     let schema = schema.downcast_ref::<PersistentSchema>()?;
     schema
-        .file
+        .replica
+        .upgrade()?
         .contents()
         .relations
         .into_iter()
-        .find(|r| r.schema == schema.name && r.name == name)
+        .find(|r| schema.holds(r, name))
         .and_then(|relation| match relation.definition {
             Definition::ManagedTable {
                 location, segments, ..
@@ -320,11 +322,17 @@ pub fn managed_table(schema: &Arc<dyn SchemaProvider>, name: &str) -> Option<Man
         })
 }
 
+/// The warehouse of the catalog `schema` belongs to.
+fn warehouse(schema: &Arc<dyn SchemaProvider>) -> Option<Arc<Warehouse>> {
+    let schema = schema.downcast_ref::<PersistentSchema>()?;
+    schema.replica.upgrade()?.warehouse.clone()
+}
+
 /// A new directory for managed table `name` of `schema`; `None` when the
 /// catalog has no warehouse (tables are then created in memory).
 pub fn new_table_location(schema: &Arc<dyn SchemaProvider>, name: &str) -> Option<String> {
+    let warehouse = warehouse(schema)?;
     let schema = schema.downcast_ref::<PersistentSchema>()?;
-    let warehouse = schema.warehouse.as_ref()?;
     Some(warehouse.new_table_location(&schema.name, name))
 }
 
@@ -332,10 +340,7 @@ pub fn new_table_location(schema: &Arc<dyn SchemaProvider>, name: &str) -> Optio
 /// (its segment, or the directory of a table that was never created). What
 /// a stopped server cannot remove is swept at the next start.
 pub fn discard_write(schema: &Arc<dyn SchemaProvider>, url: &str) {
-    if let Some(warehouse) = schema
-        .downcast_ref::<PersistentSchema>()
-        .and_then(|schema| schema.warehouse.as_ref())
-    {
+    if let Some(warehouse) = warehouse(schema) {
         warehouse.remove_later(vec![url.to_string()]);
     }
 }
@@ -353,7 +358,7 @@ pub enum SegmentChange {
 /// Records and registers the managed table `name` at `location` holding
 /// `segments`. With `replace`, an existing table of that name is replaced
 /// (its files are removed); otherwise an existing name is an error.
-pub fn create_managed_table(
+pub async fn create_managed_table(
     schema: &Arc<dyn SchemaProvider>,
     name: &str,
     location: &str,
@@ -362,6 +367,7 @@ pub fn create_managed_table(
     replace: bool,
 ) -> Result<()> {
     let schema = persistent(schema)?;
+    let replica = schema.replica()?;
     let table = managed::listing_table(location, &segments, table_schema)?;
     let relation = Relation {
         schema: schema.name.clone(),
@@ -372,27 +378,27 @@ pub fn create_managed_table(
             scan: encode_scan(name, &table)?,
         },
     };
-    let _ddl = schema.ddl.lock().unwrap_or_else(|e| e.into_inner());
-    if schema.inner.table_exist(name) && !replace {
-        return Err(DataFusionError::Plan(format!(
-            "table {name} already exists"
-        )));
+    let exists = || DataFusionError::Plan(format!("table {name} already exists"));
+    let recorded = |contents: &CatalogContents| contents.relations.iter().any(|r| schema.holds(r, name));
+    if schema.inner.table_exist(name) && !replace && !recorded(&replica.contents()) {
+        // An in-memory table of that name.
+        return Err(exists());
     }
-    let mut replaced = Vec::new();
-    schema
-        .file
+    let replaced = replica
         .update(|contents| {
-            let same = |r: &Relation| r.schema == relation.schema && r.name == relation.name;
-            replaced = managed_locations(contents.relations.iter().filter(|r| same(r)));
-            contents.relations.retain(|r| !same(r));
-            contents.relations.push(relation);
+            if recorded(contents) && !replace {
+                return Err(exists());
+            }
+            let replaced =
+                managed_locations(contents.relations.iter().filter(|r| schema.holds(r, name)));
+            contents.relations.retain(|r| !schema.holds(r, name));
+            contents.relations.push(relation.clone());
+            Ok(replaced)
         })
-        .map_err(external)?;
-    if let Some(warehouse) = &schema.warehouse {
+        .await?;
+    if let Some(warehouse) = &replica.warehouse {
         warehouse.remove_later(replaced);
     }
-    schema.inner.deregister_table(name)?;
-    schema.inner.register_table(name.to_string(), table)?;
     Ok(())
 }
 
@@ -407,52 +413,51 @@ pub async fn commit_write(
     change: SegmentChange,
 ) -> Result<()> {
     let schema = persistent(schema)?;
+    let replica = schema.replica()?;
     let gone = || {
         DataFusionError::Execution(format!(
             "table {name} was dropped or replaced while the write ran; nothing was written"
         ))
     };
-    let current = schema.inner.table(name).await?.ok_or_else(gone)?;
-    let _ddl = schema.ddl.lock().unwrap_or_else(|e| e.into_inner());
-    let contents = schema.file.contents();
-    let Some(Relation {
-        definition: Definition::ManagedTable { segments, .. },
-        ..
-    }) = contents.relations.iter().find(|r| {
-        r.schema == schema.name
-            && r.name == name
-            && matches!(&r.definition, Definition::ManagedTable { location: l, .. } if l == location)
-    })
-    else {
-        return Err(gone());
-    };
-    let (segments, removed) = match change {
-        SegmentChange::Append(segment) => {
-            let mut segments = segments.clone();
-            segments.push(segment);
-            (segments, Vec::new())
-        }
-        SegmentChange::Replace(segment) => (segment.into_iter().collect(), segments.clone()),
-    };
-    let table = managed::listing_table(location, &segments, current.schema())?;
-    let scan = encode_scan(name, &table)?;
-    schema
-        .file
+    let columns = schema.inner.table(name).await?.ok_or_else(gone)?.schema();
+    let removed = replica
         .update(|contents| {
-            for relation in &mut contents.relations {
-                if relation.schema == schema.name && relation.name == name {
-                    relation.definition = Definition::ManagedTable {
-                        location: location.to_string(),
-                        segments: segments.clone(),
-                        scan: scan.clone(),
-                    };
-                }
+            let relation = contents
+                .relations
+                .iter_mut()
+                .find(|r| schema.holds(r, name))
+                .ok_or_else(gone)?;
+            let Definition::ManagedTable {
+                location: current,
+                segments,
+                ..
+            } = &relation.definition
+            else {
+                return Err(gone());
+            };
+            if current != location {
+                return Err(gone());
             }
+            let (segments, removed) = match &change {
+                SegmentChange::Append(segment) => {
+                    let mut segments = segments.clone();
+                    segments.push(segment.clone());
+                    (segments, Vec::new())
+                }
+                SegmentChange::Replace(segment) => {
+                    (segment.iter().cloned().collect(), segments.clone())
+                }
+            };
+            let table = managed::listing_table(location, &segments, columns.clone())?;
+            relation.definition = Definition::ManagedTable {
+                location: location.to_string(),
+                segments,
+                scan: encode_scan(name, &table)?,
+            };
+            Ok(removed)
         })
-        .map_err(external)?;
-    schema.inner.deregister_table(name)?;
-    schema.inner.register_table(name.to_string(), table)?;
-    if let Some(warehouse) = &schema.warehouse {
+        .await?;
+    if let Some(warehouse) = &replica.warehouse {
         warehouse.remove_later(
             removed
                 .iter()
@@ -469,57 +474,27 @@ pub async fn rename_table(schema: &Arc<dyn SchemaProvider>, from: &str, to: &str
     let schema = schema.downcast_ref::<PersistentSchema>().ok_or_else(|| {
         DataFusionError::NotImplemented("renaming the server's own tables".into())
     })?;
-    let table = schema
-        .inner
-        .table(from)
-        .await?
-        .ok_or_else(|| DataFusionError::Plan(format!("table {from} not found")))?;
-    let _ddl = schema.ddl.lock().unwrap_or_else(|e| e.into_inner());
+    let replica = schema.replica()?;
+    let missing = || DataFusionError::Plan(format!("table {from} not found"));
+    let taken = || DataFusionError::Plan(format!("table {to} already exists"));
     if schema.inner.table_exist(to) {
-        return Err(DataFusionError::Plan(format!("table {to} already exists")));
+        return Err(taken());
     }
-    if !schema.inner.table_exist(from) {
-        return Err(DataFusionError::Plan(format!("table {from} not found")));
-    }
-    schema
-        .file
+    let recorded = replica
         .update(|contents| {
-            for relation in &mut contents.relations {
-                if relation.schema == schema.name && relation.name == from {
-                    relation.name = to.to_string();
-                }
+            if contents.relations.iter().any(|r| schema.holds(r, to)) {
+                return Err(taken());
             }
+            let relation = contents.relations.iter_mut().find(|r| schema.holds(r, from));
+            Ok(relation.map(|relation| relation.name = to.to_string()).is_some())
         })
-        .map_err(external)?;
-    schema.inner.deregister_table(from)?;
-    schema.inner.register_table(to.to_string(), table)?;
-    Ok(())
-}
-
-/// Registers the recorded `relation` in `schema` (without recording it again).
-async fn restore_relation(
-    schema: &PersistentSchema,
-    relation: &Relation,
-    context: &SessionContext,
-) -> Result<()> {
-    let table: Arc<dyn TableProvider> = match &relation.definition {
-        Definition::ExternalTable { scan } | Definition::ManagedTable { scan, .. } => {
-            decode_table(scan, context)?
-        }
-        Definition::View { sql } => match context.state().create_logical_plan(sql).await? {
-            LogicalPlan::Ddl(DdlStatement::CreateView(view)) => Arc::new(ViewTable::new(
-                view.input.as_ref().clone(),
-                view.definition.clone(),
-            )),
-            other => {
-                return Err(DataFusionError::Plan(format!(
-                    "a view definition plans as {}",
-                    other.display()
-                )))
-            }
-        },
-    };
-    schema.inner.register_table(relation.name.clone(), table)?;
+        .await?;
+    if !recorded {
+        // An in-memory table.
+        let table = schema.inner.table(from).await?.ok_or_else(missing)?;
+        schema.inner.deregister_table(from)?;
+        schema.inner.register_table(to.to_string(), table)?;
+    }
     Ok(())
 }
 
@@ -548,27 +523,4 @@ fn encode_scan(name: &str, table: &Arc<dyn TableProvider>) -> Result<String> {
         &BallistaLogicalExtensionCodec::default(),
     )?;
     Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
-}
-
-/// The table a recorded scan reads.
-fn decode_table(scan: &str, context: &SessionContext) -> Result<Arc<dyn TableProvider>> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(scan)
-        .map_err(|e| DataFusionError::Plan(format!("corrupt table definition: {e}")))?;
-    let plan = logical_plan_from_bytes_with_extension_codec(
-        &bytes,
-        &context.task_ctx(),
-        &BallistaLogicalExtensionCodec::default(),
-    )?;
-    match plan {
-        LogicalPlan::TableScan(scan) => source_as_provider(&scan.source),
-        other => Err(DataFusionError::Plan(format!(
-            "a table definition holds a {} plan",
-            other.display()
-        ))),
-    }
-}
-
-fn external(error: EngineError) -> DataFusionError {
-    DataFusionError::External(Box::new(error))
 }

@@ -49,12 +49,19 @@ pub struct ServeArgs {
     /// Sluice owns it: files no table lists are removed at start.
     #[arg(long, env = "SLUICE_WAREHOUSE", value_name = "URL")]
     pub warehouse: Option<String>,
+    /// Where the catalog (schemas, tables, views) is kept: a directory or an
+    /// object-store prefix (s3://bucket/sluice/catalog) [default:
+    /// <data-dir>/catalog]. Frontends given the same catalog and warehouse
+    /// share their tables; changes are committed with conditional writes.
+    #[arg(long, env = "SLUICE_CATALOG", value_name = "URL")]
+    pub catalog: Option<String>,
     /// Scheduled jobs: a TOML file of `[[job]]` entries (name, script,
     /// schedule, vars, retries, timeout, allow_overlap); see the README.
     #[arg(long, env = "SLUICE_JOBS", value_name = "FILE")]
     pub jobs: Option<PathBuf>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
-    /// executors, slots, scheduler, single-stage-max-bytes, warehouse, jobs),
+    /// executors, slots, scheduler, single-stage-max-bytes, warehouse, catalog,
+    /// jobs),
     /// `[cluster]` and `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -71,6 +78,7 @@ pub(super) struct ServeSection {
     scheduler: Option<String>,
     single_stage_max_bytes: Option<u64>,
     warehouse: Option<String>,
+    catalog: Option<String>,
     jobs: Option<PathBuf>,
 }
 
@@ -110,6 +118,11 @@ pub struct ServeConfig {
     pub planner: SluiceOptions,
     /// Where managed tables are written: a URL, or an absolute directory.
     pub warehouse: String,
+    /// Where the catalog is kept: a URL, or an absolute directory.
+    pub catalog: String,
+    /// Whether the catalog was placed explicitly (and may be shared with
+    /// other frontends) rather than in the data directory.
+    pub shared_catalog: bool,
     /// The scheduled jobs file.
     pub jobs: Option<PathBuf>,
 }
@@ -156,11 +169,20 @@ impl ServeArgs {
             .or_else(|| section.data_dir.clone())
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let data_dir = absolute(data_dir)?;
-        let warehouse = match self.warehouse.or_else(|| section.warehouse.clone()) {
-            Some(url) if url.contains("://") => url,
-            Some(dir) => absolute(PathBuf::from(dir))?.display().to_string(),
-            None => data_dir.join("warehouse").display().to_string(),
+        let location = |given: Option<String>, default: &str| -> Result<String> {
+            Ok(match given {
+                Some(url) if url.contains("://") => url,
+                Some(dir) => absolute(PathBuf::from(dir))?.display().to_string(),
+                None => data_dir.join(default).display().to_string(),
+            })
         };
+        let warehouse = location(
+            self.warehouse.or_else(|| section.warehouse.clone()),
+            "warehouse",
+        )?;
+        let catalog = self.catalog.or_else(|| section.catalog.clone());
+        let shared_catalog = catalog.is_some();
+        let catalog = location(catalog, "catalog")?;
         let jobs = self
             .jobs
             .or_else(|| section.jobs.clone())
@@ -170,6 +192,8 @@ impl ServeArgs {
             listen,
             data_dir,
             warehouse,
+            catalog,
+            shared_catalog,
             jobs,
             cluster,
             timings: file.timings()?,

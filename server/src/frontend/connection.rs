@@ -352,6 +352,8 @@ impl SimpleQueryHandler for SessionHandler {
     {
         let tracker = self.begin(client, query);
         let watch = self.watch();
+        // Tables other frontends created or changed since the last statement.
+        sluice_engine::catalog::refresh(&self.context).await;
         let rewritten = rewrite(query);
         let planned = rewritten.as_deref().unwrap_or(query);
         let responses = guarded(&tracker, async {

@@ -128,6 +128,8 @@ impl QueryParser for SluiceParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        // Planned over the catalog as other frontends left it.
+        sluice_engine::catalog::refresh(&self.context).await;
         // The Postgres dialect reads some `CREATE EXTERNAL TABLE` statements
         // as Hive's, which DataFusion's planner then refuses: DataFusion's
         // parser goes first for those.

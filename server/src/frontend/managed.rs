@@ -170,7 +170,8 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                     table_schema,
                     segments,
                     create.or_replace,
-                )?;
+                )
+                .await?;
                 Ok(Response::Execution(tag))
             };
             created
