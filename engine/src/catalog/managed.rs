@@ -276,7 +276,14 @@ async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
         };
     }
     let objects = list_under(store, url.prefix()).await?;
-    delete(store, &objects.into_iter().map(|meta| meta.location).collect::<Vec<_>>()).await
+    delete(
+        store,
+        &objects
+            .into_iter()
+            .map(|meta| meta.location)
+            .collect::<Vec<_>>(),
+    )
+    .await
 }
 
 /// The objects under `prefix`.

@@ -23,9 +23,7 @@ use std::sync::{Arc, Weak};
 
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use base64::Engine as _;
-use datafusion::catalog::{
-    CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider,
-};
+use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::{provider_as_source, ViewTable};
 use datafusion::error::{DataFusionError, Result};
@@ -168,8 +166,7 @@ impl CatalogProvider for PersistentCatalog {
         }
         let dropped = wait(self.replica.update(|contents| {
             contents.schemas.retain(|s| s != name);
-            let dropped =
-                managed_locations(contents.relations.iter().filter(|r| r.schema == name));
+            let dropped = managed_locations(contents.relations.iter().filter(|r| r.schema == name));
             contents.relations.retain(|r| r.schema != name);
             Ok(dropped)
         }))?;
@@ -260,8 +257,9 @@ impl SchemaProvider for PersistentSchema {
             let table = self.inner.table(name).await?;
             let dropped = replica
                 .update(|contents| {
-                    let dropped =
-                        managed_locations(contents.relations.iter().filter(|r| self.holds(r, name)));
+                    let dropped = managed_locations(
+                        contents.relations.iter().filter(|r| self.holds(r, name)),
+                    );
                     contents.relations.retain(|r| !self.holds(r, name));
                     Ok(dropped)
                 })
@@ -379,7 +377,8 @@ pub async fn create_managed_table(
         },
     };
     let exists = || DataFusionError::Plan(format!("table {name} already exists"));
-    let recorded = |contents: &CatalogContents| contents.relations.iter().any(|r| schema.holds(r, name));
+    let recorded =
+        |contents: &CatalogContents| contents.relations.iter().any(|r| schema.holds(r, name));
     if schema.inner.table_exist(name) && !replace && !recorded(&replica.contents()) {
         // An in-memory table of that name.
         return Err(exists());
@@ -485,8 +484,13 @@ pub async fn rename_table(schema: &Arc<dyn SchemaProvider>, from: &str, to: &str
             if contents.relations.iter().any(|r| schema.holds(r, to)) {
                 return Err(taken());
             }
-            let relation = contents.relations.iter_mut().find(|r| schema.holds(r, from));
-            Ok(relation.map(|relation| relation.name = to.to_string()).is_some())
+            let relation = contents
+                .relations
+                .iter_mut()
+                .find(|r| schema.holds(r, from));
+            Ok(relation
+                .map(|relation| relation.name = to.to_string())
+                .is_some())
         })
         .await?;
     if !recorded {

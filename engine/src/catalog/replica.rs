@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
-use base64::Engine as _;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
+use base64::Engine as _;
 use datafusion::catalog::{CatalogProvider, MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::{source_as_provider, ViewTable};
 use datafusion::error::{DataFusionError, Result};
@@ -24,7 +24,9 @@ use datafusion_proto::bytes::logical_plan_from_bytes_with_extension_codec;
 use parking_lot::RwLock;
 
 use super::managed::{self, Warehouse};
-use super::store::{read_legacy_file, CatalogContents, CatalogStore, Definition, Relation, Snapshot};
+use super::store::{
+    read_legacy_file, CatalogContents, CatalogStore, Definition, Relation, Snapshot,
+};
 use super::PersistentSchema;
 use crate::error::EngineError;
 
@@ -90,7 +92,11 @@ impl Replica {
 
     /// The contents of the snapshot this frontend knows.
     pub(super) fn contents(&self) -> CatalogContents {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).contents.clone()
+        self.known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contents
+            .clone()
     }
 
     fn known(&self) -> Snapshot {
@@ -149,7 +155,10 @@ impl Replica {
             managed::sweep(warehouse, &tables, min_age)
                 .await
                 .map_err(|e| {
-                    EngineError::datafusion(format!("sweeping the warehouse {}", warehouse.url()), e)
+                    EngineError::datafusion(
+                        format!("sweeping the warehouse {}", warehouse.url()),
+                        e,
+                    )
                 })?;
         }
         self.set_known(latest);
@@ -202,6 +211,11 @@ impl Replica {
                 });
                 return Ok(value);
             }
+            tracing::debug!(
+                "catalog snapshot {} was committed by another frontend first; applying the \
+                 change again over it",
+                known.number + 1
+            );
             let newer = self
                 .store
                 .newer_than(known.number)
@@ -237,7 +251,10 @@ impl Replica {
         for relation in &from.relations {
             if !after.contains(&key(relation)) {
                 let schema = self.user_schema(&relation.schema);
-                if let Some(schema) = schema.as_ref().and_then(|s| s.downcast_ref::<PersistentSchema>()) {
+                if let Some(schema) = schema
+                    .as_ref()
+                    .and_then(|s| s.downcast_ref::<PersistentSchema>())
+                {
                     let _ = schema.inner.deregister_table(&relation.name);
                 }
             }

@@ -143,7 +143,10 @@ impl CatalogStore {
     }
 
     fn path(&self, number: u64) -> ObjectPath {
-        self.root.prefix().clone().join(format!("{number:020}.json"))
+        self.root
+            .prefix()
+            .clone()
+            .join(format!("{number:020}.json"))
     }
 
     /// The newest snapshot, or an empty one numbered 0 when none was committed.
@@ -339,20 +342,30 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(dir.path());
         for n in 0..KEPT_SNAPSHOTS + 5 {
-            assert!(store.commit(n, &with_schema(&format!("s{n}"))).await.unwrap());
+            assert!(store
+                .commit(n, &with_schema(&format!("s{n}")))
+                .await
+                .unwrap());
         }
         let count = || std::fs::read_dir(dir.path()).unwrap().count() as u64;
         assert_eq!(count(), KEPT_SNAPSHOTS);
         let latest = store.latest().await.unwrap();
         assert_eq!(latest.number, KEPT_SNAPSHOTS + 5);
-        assert_eq!(latest.contents, with_schema(&format!("s{}", KEPT_SNAPSHOTS + 4)));
+        assert_eq!(
+            latest.contents,
+            with_schema(&format!("s{}", KEPT_SNAPSHOTS + 4))
+        );
     }
 
     #[tokio::test]
     async fn a_foreign_snapshot_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(format!("{:020}.json", 1));
-        std::fs::write(&path, "{\"version\": 99, \"schemas\": [], \"relations\": []}").unwrap();
+        std::fs::write(
+            &path,
+            "{\"version\": 99, \"schemas\": [], \"relations\": []}",
+        )
+        .unwrap();
         let err = store(dir.path()).latest().await.unwrap_err().to_string();
         assert!(err.contains("version 99"), "{err}");
         std::fs::write(&path, "not json").unwrap();
