@@ -3,6 +3,7 @@
 //! decides what runs on the cluster and what stays in the frontend, and the
 //! `sluice` system schema.
 
+pub mod atomic_copy;
 pub mod catalog;
 pub mod compact;
 pub mod error;

@@ -24,6 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
+use crate::atomic_copy::{stage_copy, AtomicCopyExec, CopyJournal};
 use crate::recovery::{JobControl, RecoveringJobExec};
 
 /// Where a logical plan runs.
@@ -82,6 +83,11 @@ pub struct SluiceQueryPlanner {
     cluster: BallistaQueryPlanner<LogicalPlanNode>,
     local: DefaultPhysicalPlanner,
     jobs: Option<Arc<dyn JobControl>>,
+    /// The warehouse's URL (ending in `/`): `COPY`s under it are managed
+    /// writes, committed through the catalog rather than staged.
+    warehouse: Option<String>,
+    /// Where staged `COPY`s are recorded until they finish.
+    copies: Option<Arc<CopyJournal>>,
 }
 
 impl SluiceQueryPlanner {
@@ -103,21 +109,25 @@ impl SluiceQueryPlanner {
             local: DefaultPhysicalPlanner::default(),
             scheduler_url,
             config,
+            warehouse: None,
+            copies: None,
         }
     }
-}
 
-impl std::fmt::Debug for SluiceQueryPlanner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SluiceQueryPlanner")
-            .field("cluster", &self.cluster)
-            .finish_non_exhaustive()
+    /// Stages directory `COPY`s outside `warehouse` (see
+    /// [`crate::atomic_copy`]), recording them in `journal`.
+    pub fn with_atomic_copies(
+        mut self,
+        warehouse: Option<String>,
+        journal: Option<Arc<CopyJournal>>,
+    ) -> Self {
+        self.warehouse = warehouse;
+        self.copies = journal;
+        self
     }
-}
 
-#[async_trait::async_trait]
-impl QueryPlanner for SluiceQueryPlanner {
-    async fn create_physical_plan(
+    /// The physical plan of `logical_plan`, in the frontend or as a job.
+    async fn plan(
         &self,
         logical_plan: &LogicalPlan,
         session_state: &dyn Session,
@@ -144,5 +154,32 @@ impl QueryPlanner for SluiceQueryPlanner {
                 ))),
             },
         }
+    }
+}
+
+impl std::fmt::Debug for SluiceQueryPlanner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SluiceQueryPlanner")
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl QueryPlanner for SluiceQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session_state: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some((staged, copy)) = stage_copy(logical_plan, self.warehouse.as_deref())? {
+            let input = self.plan(&staged, session_state).await?;
+            return Ok(Arc::new(AtomicCopyExec::new(
+                input,
+                copy,
+                self.copies.clone(),
+            )));
+        }
+        self.plan(logical_plan, session_state).await
     }
 }

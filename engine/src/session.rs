@@ -12,6 +12,7 @@ use ballista_core::extension::{SessionConfigExt, SessionStateExt};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
+use crate::atomic_copy::CopyJournal;
 use crate::catalog::{CatalogOptions, PersistentCatalog};
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
@@ -20,6 +21,8 @@ use crate::planner::SluiceQueryPlanner;
 use crate::recovery::JobControl;
 use crate::roles::base_config;
 use crate::storage::{runtime_env, StorageOptions};
+use datafusion::datasource::listing::ListingTableUrl;
+use std::path::PathBuf;
 
 /// The catalog (Postgres database) every table lives in.
 pub const DEFAULT_CATALOG: &str = "sluice";
@@ -45,6 +48,24 @@ pub struct SessionOptions {
     /// written (see [`crate::catalog`]); `None` keeps the catalog in memory
     /// only, and `CREATE TABLE` makes in-memory tables.
     pub catalog: Option<CatalogOptions>,
+    /// The directory where `COPY`s into directories are recorded while they
+    /// run, so that the next start can finish or undo them (see
+    /// [`crate::atomic_copy`]); `None` stages them without a record.
+    pub copy_journal: Option<PathBuf>,
+}
+
+/// The warehouse's URL as staged `COPY`s compare it (ending in `/`).
+fn warehouse_url(options: &SessionOptions) -> Result<Option<String>> {
+    let Some(warehouse) = options
+        .catalog
+        .as_ref()
+        .and_then(|c| c.warehouse.as_deref())
+    else {
+        return Ok(None);
+    };
+    let url = ListingTableUrl::parse(format!("{}/", warehouse.trim_end_matches('/')))
+        .map_err(|e| EngineError::datafusion("parsing the warehouse URL", e))?;
+    Ok(Some(url.as_str().to_string()))
 }
 
 /// Builds the per-connection sessions of one frontend from a shared template.
@@ -52,12 +73,17 @@ pub struct SessionOptions {
 pub struct SessionFactory {
     template: SessionContext,
     catalog: Option<Arc<PersistentCatalog>>,
+    copies: Option<Arc<CopyJournal>>,
 }
 
 impl SessionFactory {
     /// Creates the template session: DataFusion's default features, Ballista's
     /// configuration and functions, and the Sluice query planner.
     pub fn new(options: &SessionOptions) -> Result<Self> {
+        let copies = options
+            .copy_journal
+            .as_deref()
+            .map(|dir| Arc::new(CopyJournal::new(dir)));
         let mut config = base_config()
             .with_target_partitions(options.target_partitions.max(1))
             // DataFusion's own information_schema would show secrets in
@@ -90,7 +116,8 @@ impl SessionFactory {
             options.scheduler_url.clone(),
             config.ballista_config(),
             options.job_control.clone(),
-        );
+        )
+        .with_atomic_copies(warehouse_url(options)?, copies.clone());
         *config
             .options_mut()
             .extensions
@@ -127,12 +154,20 @@ impl SessionFactory {
             .expect("the default catalog is created with the session")
             .register_schema(INFORMATION_SCHEMA, Arc::new(information_schema))
             .map_err(|e| EngineError::datafusion("registering information_schema", e))?;
-        Ok(Self { template, catalog })
+        Ok(Self {
+            template,
+            catalog,
+            copies,
+        })
     }
 
-    /// Recreates the recorded schemas, tables and views. Call it once the
-    /// template has every function and system schema a view may use.
+    /// Finishes or undoes the `COPY`s a stopped server left, then recreates
+    /// the recorded schemas, tables and views. Call it once the template has
+    /// every function and system schema a view may use.
     pub async fn restore_catalog(&self) -> Result<()> {
+        if let Some(copies) = &self.copies {
+            copies.recover(&self.template.runtime_env()).await?;
+        }
         match &self.catalog {
             Some(catalog) => catalog.restore(&self.template).await,
             None => Ok(()),

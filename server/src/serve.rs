@@ -27,6 +27,8 @@ use crate::system_tables::{ExecutorsTable, QueriesTable};
 /// The single-file catalog of earlier versions in the data directory,
 /// imported into the catalog when that is empty.
 const LEGACY_CATALOG_FILE: &str = "catalog.json";
+/// Where `COPY`s into directories are recorded while they run.
+const COPY_JOURNAL_DIR: &str = "copies";
 /// The scheduled jobs' run history in the data directory.
 const JOB_RUNS_FILE: &str = "job_runs.jsonl";
 
@@ -211,6 +213,7 @@ fn build_frontend(
             warehouse: Some(config.warehouse.clone()),
             shared: config.shared_catalog,
         }),
+        copy_journal: Some(config.data_dir.join(COPY_JOURNAL_DIR)),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

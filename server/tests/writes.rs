@@ -46,21 +46,64 @@ fn table_dir(port: u16, name: &str) -> PathBuf {
     )
 }
 
+/// Kills `server` (`kill -9`) once the write `writer` runs has put files of
+/// its own under `dir` (which held `committed` files), checking meanwhile
+/// that `query` still answers `expected`.
+fn kill_once_writing(
+    server: SluiceServer,
+    mut writer: std::process::Child,
+    dir: &Path,
+    committed: usize,
+    query: &str,
+    expected: &str,
+) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert_eq!(psql(server.port(), &[query]), expected);
+        if files_under(dir).len() > committed {
+            break;
+        }
+        assert!(
+            writer.try_wait().unwrap().is_none(),
+            "the write finished before it could be interrupted"
+        );
+        assert!(Instant::now() < deadline, "the write made no files");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(server); // kill -9
+    let _ = writer.wait();
+}
+
+/// 20 million rows of hashes (which Parquet cannot compress away, so files
+/// appear while the write runs) from table `ids`: a write of them takes many
+/// seconds.
+const LARGE_ROWS: &str = "SELECT a.id, md5(CAST(a.id * 1000 + b.id AS VARCHAR)) AS tag \
+     FROM ids a CROSS JOIN ids b WHERE b.id <= 100";
+
+/// Statements creating table `ids` (1..=200000) over Parquet in `files`.
+fn ids_table(files: &Path) -> [String; 2] {
+    let f = files.display();
+    [
+        format!(
+            "COPY (SELECT i AS id FROM generate_series(1, 200000) AS t(i)) \
+             TO '{f}/ids/part-0.parquet' (FORMAT parquet)"
+        ),
+        format!("CREATE EXTERNAL TABLE ids STORED AS PARQUET LOCATION '{f}/ids/'"),
+    ]
+}
+
 #[test]
 fn killed_insert_leaves_old_rows_and_no_stray_files() {
     let data_dir = tempfile::tempdir().unwrap();
     let files = tempfile::tempdir().unwrap();
-    let f = files.path().display();
     let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("starts");
     let port = server.port();
+    let [copy_ids, create_ids] = ids_table(files.path());
     psql(
         port,
         &[
-            &format!(
-                "COPY (SELECT i AS id FROM generate_series(1, 200000) AS t(i)) \
-                 TO '{f}/ids/part-0.parquet' (FORMAT parquet)"
-            ),
-            &format!("CREATE EXTERNAL TABLE ids STORED AS PARQUET LOCATION '{f}/ids/'"),
+            &copy_ids,
+            &create_ids,
             "CREATE TABLE target AS SELECT id, md5(CAST(id AS VARCHAR)) AS tag \
              FROM ids WHERE id <= 1000",
         ],
@@ -69,36 +112,20 @@ fn killed_insert_leaves_old_rows_and_no_stray_files() {
     let committed = files_under(&dir);
     assert!(!committed.is_empty());
 
-    // 20 million rows of hashes (which Parquet cannot compress away, so
-    // files appear while the write runs): the write takes many seconds.
-    let mut writer = psql_command(
-        port,
-        &[
-            "INSERT INTO target SELECT a.id, md5(CAST(a.id * 1000 + b.id AS VARCHAR)) \
-           FROM ids a CROSS JOIN ids b WHERE b.id <= 100",
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    // Readers see the old rows until the write commits; kill the server
-    // once the write has files of its own on disk.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        assert_eq!(psql(port, &["SELECT count(*) FROM target"]), "1000\n");
-        if files_under(&dir).len() > committed.len() {
-            break;
-        }
-        assert!(
-            writer.try_wait().unwrap().is_none(),
-            "the insert finished before it could be interrupted"
-        );
-        assert!(Instant::now() < deadline, "the insert wrote no files");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    drop(server); // kill -9
-    let _ = writer.wait();
+    let writer = psql_command(port, &[&format!("INSERT INTO target {LARGE_ROWS}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Readers see the old rows until the write commits.
+    kill_once_writing(
+        server,
+        writer,
+        &dir,
+        committed.len(),
+        "SELECT count(*) FROM target",
+        "1000\n",
+    );
 
     let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
     assert_eq!(
@@ -129,6 +156,93 @@ fn killed_insert_leaves_old_rows_and_no_stray_files() {
     assert_eq!(
         psql(server.port(), &["SELECT count(*) FROM target"]),
         "1010\n"
+    );
+    server.stop().expect("stops");
+}
+
+#[test]
+fn killed_copy_leaves_its_directory_unchanged() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let out = files.path().join("out");
+    let o = out.display();
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("starts");
+    let port = server.port();
+    let [copy_ids, create_ids] = ids_table(files.path());
+    psql(
+        port,
+        &[
+            &copy_ids,
+            &create_ids,
+            &format!("COPY (SELECT id, 'first' AS tag FROM ids WHERE id <= 1000) TO '{o}/' (FORMAT parquet)"),
+            &format!("CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION '{o}/'"),
+        ],
+    );
+    let committed = files_under(&out);
+    assert_eq!(committed.len(), 1, "{committed:?}");
+
+    let writer = psql_command(
+        port,
+        &[&format!("COPY ({LARGE_ROWS}) TO '{o}/' (FORMAT parquet)")],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    // Readers of the directory see its old files while the COPY writes.
+    kill_once_writing(
+        server,
+        writer,
+        &out,
+        committed.len(),
+        "SELECT count(*) FROM out",
+        "1000\n",
+    );
+
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
+    assert_eq!(
+        files_under(&out),
+        committed,
+        "the killed COPY's files remain"
+    );
+    assert_eq!(
+        files_under(&data_dir.path().join("copies")),
+        Vec::<String>::new()
+    );
+    assert_eq!(psql(server.port(), &["SELECT count(*) FROM out"]), "1000\n");
+
+    // A COPY that fails leaves the directory as it was; one that succeeds
+    // adds its files, partitioned ones included.
+    let failed = psql_command(
+        server.port(),
+        &[&format!("COPY (SELECT id, CAST(1 / (id - 150000) AS VARCHAR) AS tag FROM ids) TO '{o}/' (FORMAT parquet)")],
+    )
+    .output()
+    .unwrap();
+    assert!(!failed.status.success());
+    assert_eq!(files_under(&out), committed);
+    psql(
+        server.port(),
+        &[
+            &format!("COPY (SELECT id, 'second' AS tag FROM ids WHERE id <= 10) TO '{o}/' (FORMAT parquet)"),
+            &format!("COPY (SELECT id, tag FROM out) TO '{o}/by_tag/' (FORMAT parquet, PARTITION_BY (tag))"),
+        ],
+    );
+    assert_eq!(
+        psql(
+            server.port(),
+            &["SELECT tag, count(*) FROM out GROUP BY tag ORDER BY tag"]
+        ),
+        "first|1000\nsecond|10\n"
+    );
+    let written = files_under(&out);
+    assert!(
+        written.iter().all(|f| !f.contains("_sluice-copy-")),
+        "{written:?}"
+    );
+    assert!(
+        written.iter().any(|f| f.starts_with("by_tag/tag=second/")),
+        "{written:?}"
     );
     server.stop().expect("stops");
 }

@@ -267,7 +267,7 @@ fn modified_after(path: &std::path::Path, cutoff: SystemTime) -> bool {
 }
 
 /// Removes the files under `url` (a directory URL).
-async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
+pub(crate) async fn remove_prefix(store: &Arc<dyn ObjectStore>, url: &str) -> Result<()> {
     let url = ListingTableUrl::parse(url)?;
     if let Some(dir) = local_dir(&url) {
         return match tokio::fs::remove_dir_all(&dir).await {

@@ -266,12 +266,19 @@ impl Replica {
             if same && !(is_view && changed) {
                 continue;
             }
-            if let Err(e) = self.register(relation).await {
-                tracing::warn!(
+            match self.register(relation).await {
+                Ok(()) => {}
+                // A view whose table was dropped keeps its last plan.
+                Err(e) if same => tracing::debug!(
+                    "cannot plan view {}.{} again: {e}",
+                    relation.schema,
+                    relation.name
+                ),
+                Err(e) => tracing::warn!(
                     "cannot restore {}.{} from the catalog, skipped: {e}",
                     relation.schema,
                     relation.name
-                );
+                ),
             }
         }
         for name in &from.schemas {

@@ -1,0 +1,470 @@
+//! `COPY … TO 'directory/'` that leaves the directory unchanged unless it
+//! succeeds.
+//!
+//! DataFusion writes a directory `COPY` file by file straight into its
+//! target, so a reader (an external table over the directory) sees files
+//! appear one at a time and a failed or killed `COPY` leaves some behind.
+//! Here the files are written to a staging directory inside the target,
+//! `<target>/_sluice-copy-<id>/`, which readers do not list (DataFusion
+//! ignores subdirectories that are not `key=value` partitions), and moved
+//! into the target once every file is written. A failed or cancelled `COPY`
+//! removes its staging directory.
+//!
+//! The [`CopyJournal`] (a file per `COPY` in the data directory) makes this
+//! hold across a crash: at the next start a `COPY` that was still writing has
+//! its staging directory removed, and one that was moving its files has the
+//! move finished. Moving is one rename per file (a server-side copy on
+//! object stores): readers can see part of the new files only while it runs.
+//!
+//! Single-file targets need none of this (object stores make a file visible
+//! when it is complete), nor do writes under the warehouse, which managed
+//! tables commit through the catalog.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::dml::CopyTo;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
+};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::managed::{remove_prefix, unique_id};
+
+/// The staging directories' name prefix.
+const STAGING_PREFIX: &str = "_sluice-copy-";
+
+/// Where a directory `COPY` writes and where it publishes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CopyTarget {
+    /// The directory the user named, ending in `/`.
+    target: String,
+    /// The staging directory inside it, ending in `/`.
+    staging: String,
+}
+
+/// The `COPY` plan to run in place of `plan` and the target it stages, when
+/// `plan` is a `COPY` into a directory outside `warehouse`.
+pub fn stage_copy(
+    plan: &LogicalPlan,
+    warehouse: Option<&str>,
+) -> Result<Option<(LogicalPlan, CopyTargetHandle)>> {
+    let LogicalPlan::Copy(copy) = plan else {
+        return Ok(None);
+    };
+    let url = ListingTableUrl::parse(&copy.output_url)?;
+    let single_file = match copy.options.get("single_file_output").map(|v| v.trim()) {
+        Some("true") => true,
+        Some(_) => false,
+        None => !url.is_collection() && url.file_extension().is_some(),
+    };
+    if single_file && copy.partition_by.is_empty() {
+        return Ok(None);
+    }
+    let target = format!("{}/", url.as_str().trim_end_matches('/'));
+    if warehouse.is_some_and(|warehouse| target.starts_with(warehouse)) {
+        return Ok(None);
+    }
+    let staging = format!("{target}{STAGING_PREFIX}{}/", unique_id());
+    let staged = LogicalPlan::Copy(CopyTo {
+        output_url: staging.clone(),
+        ..copy.clone()
+    });
+    Ok(Some((
+        staged,
+        CopyTargetHandle(CopyTarget { target, staging }),
+    )))
+}
+
+/// A staged `COPY`'s directories (see [`stage_copy`]).
+#[derive(Debug, Clone)]
+pub struct CopyTargetHandle(CopyTarget);
+
+/// Records the directory `COPY`s in progress, one small file each, so that
+/// the next start can finish or undo them.
+#[derive(Debug)]
+pub struct CopyJournal {
+    dir: PathBuf,
+}
+
+/// A journal entry.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    #[serde(flatten)]
+    copy: CopyTarget,
+    /// Every file is written and they are being moved into the target.
+    publishing: bool,
+}
+
+impl CopyJournal {
+    /// The journal in directory `dir` (created when first written).
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn entry_path(&self, copy: &CopyTarget) -> PathBuf {
+        let id = copy
+            .staging
+            .trim_end_matches('/')
+            .rsplit(STAGING_PREFIX)
+            .next()
+            .unwrap_or_default();
+        self.dir.join(format!("{id}.json"))
+    }
+
+    /// Writes the entry of `copy` (replacing an earlier one) and flushes it.
+    fn record(&self, copy: &CopyTarget, publishing: bool) -> Result<()> {
+        use std::io::Write;
+        let entry = Entry {
+            copy: copy.clone(),
+            publishing,
+        };
+        let path = self.entry_path(copy);
+        let staging = path.with_extension("tmp");
+        let written = std::fs::create_dir_all(&self.dir)
+            .and_then(|()| std::fs::File::create(&staging))
+            .and_then(|mut file| {
+                file.write_all(&serde_json::to_vec(&entry).map_err(std::io::Error::other)?)?;
+                file.sync_all()
+            })
+            .and_then(|()| std::fs::rename(&staging, &path));
+        written.map_err(|e| {
+            DataFusionError::Execution(format!("recording the COPY in {}: {e}", path.display()))
+        })
+    }
+
+    fn forget(&self, copy: &CopyTarget) {
+        let _ = std::fs::remove_file(self.entry_path(copy));
+    }
+
+    /// Finishes or undoes the `COPY`s a stopped server left: one that was
+    /// moving its files into the target finishes the move, one that was
+    /// still writing has its staging directory removed.
+    pub async fn recover(&self, runtime: &RuntimeEnv) -> crate::Result<()> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(crate::EngineError::Catalog(format!(
+                    "reading {}: {e}",
+                    self.dir.display()
+                )))
+            }
+        };
+        for path in entries.flatten().map(|entry| entry.path()) {
+            let entry = std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<Entry>(&bytes).ok());
+            let Some(entry) = entry else {
+                // A journal entry cut short: its COPY had not started writing.
+                let _ = std::fs::remove_file(&path);
+                continue;
+            };
+            let finished = async {
+                let store = runtime.object_store(ListingTableUrl::parse(&entry.copy.target)?)?;
+                if entry.publishing {
+                    publish(&store, &entry.copy).await?;
+                    tracing::info!(
+                        "finished moving an interrupted COPY into {}",
+                        entry.copy.target
+                    );
+                } else {
+                    remove_prefix(&store, &entry.copy.staging).await?;
+                    tracing::info!(
+                        "removed the files of an interrupted COPY to {}",
+                        entry.copy.target
+                    );
+                }
+                Ok::<_, DataFusionError>(())
+            };
+            match finished.await {
+                Ok(()) => self.forget(&entry.copy),
+                Err(e) => tracing::warn!(
+                    "cannot clean up the interrupted COPY to {} (retried at the next start): {e}",
+                    entry.copy.target
+                ),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves every file under the staging directory to the same place under
+/// the target, then removes the staging directory.
+async fn publish(store: &Arc<dyn ObjectStore>, copy: &CopyTarget) -> Result<()> {
+    let staging = ListingTableUrl::parse(&copy.staging)?;
+    let target = ListingTableUrl::parse(&copy.target)?;
+    let files: Vec<ObjectPath> = store
+        .list(Some(staging.prefix()))
+        .map_ok(|meta| meta.location)
+        .try_collect()
+        .await?;
+    for file in files {
+        let Some(relative) = file.prefix_match(staging.prefix()) else {
+            continue;
+        };
+        let to = relative.fold(target.prefix().clone(), |path, part| path.join(part));
+        store.rename(&file, &to).await?;
+    }
+    remove_prefix(store, &copy.staging).await
+}
+
+/// Runs a staged `COPY` (its plan writes to the staging directory) and
+/// publishes its files when it has written them all.
+pub struct AtomicCopyExec {
+    input: Arc<dyn ExecutionPlan>,
+    copy: CopyTarget,
+    journal: Option<Arc<CopyJournal>>,
+}
+
+impl AtomicCopyExec {
+    /// Wraps `input`, the physical plan of the staged `COPY`.
+    pub fn new(
+        input: Arc<dyn ExecutionPlan>,
+        copy: CopyTargetHandle,
+        journal: Option<Arc<CopyJournal>>,
+    ) -> Self {
+        Self {
+            input,
+            copy: copy.0,
+            journal,
+        }
+    }
+}
+
+impl fmt::Debug for AtomicCopyExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AtomicCopyExec")
+            .field("target", &self.copy.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DisplayAs for AtomicCopyExec {
+    fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "AtomicCopyExec: target={}", self.copy.target)
+    }
+}
+
+impl ExecutionPlan for AtomicCopyExec {
+    fn name(&self) -> &str {
+        "AtomicCopyExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        self.input.properties()
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("AtomicCopyExec has one child".into()))?;
+        Ok(Arc::new(Self {
+            input,
+            copy: self.copy.clone(),
+            journal: self.journal.clone(),
+        }))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        if partition != 0
+            || self
+                .input
+                .properties()
+                .output_partitioning()
+                .partition_count()
+                != 1
+        {
+            return Err(DataFusionError::Internal(format!(
+                "a COPY reports its row count in one partition, not partition {partition}"
+            )));
+        }
+        let store = context
+            .runtime_env()
+            .object_store(ListingTableUrl::parse(&self.copy.target)?)?;
+        if let Some(journal) = &self.journal {
+            journal.record(&self.copy, false)?;
+        }
+        let mut running = Running {
+            store,
+            copy: self.copy.clone(),
+            journal: self.journal.clone(),
+            done: false,
+        };
+        let input = self.input.execute(0, context)?;
+        let schema = input.schema();
+        let results = futures::stream::once(async move {
+            let written = input.try_collect::<Vec<_>>().await;
+            running.finish(written).await
+        })
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, results)))
+    }
+}
+
+/// A staged `COPY` being written: undone when it fails or is dropped
+/// unfinished (cancelled).
+struct Running {
+    store: Arc<dyn ObjectStore>,
+    copy: CopyTarget,
+    journal: Option<Arc<CopyJournal>>,
+    done: bool,
+}
+
+impl Running {
+    /// Publishes the files of a `COPY` that wrote them all, or removes
+    /// them. A move that fails half-way stays in the journal: the next start
+    /// finishes it.
+    async fn finish<T>(&mut self, written: Result<T>) -> Result<T> {
+        self.done = true;
+        match written {
+            Ok(value) => {
+                if let Some(journal) = &self.journal {
+                    journal.record(&self.copy, true)?;
+                }
+                publish(&self.store, &self.copy).await.map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "moving the written files into {} failed (the move is finished at the \
+                         next start): {e}",
+                        self.copy.target
+                    ))
+                })?;
+                self.forget();
+                Ok(value)
+            }
+            Err(e) => {
+                match remove_prefix(&self.store, &self.copy.staging).await {
+                    Ok(()) => self.forget(),
+                    Err(cleanup) => {
+                        tracing::warn!("cannot remove {}: {cleanup}", self.copy.staging)
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn forget(&self) {
+        if let Some(journal) = &self.journal {
+            journal.forget(&self.copy);
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, copy, journal) = (
+            Arc::clone(&self.store),
+            self.copy.clone(),
+            self.journal.clone(),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                match remove_prefix(&store, &copy.staging).await {
+                    Ok(()) => {
+                        if let Some(journal) = journal {
+                            journal.forget(&copy);
+                        }
+                    }
+                    Err(e) => tracing::warn!("cannot remove {}: {e}", copy.staging),
+                }
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    async fn staged(sql: &str, warehouse: Option<&str>) -> Option<CopyTarget> {
+        let plan = SessionContext::new()
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .unwrap();
+        let (plan, copy) = stage_copy(&plan, warehouse).unwrap()?;
+        let LogicalPlan::Copy(staged) = plan else {
+            panic!("a COPY stays a COPY");
+        };
+        assert_eq!(staged.output_url, copy.0.staging);
+        Some(copy.0)
+    }
+
+    #[tokio::test]
+    async fn directory_copies_outside_the_warehouse_are_staged() {
+        let copy = staged(
+            "COPY (SELECT 1 AS a) TO '/out/dir/' STORED AS parquet",
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(copy.target, "file:///out/dir/");
+        assert!(copy.staging.starts_with("file:///out/dir/_sluice-copy-"));
+        assert!(
+            staged("COPY (SELECT 1 AS a) TO '/out/dir' STORED AS csv", None)
+                .await
+                .is_some()
+        );
+        assert!(staged(
+            "COPY (SELECT 1 AS a) TO '/out/x.parquet' STORED AS parquet PARTITIONED BY (a)",
+            None
+        )
+        .await
+        .is_some());
+        // A single file appears whole; the warehouse commits through the catalog.
+        assert_eq!(
+            staged(
+                "COPY (SELECT 1 AS a) TO '/out/x.parquet' STORED AS parquet",
+                None
+            )
+            .await,
+            None
+        );
+        assert_eq!(
+            staged(
+                "COPY (SELECT 1 AS a) TO '/wh/public/t-1/s/' STORED AS parquet",
+                Some("file:///wh/")
+            )
+            .await,
+            None
+        );
+        assert_eq!(staged("SELECT 1", None).await, None);
+    }
+}
