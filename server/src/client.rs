@@ -23,6 +23,10 @@ pub struct ServerAddress {
     /// User name.
     #[arg(long, default_value = "sluice")]
     pub user: String,
+    /// Password; from `$PGPASSWORD` when not set here (never a flag, which
+    /// other users could read in the process list).
+    #[arg(skip)]
+    pub password: Option<String>,
 }
 
 /// Connects to Sluice's database on the server at `server` (plain TCP) and
@@ -34,11 +38,20 @@ pub async fn connect(server: &ServerAddress) -> Result<Client> {
 /// Connects to database `dbname` on the Postgres server at `server` (Sluice,
 /// or PostgreSQL itself for a comparison).
 pub async fn connect_database(server: &ServerAddress, dbname: &str) -> Result<Client> {
-    let config = format!(
-        "host={} port={} user={} dbname={dbname}",
-        server.host, server.port, server.user
-    );
-    let (client, connection) = tokio_postgres::connect(&config, NoTls).await.map_err(|e| {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .user(&server.user)
+        .dbname(dbname);
+    if let Some(password) = server
+        .password
+        .clone()
+        .or_else(|| std::env::var("PGPASSWORD").ok())
+    {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
         ServerError::Config(format!(
             "connecting to {}:{}: {e}",
             server.host, server.port
@@ -88,6 +101,7 @@ impl TargetServer {
                 host: server.address.ip().to_string(),
                 port: server.address.port(),
                 user: address.user.clone(),
+                password: address.password.clone(),
             },
             embedded: Some(server),
             _scratch: Some(scratch),

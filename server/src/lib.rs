@@ -1,6 +1,7 @@
 //! The Sluice server: the Postgres-wire frontend and the commands of the
 //! `sluice` binary.
 
+pub mod auth;
 pub mod bench_stream;
 pub mod catalog_table;
 pub mod client;

@@ -1,6 +1,7 @@
 //! `sluice`: a distributed SQL engine speaking the Postgres wire protocol.
 
 use clap::{Parser, Subcommand};
+use sluice_server::auth::users_file::UserCommand;
 use sluice_server::config::{ExecutorArgs, SchedulerArgs, ServeArgs};
 use sluice_server::script::RunArgs;
 use sluice_server::tpch::{self, BenchCommand, TpchCommand};
@@ -47,6 +48,9 @@ enum Command {
     /// Benchmarks run over the Postgres protocol.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Users who may log in (kept in the config file).
+    #[command(subcommand)]
+    User(UserCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Stream(args)) => {
                 sluice_server::bench_stream::run(args).await
             }
+            Command::User(command) => sluice_server::auth::users_file::run(command),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

@@ -15,14 +15,18 @@ use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG
 use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, RemoteScheduler};
 use tokio::net::TcpListener;
 
+use crate::auth::scram::Verifier;
+use crate::auth::{Role, User};
 use crate::catalog_table::TablesTable;
+use crate::client::ServerAddress;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
-use crate::frontend::{self, Frontend, DATABASE};
+use crate::frontend::{self, Frontend, LoginPolicy, DATABASE};
 use crate::jobs::history::RunHistory;
 use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
+use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 
 /// The single-file catalog of earlier versions in the data directory,
 /// imported into the catalog when that is empty.
@@ -99,12 +103,19 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let address = listener
         .local_addr()
         .map_err(|e| ServerError::io("reading the listener address", e))?;
-    if !address.ip().is_loopback() {
-        tracing::warn!(
-            "listening on {address} without authentication: any client that can reach this \
-             address can run queries as any user"
-        );
+    if !address.ip().is_loopback() && config.users.is_empty() {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {address} with no users configured: anyone who can reach \
+             it could run any statement. Add users (`sluice user add NAME --role admin \
+             --config FILE`, then `sluice serve --config FILE`) or listen on 127.0.0.1"
+        )));
     }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|files| frontend::tls::acceptor(&files.cert, &files.key))
+        .transpose()?;
+    let (policy, job_login) = login_policy(config, address);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
         ServerError::io(
             format!("creating data directory {}", config.data_dir.display()),
@@ -149,7 +160,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         }
     };
     let scheduled = Arc::new(JobsSlot::default());
-    let frontend = build_frontend(&view, jobs, slots, config, &scheduled)?;
+    let frontend = build_frontend(&view, jobs, slots, config, &scheduled, policy, tls)?;
     frontend.sessions.restore_catalog().await?;
     // Loaded before the listener serves: a bad jobs file stops the start.
     let job_list = match &config.jobs {
@@ -163,7 +174,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let mut schedules = Vec::new();
     if let Some(job_list) = job_list {
         let history = RunHistory::open(&config.data_dir.join(JOB_RUNS_FILE))?;
-        let jobs = Arc::new(Jobs::new(job_list, history, address));
+        let jobs = Arc::new(Jobs::new(job_list, history, job_login));
         schedules = jobs.start();
         scheduled.set(jobs);
     }
@@ -200,6 +211,8 @@ fn build_frontend(
     slots: usize,
     config: &ServeConfig,
     scheduled: &Arc<JobsSlot>,
+    policy: LoginPolicy,
+    tls: Option<TlsAcceptor>,
 ) -> Result<Arc<Frontend>> {
     let sessions = SessionFactory::new(&SessionOptions {
         scheduler_url: cluster.scheduler_url().to_string(),
@@ -247,7 +260,41 @@ fn build_frontend(
         .config_mut()
         .set_extension(Arc::clone(scheduled));
     register_system_schema(sessions.template(), tables)?;
-    Ok(Arc::new(Frontend::new(sessions, queries)))
+    Ok(Arc::new(Frontend::new(sessions, queries, policy, tls)))
+}
+
+/// The user scheduled jobs log in as when users are configured: an admin
+/// (the jobs file is the operator's) with a password made at each start and
+/// known only to this process.
+const JOBS_USER: &str = "sluice_jobs";
+
+/// Who may log in to the server at `address`, and the login its scheduled
+/// jobs use.
+fn login_policy(config: &ServeConfig, address: SocketAddr) -> (LoginPolicy, ServerAddress) {
+    let mut users = config.users.clone();
+    let mut job_login = ServerAddress {
+        host: address.ip().to_string(),
+        port: address.port(),
+        user: "sluice".into(),
+        password: None,
+    };
+    if !users.is_empty() {
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        users.insert(
+            JOBS_USER,
+            User {
+                role: Role::Admin,
+                verifier: Verifier::new(&password),
+            },
+        );
+        job_login.user = JOBS_USER.into();
+        job_login.password = Some(password);
+    }
+    let policy = LoginPolicy {
+        users,
+        tls_required: config.tls_required,
+    };
+    (policy, job_login)
 }
 
 /// Listens for SIGINT and SIGTERM from the moment it is created, so a signal

@@ -19,7 +19,7 @@ use sluice_scheduler::ClusterTimings;
 use crate::error::{Result, ServerError};
 
 pub use roles::{ExecutorArgs, ExecutorConfig, SchedulerArgs, SchedulerConfig};
-pub use serve::{ClusterMode, ServeArgs, ServeConfig, DEFAULT_EXECUTORS};
+pub use serve::{ClusterMode, ServeArgs, ServeConfig, TlsFiles, DEFAULT_EXECUTORS};
 
 /// The config file.
 #[derive(Debug, Default, Deserialize)]
@@ -36,6 +36,9 @@ struct FileConfig {
     /// `[storage.s3]`, `[storage.gcs]`, `[storage.azure]`: object_store options.
     #[serde(default)]
     storage: BTreeMap<String, BTreeMap<String, toml::Value>>,
+    /// `[[user]]`: who may log in to `sluice serve`.
+    #[serde(default)]
+    user: Vec<crate::auth::users_file::UserEntry>,
 }
 
 /// `[cluster]`: failure detection and result retention, for every role.

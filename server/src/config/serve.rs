@@ -9,6 +9,7 @@ use sluice_engine::{SluiceOptions, StorageOptions};
 use sluice_scheduler::ClusterTimings;
 
 use super::{absolute, cores, parse_host_port, parse_socket_addr, FileConfig};
+use crate::auth::Users;
 use crate::error::{Result, ServerError};
 
 /// Default Postgres listener address.
@@ -59,6 +60,36 @@ pub struct ServeArgs {
     /// schedule, vars, retries, timeout, allow_overlap); see the README.
     #[arg(long, env = "SLUICE_JOBS", value_name = "FILE")]
     pub jobs: Option<PathBuf>,
+    /// PEM certificate chain for TLS on the Postgres listener (with
+    /// `--tls-key`); a file that cannot be read stops the start.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(
+        long,
+        env = "SLUICE_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Refuse clients that do not use TLS.
+    #[arg(long, env = "SLUICE_TLS_REQUIRED")]
+    pub tls_required: bool,
+    /// Once users are configured, locations that CREATE EXTERNAL TABLE, COPY
+    /// and INSERT may use besides the data dir and the warehouse: a directory
+    /// or object-store URL prefix (repeatable).
+    #[arg(
+        long = "allow-location",
+        env = "SLUICE_ALLOW_LOCATIONS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub allow_locations: Vec<String>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
     /// executors, slots, scheduler, single-stage-max-bytes, warehouse, catalog,
     /// jobs),
@@ -80,6 +111,11 @@ pub(super) struct ServeSection {
     warehouse: Option<String>,
     catalog: Option<String>,
     jobs: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_required: Option<bool>,
+    #[serde(default, alias = "allowed_locations")]
+    allowed_locations: Vec<String>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -125,6 +161,24 @@ pub struct ServeConfig {
     pub shared_catalog: bool,
     /// The scheduled jobs file.
     pub jobs: Option<PathBuf>,
+    /// Who may log in; empty trusts every client (loopback listeners only).
+    pub users: Users,
+    /// TLS on the Postgres listener.
+    pub tls: Option<TlsFiles>,
+    /// Whether clients must use TLS.
+    pub tls_required: bool,
+    /// With users, the locations besides the data dir and the warehouse that
+    /// statements may read and write.
+    pub allowed_locations: Vec<String>,
+}
+
+/// The certificate chain and key of the Postgres listener.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 impl ServeArgs {
@@ -188,7 +242,35 @@ impl ServeArgs {
             .or_else(|| section.jobs.clone())
             .map(absolute)
             .transpose()?;
+        let users = crate::auth::users_file::users(&file.user)?;
+        let tls = match (
+            self.tls_cert.or_else(|| section.tls_cert.clone()),
+            self.tls_key.or_else(|| section.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: absolute(cert)?,
+                key: absolute(key)?,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ServerError::Config(
+                    "TLS needs both a certificate (tls-cert) and its key (tls-key)".into(),
+                ))
+            }
+        };
+        let tls_required = self.tls_required || section.tls_required.unwrap_or(false);
+        if tls_required && tls.is_none() {
+            return Err(ServerError::Config(
+                "tls-required needs a certificate and key (tls-cert, tls-key)".into(),
+            ));
+        }
+        let mut allowed_locations = self.allow_locations;
+        allowed_locations.extend(section.allowed_locations.iter().cloned());
         Ok(ServeConfig {
+            users,
+            tls,
+            tls_required,
+            allowed_locations,
             listen,
             data_dir,
             warehouse,

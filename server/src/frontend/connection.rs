@@ -38,6 +38,7 @@ use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
 
+use super::access::AccessHook;
 use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
@@ -57,6 +58,7 @@ use crate::query_log::QueryTracker;
 /// datafusion-postgres' statement hooks plus Sluice's own.
 fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
     vec![
+        Arc::new(AccessHook),
         Arc::new(CursorStatementHook),
         Arc::new(PgSettingsHook),
         Arc::new(PlanningHook::new(show_engine_setting)),
@@ -103,11 +105,12 @@ impl PgWireServerHandlers for Connection {
     }
 
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
-        Arc::new(Startup {
-            session: self.session.context.clone(),
-            cancels: self.frontend.cancels.clone(),
-            signal: self.session.signal.clone(),
-        })
+        Arc::new(Startup::new(
+            self.session.context.clone(),
+            self.frontend.cancels.clone(),
+            self.session.signal.clone(),
+            self.frontend.policy.clone(),
+        ))
     }
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
@@ -359,7 +362,7 @@ impl SimpleQueryHandler for SessionHandler {
         let responses = guarded(&tracker, async {
             match SimpleQueryHandler::do_query(&self.inner, client, planned).await {
                 Err(error) if is_parse_error(&error) => {
-                    match datafusion_ddl::run(&self.context, query).await {
+                    match datafusion_ddl::run(&self.context, &*client, query).await {
                         Some(result) => result,
                         None => Err(error),
                     }

@@ -24,10 +24,15 @@ use datafusion_postgres::Parser;
 
 use super::hooks::rows_reported;
 use super::rewrite::rewrite;
+use crate::auth::access::{check, needed_role_datafusion};
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
-pub async fn run(context: &SessionContext, query: &str) -> Option<PgWireResult<Vec<Response>>> {
+pub async fn run(
+    context: &SessionContext,
+    client: &(impl ClientInfo + ?Sized),
+    query: &str,
+) -> Option<PgWireResult<Vec<Response>>> {
     let translated = super::copy::partitioned_copy(query);
     let query = translated.as_deref().unwrap_or(query);
     let statements = DFParser::parse_sql_with_dialect(query, &PostgreSqlDialect {}).ok()?;
@@ -37,6 +42,12 @@ pub async fn run(context: &SessionContext, query: &str) -> Option<PgWireResult<V
             .all(|s| matches!(s, Statement::CreateExternalTable(_) | Statement::CopyTo(_)))
     {
         return None;
+    }
+    for statement in &statements {
+        let (needed, what) = needed_role_datafusion(statement);
+        if let Err(e) = check(client, needed, what) {
+            return Some(Err(e));
+        }
     }
     let mut responses = Vec::with_capacity(statements.len());
     for statement in statements {
@@ -83,7 +94,11 @@ impl SluiceParser {
     /// TABLE`. Its sqlparser form (which cannot express every file format) is
     /// a bare `CREATE EXTERNAL TABLE name`: enough for the command tag, while
     /// the plan carries the statement.
-    async fn external_table(&self, sql: &str) -> Option<PgWireResult<PreparedStatement>> {
+    async fn external_table(
+        &self,
+        client: &(impl ClientInfo + ?Sized),
+        sql: &str,
+    ) -> Option<PgWireResult<PreparedStatement>> {
         let mut statements = DFParser::parse_sql_with_dialect(sql, &PostgreSqlDialect {}).ok()?;
         if statements.len() != 1 {
             return None;
@@ -92,6 +107,10 @@ impl SluiceParser {
         let Statement::CreateExternalTable(create) = &statement else {
             return None;
         };
+        let (needed, what) = needed_role_datafusion(&statement);
+        if let Err(e) = check(client, needed, what) {
+            return Some(Err(e));
+        }
         let placeholder = sqlparser::ast::Statement::CreateTable(
             CreateTableBuilder::new(create.name.clone())
                 .external(true)
@@ -134,7 +153,7 @@ impl QueryParser for SluiceParser {
         // as Hive's, which DataFusion's planner then refuses: DataFusion's
         // parser goes first for those.
         if starts_with_words(sql, &["create", "external", "table"]) {
-            if let Some(prepared) = self.external_table(sql).await {
+            if let Some(prepared) = self.external_table(client, sql).await {
                 return prepared.map(Some);
             }
         }
@@ -142,7 +161,7 @@ impl QueryParser for SluiceParser {
         let sql = rewritten.as_deref().unwrap_or(sql);
         match self.inner.parse_sql(client, sql, types).await {
             Err(PgWireError::ApiError(error)) if error.downcast_ref::<ParserError>().is_some() => {
-                match self.external_table(sql).await {
+                match self.external_table(client, sql).await {
                     Some(prepared) => prepared.map(Some),
                     None => Err(PgWireError::ApiError(error)),
                 }

@@ -1,6 +1,7 @@
 //! The Postgres-wire frontend: accepts connections and runs each with its own
 //! session over the shared catalog.
 
+mod access;
 mod call;
 mod command_tag;
 mod connection;
@@ -15,18 +16,20 @@ mod rewrite;
 mod settings;
 pub mod sqlstate;
 mod startup;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use datafusion_postgres::pgwire::tokio::process_socket;
+use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use sluice_engine::SessionFactory;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use connection::Connection;
 use interrupt::{watch_disconnect, CancelRegistry, ConnectionSignal};
-pub use startup::DATABASE;
+pub use startup::{LoginPolicy, DATABASE};
 
 use crate::query_log::QueryLog;
 
@@ -38,15 +41,27 @@ pub struct Frontend {
     pub queries: Arc<QueryLog>,
     /// Live connections by backend key, for cancel requests.
     pub cancels: Arc<CancelRegistry>,
+    /// Who may log in.
+    pub policy: Arc<LoginPolicy>,
+    /// TLS for clients that ask for it.
+    pub tls: Option<TlsAcceptor>,
 }
 
 impl Frontend {
-    /// A frontend building sessions with `sessions` and recording into `queries`.
-    pub fn new(sessions: SessionFactory, queries: Arc<QueryLog>) -> Self {
+    /// A frontend building sessions with `sessions`, recording into
+    /// `queries`, letting in whom `policy` says.
+    pub fn new(
+        sessions: SessionFactory,
+        queries: Arc<QueryLog>,
+        policy: LoginPolicy,
+        tls: Option<TlsAcceptor>,
+    ) -> Self {
         Self {
             sessions,
             queries,
             cancels: Arc::default(),
+            policy: Arc::new(policy),
+            tls,
         }
     }
 }
@@ -74,8 +89,9 @@ pub async fn serve(
                         }
                     };
                     let handlers = Connection::new(frontend.clone(), signal);
+                    let tls = frontend.tls.clone();
                     connections.spawn(async move {
-                        if let Err(e) = process_socket(socket, None, handlers).await {
+                        if let Err(e) = process_socket(socket, tls, handlers).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }
                         if let Some(watcher) = watcher {

@@ -1,4 +1,5 @@
-//! Connection startup: the database check, the session's PostgreSQL
+//! Connection startup: the database check, TLS and password checks (SCRAM,
+//! with its state in this connection's handler), the session's PostgreSQL
 //! parameters from the startup packet, the `ParameterStatus` values clients
 //! read (`server_version`, …), and the backend key cancel requests carry.
 
@@ -12,16 +13,21 @@ use datafusion_postgres::pgwire::api::auth::{
     finish_authentication, protocol_negotiation, save_startup_parameters_to_metadata,
     ServerParameterProvider, StartupHandler,
 };
+use datafusion_postgres::pgwire::api::PgWireConnectionState;
 use datafusion_postgres::pgwire::api::{
     ClientInfo, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, METADATA_DATABASE,
     METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
-use futures::Sink;
+use futures::{Sink, SinkExt};
 
 use super::interrupt::{CancelRegistry, ConnectionSignal};
 use super::settings::{formatting_key, with_settings};
+use crate::auth::access::ROLE_KEY;
+use crate::auth::scram::{self, Exchange, ScramError, Verifier};
+use crate::auth::{Role, Users};
 use sluice_engine::pg_settings::PARAMETERS;
 
 /// The database name clients must connect to.
@@ -31,9 +37,31 @@ static BACKEND_KEYS: LazyLock<RandomPidSecretKeyGenerator> =
     LazyLock::new(RandomPidSecretKeyGenerator::default);
 
 /// Startup parameters that are connection details, not PostgreSQL settings.
-const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication"];
+const NOT_SETTINGS: &[&str] = &["user", "database", "options", "replication", ROLE_KEY];
 
-/// Lets in any user on the `sluice` database (no users are configured yet).
+/// Who the server lets in.
+#[derive(Debug, Default)]
+pub struct LoginPolicy {
+    /// The users who may log in; none trusts every client.
+    pub users: Users,
+    /// Whether clients must use TLS.
+    pub tls_required: bool,
+}
+
+/// Where one connection's login is.
+#[derive(Debug, Default)]
+enum Login {
+    /// Waiting for the client's first SCRAM message.
+    #[default]
+    Started,
+    /// The server's first message is sent.
+    Challenged(Box<Exchange>),
+    /// Logged in, or failed.
+    Over,
+}
+
+/// One connection's startup handler: lets in the users of the login policy
+/// on the `sluice` database.
 pub struct Startup {
     /// The connection's session, whose parameters the startup packet sets.
     pub session: Arc<SessionContext>,
@@ -41,7 +69,28 @@ pub struct Startup {
     pub cancels: Arc<CancelRegistry>,
     /// This connection's interrupt line.
     pub signal: Arc<ConnectionSignal>,
+    /// Who may log in.
+    pub policy: Arc<LoginPolicy>,
+    /// This connection's SCRAM exchange (one handler per connection, so
+    /// concurrent logins never share it).
+    login: tokio::sync::Mutex<Login>,
 }
+
+/// A `FATAL` error with `code`: the connection ends.
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
+}
+
+/// `invalid_authorization_specification`
+const INVALID_AUTHORIZATION: &str = "28000";
+/// `invalid_password`
+const INVALID_PASSWORD: &str = "28P01";
+/// `protocol_violation`
+const PROTOCOL_VIOLATION: &str = "08P01";
 
 /// The parameters reported at startup, from the session's settings.
 struct ReportedParameters {
@@ -101,11 +150,17 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(ref startup) = message else {
-            return Ok(());
+        let startup = match message {
+            PgWireFrontendMessage::Startup(ref startup) => startup,
+            PgWireFrontendMessage::PasswordMessageFamily(message) => {
+                return self.on_password(client, message).await;
+            }
+            _ => return Ok(()),
         };
         protocol_negotiation(client, startup).await?;
         save_startup_parameters_to_metadata(client, startup);
+        // The role is the server's to say, never the startup packet's.
+        client.metadata_mut().remove(ROLE_KEY);
         let database = client.metadata().get(METADATA_DATABASE).cloned();
         if let Some(other) = database.filter(|name| name != DATABASE) {
             return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -116,6 +171,137 @@ impl StartupHandler for Startup {
                 ),
             ))));
         }
+        if self.policy.tls_required && !client.is_secure() {
+            return Err(fatal(
+                INVALID_AUTHORIZATION,
+                "this server accepts TLS connections only (use sslmode=require)".into(),
+            ));
+        }
+        if self.policy.users.is_empty() {
+            // Every client is trusted, with every right.
+            client
+                .metadata_mut()
+                .insert(ROLE_KEY.to_string(), Role::Admin.name().to_string());
+            return self.admit(client).await;
+        }
+        client.set_state(PgWireConnectionState::AuthenticationInProgress);
+        client
+            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                vec![scram::MECHANISM.to_string()],
+            )))
+            .await?;
+        Ok(())
+    }
+}
+
+impl Startup {
+    /// The startup handler of one new connection.
+    pub fn new(
+        session: Arc<SessionContext>,
+        cancels: Arc<CancelRegistry>,
+        signal: Arc<ConnectionSignal>,
+        policy: Arc<LoginPolicy>,
+    ) -> Self {
+        Self {
+            session,
+            cancels,
+            signal,
+            policy,
+            login: tokio::sync::Mutex::default(),
+        }
+    }
+
+    /// The client's SCRAM messages: the first gets the server's challenge,
+    /// the final one is checked and, when right, lets the client in.
+    async fn on_password<C>(
+        &self,
+        client: &mut C,
+        message: PasswordMessageFamily,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = client
+            .metadata()
+            .get(METADATA_USER)
+            .cloned()
+            .unwrap_or_default();
+        let violation = |what: String| fatal(PROTOCOL_VIOLATION, what);
+        let mut login = self.login.lock().await;
+        match std::mem::replace(&mut *login, Login::Over) {
+            Login::Started => {
+                let initial = message
+                    .into_sasl_initial_response()
+                    .map_err(|e| violation(format!("expected a SASL initial response: {e}")))?;
+                if initial.auth_method != scram::MECHANISM {
+                    return Err(fatal(
+                        INVALID_AUTHORIZATION,
+                        format!(
+                            "authentication method {} is not offered; use {}",
+                            initial.auth_method,
+                            scram::MECHANISM
+                        ),
+                    ));
+                }
+                let verifier = match self.policy.users.get(&user) {
+                    Some(known) => known.verifier.clone(),
+                    None => Verifier::unknown_user(),
+                };
+                let data = initial.data.unwrap_or_default();
+                let (exchange, server_first) =
+                    Exchange::start(verifier, &data).map_err(|e| violation(e.to_string()))?;
+                *login = Login::Challenged(Box::new(exchange));
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::SASLContinue(server_first.into_bytes().into()),
+                    ))
+                    .await?;
+                Ok(())
+            }
+            Login::Challenged(exchange) => {
+                let response = message
+                    .into_sasl_response()
+                    .map_err(|e| violation(format!("expected a SASL response: {e}")))?;
+                let known = self.policy.users.get(&user);
+                let server_final = match (exchange.finish(&response.data), known) {
+                    (Ok(server_final), Some(_)) => server_final,
+                    (Err(ScramError::Malformed(what)), _) => {
+                        return Err(violation(format!("malformed SCRAM message: {what}")))
+                    }
+                    _ => {
+                        tracing::info!("failed login of user {user:?}");
+                        return Err(fatal(
+                            INVALID_PASSWORD,
+                            format!("password authentication failed for user \"{user}\""),
+                        ));
+                    }
+                };
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::SASLFinal(server_final.into_bytes().into()),
+                    ))
+                    .await?;
+                if let Some(known) = known {
+                    client
+                        .metadata_mut()
+                        .insert(ROLE_KEY.to_string(), known.role.name().to_string());
+                }
+                self.admit(client).await
+            }
+            Login::Over => Err(violation("unexpected password message".into())),
+        }
+    }
+
+    /// Lets the client in: its backend key, session settings and the
+    /// parameters it is told.
+    async fn admit<C>(&self, client: &mut C) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
         let (pid, secret) = BACKEND_KEYS.generate(client);
         self.cancels
             .register(pid, secret.to_bytes().to_vec(), &self.signal);

@@ -12,7 +12,6 @@ pub mod spec;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -30,8 +29,9 @@ pub use table::JobRunsTable;
 pub struct Jobs {
     jobs: Vec<Arc<Job>>,
     history: Arc<RunHistory>,
-    /// The server's own Postgres listener, which job scripts connect to.
-    server: SocketAddr,
+    /// The server's own Postgres listener and the login job scripts
+    /// connect with.
+    server: ServerAddress,
     /// Runs in progress per job (for `allow_overlap = false`).
     running: Mutex<HashMap<String, usize>>,
 }
@@ -64,7 +64,7 @@ fn now() -> DateTime<Utc> {
 impl Jobs {
     /// `jobs` running against the server listening at `server`, recording
     /// into `history`.
-    pub fn new(jobs: Vec<Job>, history: RunHistory, server: SocketAddr) -> Self {
+    pub fn new(jobs: Vec<Job>, history: RunHistory, server: ServerAddress) -> Self {
         Self {
             jobs: jobs.into_iter().map(Arc::new).collect(),
             history: Arc::new(history),
@@ -242,12 +242,7 @@ impl Jobs {
             scheduled_for.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
         );
         let statements = prepare(&name, &text, &vars)?;
-        let client = connect(&ServerAddress {
-            host: self.server.ip().to_string(),
-            port: self.server.port(),
-            user: "sluice".into(),
-        })
-        .await?;
+        let client = connect(&self.server).await?;
         let job_name = job.name.clone();
         run_statements(&client, &name, &statements, &move |line| {
             tracing::info!("job {job_name}: {line}")
