@@ -15,6 +15,7 @@ pub mod pg_settings;
 pub mod planner;
 pub mod recovery;
 pub mod roles;
+pub mod sandbox;
 pub mod session;
 pub mod single_stage;
 pub mod storage;

@@ -26,6 +26,7 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 
 use crate::atomic_copy::{stage_copy, AtomicCopyExec, CopyJournal};
 use crate::recovery::{JobControl, RecoveringJobExec};
+use crate::sandbox::LocationSandbox;
 
 /// Where a logical plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +89,8 @@ pub struct SluiceQueryPlanner {
     warehouse: Option<String>,
     /// Where staged `COPY`s are recorded until they finish.
     copies: Option<Arc<CopyJournal>>,
+    /// The locations plans may read and write, when restricted.
+    sandbox: Option<Arc<LocationSandbox>>,
 }
 
 impl SluiceQueryPlanner {
@@ -111,7 +114,14 @@ impl SluiceQueryPlanner {
             config,
             warehouse: None,
             copies: None,
+            sandbox: None,
         }
+    }
+
+    /// Refuses plans that read or write outside `sandbox`.
+    pub fn with_sandbox(mut self, sandbox: Option<Arc<LocationSandbox>>) -> Self {
+        self.sandbox = sandbox;
+        self
     }
 
     /// Stages directory `COPY`s outside `warehouse` (see
@@ -172,6 +182,9 @@ impl QueryPlanner for SluiceQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        if let Some(sandbox) = &self.sandbox {
+            sandbox.check_plan(logical_plan)?;
+        }
         if let Some((staged, copy)) = stage_copy(logical_plan, self.warehouse.as_deref())? {
             let input = self.plan(&staged, session_state).await?;
             return Ok(Arc::new(AtomicCopyExec::new(

@@ -20,6 +20,7 @@ use crate::options::SluiceOptions;
 use crate::planner::SluiceQueryPlanner;
 use crate::recovery::JobControl;
 use crate::roles::base_config;
+use crate::sandbox::{LocationSandbox, SandboxedTableFactory};
 use crate::storage::{runtime_env, StorageOptions};
 use datafusion::datasource::listing::ListingTableUrl;
 use std::path::PathBuf;
@@ -52,6 +53,9 @@ pub struct SessionOptions {
     /// run, so that the next start can finish or undo them (see
     /// [`crate::atomic_copy`]); `None` stages them without a record.
     pub copy_journal: Option<PathBuf>,
+    /// With users configured: the only locations statements may read and
+    /// write (see [`crate::sandbox`]); `None` allows any.
+    pub allowed_locations: Option<Vec<String>>,
 }
 
 /// The warehouse's URL as staged `COPY`s compare it (ending in `/`).
@@ -80,6 +84,12 @@ impl SessionFactory {
     /// Creates the template session: DataFusion's default features, Ballista's
     /// configuration and functions, and the Sluice query planner.
     pub fn new(options: &SessionOptions) -> Result<Self> {
+        let sandbox = options
+            .allowed_locations
+            .as_deref()
+            .map(LocationSandbox::new)
+            .transpose()?
+            .map(Arc::new);
         let copies = options
             .copy_journal
             .as_deref()
@@ -117,7 +127,8 @@ impl SessionFactory {
             config.ballista_config(),
             options.job_control.clone(),
         )
-        .with_atomic_copies(warehouse_url(options)?, copies.clone());
+        .with_atomic_copies(warehouse_url(options)?, copies.clone())
+        .with_sandbox(sandbox.clone());
         *config
             .options_mut()
             .extensions
@@ -138,6 +149,15 @@ impl SessionFactory {
             .build()
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
+        let mut state = state;
+        if let Some(sandbox) = &sandbox {
+            for factory in state.table_factories_mut().values_mut() {
+                *factory = Arc::new(SandboxedTableFactory::new(
+                    Arc::clone(factory),
+                    Arc::clone(sandbox),
+                ));
+            }
+        }
         let template = SessionContext::new_with_state(state);
         let catalog = match &options.catalog {
             Some(options) => {

@@ -97,19 +97,20 @@ impl RunningServer {
 /// Binds the listener, starts the embedded cluster (or finds the remote
 /// scheduler) and serves connections in the background.
 pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
+    if !config.listen.ip().is_loopback() && config.users.is_empty() {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {} with no users configured: anyone who can reach \
+             it could run any statement. Add users (`sluice user add NAME --role admin \
+             --config FILE`, then `sluice serve --config FILE`) or listen on 127.0.0.1",
+            config.listen
+        )));
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::io(format!("listening on {}", config.listen), e))?;
     let address = listener
         .local_addr()
         .map_err(|e| ServerError::io("reading the listener address", e))?;
-    if !address.ip().is_loopback() && config.users.is_empty() {
-        return Err(ServerError::Config(format!(
-            "refusing to listen on {address} with no users configured: anyone who can reach \
-             it could run any statement. Add users (`sluice user add NAME --role admin \
-             --config FILE`, then `sluice serve --config FILE`) or listen on 127.0.0.1"
-        )));
-    }
     let tls = config
         .tls
         .as_ref()
@@ -227,6 +228,14 @@ fn build_frontend(
             shared: config.shared_catalog,
         }),
         copy_journal: Some(config.data_dir.join(COPY_JOURNAL_DIR)),
+        allowed_locations: (!config.users.is_empty()).then(|| {
+            let mut allowed = vec![
+                config.data_dir.display().to_string(),
+                config.warehouse.clone(),
+            ];
+            allowed.extend(config.allowed_locations.iter().cloned());
+            allowed
+        }),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;

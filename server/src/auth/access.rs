@@ -13,8 +13,7 @@ use super::Role;
 /// (`admin` for every client when no users are configured).
 pub const ROLE_KEY: &str = "sluice.role";
 
-/// `insufficient_privilege`
-pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+use crate::frontend::sqlstate::INSUFFICIENT_PRIVILEGE;
 
 /// The role of the connection `client`.
 pub fn role_of(client: &(impl ClientInfo + ?Sized)) -> Role {

@@ -46,12 +46,19 @@ pub const IO_ERROR: &str = "58030";
 pub const CONNECTION_FAILURE: &str = "08006";
 /// `22023`: a setting was given a value it cannot take.
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// `insufficient_privilege`
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// `internal_error`: only for real internal errors.
 pub const INTERNAL_ERROR: &str = "XX000";
 
 /// Message fragments that identify an error class when only text is left
 /// (errors raised on an executor reach the frontend as a job failure message).
 const MESSAGE_PATTERNS: &[(&str, &str)] = &[
+    // The location sandbox (sluice_engine::sandbox).
+    (
+        sluice_engine::sandbox::PERMISSION_DENIED,
+        INSUFFICIENT_PRIVILEGE,
+    ),
     ("divide by zero", DIVISION_BY_ZERO),
     ("dividebyzero", DIVISION_BY_ZERO),
     ("division by zero", DIVISION_BY_ZERO),
