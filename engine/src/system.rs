@@ -27,8 +27,8 @@ pub const SYSTEM_SCHEMA: &str = "sluice";
 pub trait SystemTable: Debug + Send + Sync {
     /// The table's columns.
     fn schema(&self) -> SchemaRef;
-    /// The current rows.
-    async fn snapshot(&self) -> Result<RecordBatch>;
+    /// The current rows, as the session `session` may see them.
+    async fn snapshot(&self, session: &dyn Session) -> Result<RecordBatch>;
 }
 
 /// Adapts a [`SystemTable`] to DataFusion's [`TableProvider`].
@@ -47,12 +47,12 @@ impl TableProvider for SystemTableProvider {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.0.snapshot().await?;
+        let batch = self.0.snapshot(state).await?;
         Ok(MemorySourceConfig::try_new_exec(
             &[vec![batch]],
             self.schema(),

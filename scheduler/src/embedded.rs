@@ -38,6 +38,9 @@ pub struct EmbeddedClusterOptions {
     pub work_dir: PathBuf,
     /// Failure detection and result retention.
     pub timings: ClusterTimings,
+    /// Memory each task slot may use; `None` splits 70% of the host's
+    /// memory across all slots.
+    pub slot_memory: Option<u64>,
 }
 
 /// A running in-process cluster.
@@ -98,6 +101,7 @@ impl EmbeddedCluster {
                 slots: slots_per_executor,
                 work_dir: options.work_dir.join(format!("executor-{index}")),
                 memory_fraction: MEMORY_FRACTION / executors as f64,
+                slot_memory: options.slot_memory,
                 timings: options.timings,
             };
             let executor_id = executor.executor_id.clone();

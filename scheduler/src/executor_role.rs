@@ -38,8 +38,12 @@ pub struct ExecutorOptions {
     pub slots: usize,
     /// Shuffle files and results (spills go to the system temp dir).
     pub work_dir: PathBuf,
-    /// Share of the host's memory for this executor's memory pool.
+    /// Share of the host's memory for this executor's memory pool, split
+    /// evenly across its slots (used without `slot_memory`).
     pub memory_fraction: f64,
+    /// Memory each task slot may use: an operator over it spills (sorts,
+    /// aggregates) or fails its query with "resources exhausted".
+    pub slot_memory: Option<u64>,
     /// Heartbeat interval (the scheduler's timeouts must match).
     pub timings: ClusterTimings,
 }
@@ -71,6 +75,9 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         job_data_clean_up_interval_seconds: RESULT_SWEEP_INTERVAL.as_secs(),
         executor_heartbeat_interval_seconds: options.timings.heartbeat_interval.as_secs(),
         memory_pool_fraction: options.memory_fraction,
+        memory_pool_size: options
+            .slot_memory
+            .map(|bytes| bytes.saturating_mul(options.slots.max(1) as u64)),
         override_config_producer: Some(config_producer()),
         override_physical_codec: Some(physical_codec()),
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),

@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
 use datafusion::catalog::{CatalogProvider, TableProvider};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::ViewTable;
@@ -82,7 +83,7 @@ impl SystemTable for TablesTable {
         self.schema.clone()
     }
 
-    async fn snapshot(&self) -> Result<RecordBatch> {
+    async fn snapshot(&self, _session: &dyn Session) -> Result<RecordBatch> {
         let recorded = self.catalog.downcast_ref::<PersistentCatalog>().is_some();
         let mut rows = Vec::new();
         let mut schemas = self.catalog.schema_names();

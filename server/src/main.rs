@@ -70,6 +70,18 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // A panic is confined to the connection or task it happens in (the
+    // protocol decoder of pgwire 0.41 panics on some malformed frames): one
+    // log line, with a backtrace only when RUST_BACKTRACE asks for one.
+    std::panic::set_hook(Box::new(|info| {
+        let backtrace = std::backtrace::Backtrace::capture();
+        match backtrace.status() {
+            std::backtrace::BacktraceStatus::Captured => {
+                tracing::error!("panic: {info}\n{backtrace}")
+            }
+            _ => tracing::error!("panic: {info}"),
+        }
+    }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -73,6 +73,7 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         slots: config.slots,
         work_dir,
         memory_fraction: 0.7,
+        slot_memory: config.query_memory,
         timings: config.timings,
     };
     run_executor(options, Arc::new(TaskCounts::default())).await?;

@@ -21,12 +21,13 @@ use crate::catalog_table::TablesTable;
 use crate::client::ServerAddress;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
-use crate::frontend::{self, Frontend, LoginPolicy, DATABASE};
+use crate::frontend::{self, Frontend, Limits, LoginPolicy, DATABASE};
 use crate::jobs::history::RunHistory;
 use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
+use sluice_engine::PgSettings;
 
 /// The single-file catalog of earlier versions in the data directory,
 /// imported into the catalog when that is empty.
@@ -136,6 +137,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
                     slots_per_executor: *slots,
                     work_dir: config.data_dir.join("work"),
                     timings: config.timings,
+                    slot_memory: config.query_memory,
                 })
                 .await?,
             );
@@ -269,7 +271,26 @@ fn build_frontend(
         .config_mut()
         .set_extension(Arc::clone(scheduled));
     register_system_schema(sessions.template(), tables)?;
-    Ok(Arc::new(Frontend::new(sessions, queries, policy, tls)))
+    if let Some(timeout) = &config.statement_timeout {
+        let state = sessions.template().state_ref();
+        let mut state = state.write();
+        let settings = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<PgSettings>()
+            .expect("every session registers the PostgreSQL settings");
+        settings
+            .set("statement_timeout", timeout)
+            .map_err(|e| ServerError::Config(format!("statement-timeout: {e}")))?;
+    }
+    let limits = Limits {
+        max_connections: config.max_connections,
+        max_query_size: config.max_query_size,
+    };
+    Ok(Arc::new(Frontend::new(
+        sessions, queries, policy, tls, limits,
+    )))
 }
 
 /// The user scheduled jobs log in as when users are configured: an admin

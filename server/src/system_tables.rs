@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use async_trait::async_trait;
+use datafusion::catalog::Session;
+
+use crate::auth::{Principal, Role};
 use datafusion::arrow::array::{
     ArrayRef, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
@@ -59,7 +62,7 @@ impl SystemTable for ExecutorsTable {
         self.schema.clone()
     }
 
-    async fn snapshot(&self) -> Result<RecordBatch> {
+    async fn snapshot(&self, _session: &dyn Session) -> Result<RecordBatch> {
         let mut executors = self.cluster.executors().await.map_err(cluster_error)?;
         executors.sort_by(|a, b| a.executor_id.cmp(&b.executor_id));
         let columns: Vec<ArrayRef> = vec![
@@ -128,8 +131,14 @@ impl SystemTable for QueriesTable {
         self.schema.clone()
     }
 
-    async fn snapshot(&self) -> Result<RecordBatch> {
-        let records = self.log.records();
+    async fn snapshot(&self, session: &dyn Session) -> Result<RecordBatch> {
+        let mut records = self.log.records();
+        // Users see their own queries; admins everyone's.
+        if let Some(viewer) = session.config().get_extension::<Principal>() {
+            if viewer.role < Role::Admin {
+                records.retain(|record| record.user == viewer.user);
+            }
+        }
         // Stage counts come from the scheduler; once found they are kept on the
         // record, since the scheduler forgets finished jobs after a while. A
         // query's jobs (one per attempt) share its name; the last one's status

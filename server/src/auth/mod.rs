@@ -89,3 +89,13 @@ impl Users {
         self.by_name.is_empty()
     }
 }
+
+/// The user a connection logged in as, kept in its session's configuration
+/// (what `sluice.queries` shows depends on it).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user name.
+    pub user: String,
+    /// The user's role.
+    pub role: Role,
+}

@@ -93,8 +93,13 @@ pub struct ExecutorArgs {
     /// directory under the system temp dir, removed at exit].
     #[arg(long, env = "SLUICE_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
+    /// Memory each task slot may use; a task needing more spills or fails
+    /// its query with 53200 [default: 70% of RAM split across the slots].
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = super::serve::parse_size)]
+    pub query_memory: Option<u64>,
     /// TOML file shared by all roles; `executor` reads `[executor]`
-    /// (scheduler, listen, external-host, slots, work-dir) and `[cluster]`.
+    /// (scheduler, listen, external-host, slots, work-dir, query-memory) and
+    /// `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
@@ -108,6 +113,7 @@ pub(super) struct ExecutorSection {
     external_host: Option<String>,
     slots: Option<usize>,
     work_dir: Option<PathBuf>,
+    query_memory: Option<String>,
 }
 
 /// Resolved settings of `sluice executor`.
@@ -129,6 +135,8 @@ pub struct ExecutorConfig {
     pub work_dir: Option<PathBuf>,
     /// Heartbeat interval and the rest of the cluster timings.
     pub timings: ClusterTimings,
+    /// Memory each task slot may use.
+    pub query_memory: Option<u64>,
 }
 
 impl ExecutorArgs {
@@ -166,7 +174,16 @@ impl ExecutorArgs {
             Some(dir) => Some(absolute(dir)?),
             None => None,
         };
+        let query_memory = match (self.query_memory, &section.query_memory) {
+            (Some(bytes), _) => Some(bytes),
+            (None, Some(text)) => Some(
+                super::serve::parse_size(text)
+                    .map_err(|e| ServerError::Config(format!("query-memory: {e}")))?,
+            ),
+            (None, None) => None,
+        };
         Ok(ExecutorConfig {
+            query_memory,
             scheduler,
             bind_host: listen.ip().to_string(),
             flight_port,

@@ -90,6 +90,22 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub allow_locations: Vec<String>,
+    /// Memory each task slot of the embedded executors may use; a query
+    /// needing more in one task spills (sorts, aggregates) or fails with
+    /// 53200, leaving other queries alone [default: 70% of RAM split across
+    /// all slots]. Sizes like 512MiB or 2GB.
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    pub query_memory: Option<u64>,
+    /// Most client connections at once; more get 53300 [default: 100].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Longest statement text accepted; longer ones get 54000 [default: 16MiB].
+    #[arg(long, env = "SLUICE_MAX_QUERY_SIZE", value_name = "SIZE", value_parser = parse_size)]
+    pub max_query_size: Option<u64>,
+    /// Default `statement_timeout` of every session (e.g. 30s, 5min; 0 for
+    /// none) [default: 0].
+    #[arg(long, env = "SLUICE_STATEMENT_TIMEOUT", value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
     /// executors, slots, scheduler, single-stage-max-bytes, warehouse, catalog,
     /// jobs),
@@ -116,6 +132,10 @@ pub(super) struct ServeSection {
     tls_required: Option<bool>,
     #[serde(default, alias = "allowed_locations")]
     allowed_locations: Vec<String>,
+    query_memory: Option<String>,
+    max_connections: Option<usize>,
+    max_query_size: Option<String>,
+    statement_timeout: Option<String>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -170,6 +190,27 @@ pub struct ServeConfig {
     /// With users, the locations besides the data dir and the warehouse that
     /// statements may read and write.
     pub allowed_locations: Vec<String>,
+    /// Memory each task slot may use (embedded executors).
+    pub query_memory: Option<u64>,
+    /// Most client connections at once.
+    pub max_connections: usize,
+    /// Longest statement text accepted, in bytes.
+    pub max_query_size: usize,
+    /// Every session's initial `statement_timeout` (PostgreSQL's syntax).
+    pub statement_timeout: Option<String>,
+}
+
+/// Default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default of `--max-query-size`.
+pub const DEFAULT_MAX_QUERY_SIZE: u64 = 16 << 20;
+
+/// Reads a size: bytes, or a number with a unit (512MiB, 2GB).
+pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("{text:?} is not a size (like 512MiB or 2GB): {e}"))
 }
 
 /// The certificate chain and key of the Postgres listener.
@@ -264,9 +305,41 @@ impl ServeArgs {
                 "tls-required needs a certificate and key (tls-cert, tls-key)".into(),
             ));
         }
+        let size = |flag: Option<u64>, key: &Option<String>, name: &str| -> Result<Option<u64>> {
+            match (flag, key) {
+                (Some(bytes), _) => Ok(Some(bytes)),
+                (None, Some(text)) => parse_size(text)
+                    .map(Some)
+                    .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
+                (None, None) => Ok(None),
+            }
+        };
+        let query_memory = size(self.query_memory, &section.query_memory, "query-memory")?;
+        let max_query_size = size(
+            self.max_query_size,
+            &section.max_query_size,
+            "max-query-size",
+        )?
+        .unwrap_or(DEFAULT_MAX_QUERY_SIZE);
+        let max_connections = self
+            .max_connections
+            .or(section.max_connections)
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if max_connections == 0 || query_memory == Some(0) {
+            return Err(ServerError::Config(
+                "max-connections and query-memory must be above 0".into(),
+            ));
+        }
+        let statement_timeout = self
+            .statement_timeout
+            .or_else(|| section.statement_timeout.clone());
         let mut allowed_locations = self.allow_locations;
         allowed_locations.extend(section.allowed_locations.iter().cloned());
         Ok(ServeConfig {
+            query_memory,
+            max_connections,
+            max_query_size: usize::try_from(max_query_size).unwrap_or(usize::MAX),
+            statement_timeout,
             users,
             tls,
             tls_required,

@@ -43,7 +43,7 @@ use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
-use super::datafusion_ddl::{self, SluiceParser};
+use super::datafusion_ddl::{self, check_query_size, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
@@ -76,14 +76,21 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
 pub struct Connection {
     frontend: Arc<Frontend>,
     session: Arc<SessionHandler>,
+    /// Whether the server has its most connections already: the client is
+    /// told so (53300) at startup.
+    over_limit: bool,
 }
 
 impl Connection {
     /// Handlers for a new connection with a fresh session.
-    pub fn new(frontend: Arc<Frontend>, signal: Arc<ConnectionSignal>) -> Self {
+    pub fn new(frontend: Arc<Frontend>, signal: Arc<ConnectionSignal>, over_limit: bool) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
         let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks());
-        let parser = Arc::new(SluiceParser::new(inner.query_parser(), context.clone()));
+        let parser = Arc::new(SluiceParser::new(
+            inner.query_parser(),
+            context.clone(),
+            frontend.limits.max_query_size,
+        ));
         let session = Arc::new(SessionHandler {
             inner,
             parser,
@@ -91,7 +98,11 @@ impl Connection {
             frontend: frontend.clone(),
             signal,
         });
-        Self { frontend, session }
+        Self {
+            frontend,
+            session,
+            over_limit,
+        }
     }
 }
 
@@ -110,6 +121,7 @@ impl PgWireServerHandlers for Connection {
             self.frontend.cancels.clone(),
             self.session.signal.clone(),
             self.frontend.policy.clone(),
+            self.over_limit,
         ))
     }
 
@@ -353,6 +365,7 @@ impl SimpleQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
+        check_query_size(query, self.frontend.limits.max_query_size)?;
         let tracker = self.begin(client, query);
         let watch = self.watch();
         // Tables other frontends created or changed since the last statement.

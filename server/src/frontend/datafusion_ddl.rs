@@ -82,12 +82,18 @@ type PreparedStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan
 pub struct SluiceParser {
     inner: Arc<Parser>,
     context: Arc<SessionContext>,
+    max_query_size: usize,
 }
 
 impl SluiceParser {
-    /// Wraps `inner`, planning fallback statements in `context`.
-    pub fn new(inner: Arc<Parser>, context: Arc<SessionContext>) -> Self {
-        Self { inner, context }
+    /// Wraps `inner`, planning fallback statements in `context`, refusing
+    /// statements longer than `max_query_size` bytes.
+    pub fn new(inner: Arc<Parser>, context: Arc<SessionContext>, max_query_size: usize) -> Self {
+        Self {
+            inner,
+            context,
+            max_query_size,
+        }
     }
 
     /// The plan of `sql` when DataFusion reads it as one `CREATE EXTERNAL
@@ -124,6 +130,24 @@ impl SluiceParser {
     }
 }
 
+/// `54000` (program_limit_exceeded) when `sql` is longer than `max` bytes.
+pub fn check_query_size(sql: &str, max: usize) -> PgWireResult<()> {
+    if sql.len() <= max {
+        return Ok(());
+    }
+    Err(PgWireError::UserError(Box::new(
+        datafusion_postgres::pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            "54000".into(),
+            format!(
+                "statement too long: {} bytes, and this server takes at most {max} \
+                 (--max-query-size)",
+                sql.len()
+            ),
+        ),
+    )))
+}
+
 /// Whether `sql` begins with `words` (any case, any whitespace between).
 fn starts_with_words(sql: &str, words: &[&str]) -> bool {
     let mut tokens = sql.split_whitespace();
@@ -147,6 +171,7 @@ impl QueryParser for SluiceParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
+        check_query_size(sql, self.max_query_size)?;
         // Planned over the catalog as other frontends left it.
         sluice_engine::catalog::refresh(&self.context).await;
         // The Postgres dialect reads some `CREATE EXTERNAL TABLE` statements

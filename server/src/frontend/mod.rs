@@ -45,6 +45,17 @@ pub struct Frontend {
     pub policy: Arc<LoginPolicy>,
     /// TLS for clients that ask for it.
     pub tls: Option<TlsAcceptor>,
+    /// Connection and statement limits.
+    pub limits: Limits,
+}
+
+/// What one client may ask of the frontend.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most connections at once; more are turned away with 53300.
+    pub max_connections: usize,
+    /// Longest statement text, in bytes; longer ones get 54000.
+    pub max_query_size: usize,
 }
 
 impl Frontend {
@@ -55,6 +66,7 @@ impl Frontend {
         queries: Arc<QueryLog>,
         policy: LoginPolicy,
         tls: Option<TlsAcceptor>,
+        limits: Limits,
     ) -> Self {
         Self {
             sessions,
@@ -62,6 +74,7 @@ impl Frontend {
             cancels: Arc::default(),
             policy: Arc::new(policy),
             tls,
+            limits,
         }
     }
 }
@@ -88,7 +101,10 @@ pub async fn serve(
                             None
                         }
                     };
-                    let handlers = Connection::new(frontend.clone(), signal);
+                    // Over the limit, the client still gets an answer: 53300.
+                    while connections.try_join_next().is_some() {}
+                    let over_limit = connections.len() >= frontend.limits.max_connections;
+                    let handlers = Connection::new(frontend.clone(), signal, over_limit);
                     let tls = frontend.tls.clone();
                     connections.spawn(async move {
                         if let Err(e) = process_socket(socket, tls, handlers).await {

@@ -72,6 +72,9 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("invalid value for", INVALID_PARAMETER_VALUE),
     ("overflow", NUMERIC_OUT_OF_RANGE),
     ("resources exhausted", OUT_OF_MEMORY),
+    // A memory-pool refusal on an executor, as the failed job reports it.
+    ("resourcesexhausted", OUT_OF_MEMORY),
+    ("failed to allocate additional", OUT_OF_MEMORY),
     ("no field named", UNDEFINED_COLUMN),
     ("invalid function", UNDEFINED_FUNCTION),
     ("no function matches", UNDEFINED_FUNCTION),

@@ -25,9 +25,9 @@ use futures::{Sink, SinkExt};
 
 use super::interrupt::{CancelRegistry, ConnectionSignal};
 use super::settings::{formatting_key, with_settings};
-use crate::auth::access::ROLE_KEY;
+use crate::auth::access::{role_of, ROLE_KEY};
 use crate::auth::scram::{self, Exchange, ScramError, Verifier};
-use crate::auth::{Role, Users};
+use crate::auth::{Principal, Role, Users};
 use sluice_engine::pg_settings::PARAMETERS;
 
 /// The database name clients must connect to.
@@ -74,6 +74,8 @@ pub struct Startup {
     /// This connection's SCRAM exchange (one handler per connection, so
     /// concurrent logins never share it).
     login: tokio::sync::Mutex<Login>,
+    /// The server has its most connections: this one is turned away.
+    over_limit: bool,
 }
 
 /// A `FATAL` error with `code`: the connection ends.
@@ -89,6 +91,8 @@ fn fatal(code: &str, message: String) -> PgWireError {
 const INVALID_AUTHORIZATION: &str = "28000";
 /// `invalid_password`
 const INVALID_PASSWORD: &str = "28P01";
+/// `too_many_connections`
+const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `protocol_violation`
 const PROTOCOL_VIOLATION: &str = "08P01";
 
@@ -158,6 +162,12 @@ impl StartupHandler for Startup {
             _ => return Ok(()),
         };
         protocol_negotiation(client, startup).await?;
+        if self.over_limit {
+            return Err(fatal(
+                TOO_MANY_CONNECTIONS,
+                "sorry, too many clients already (--max-connections)".into(),
+            ));
+        }
         save_startup_parameters_to_metadata(client, startup);
         // The role is the server's to say, never the startup packet's.
         client.metadata_mut().remove(ROLE_KEY);
@@ -201,6 +211,7 @@ impl Startup {
         cancels: Arc<CancelRegistry>,
         signal: Arc<ConnectionSignal>,
         policy: Arc<LoginPolicy>,
+        over_limit: bool,
     ) -> Self {
         Self {
             session,
@@ -208,6 +219,7 @@ impl Startup {
             signal,
             policy,
             login: tokio::sync::Mutex::default(),
+            over_limit,
         }
     }
 
@@ -302,6 +314,19 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let principal = Principal {
+            user: client
+                .metadata()
+                .get(METADATA_USER)
+                .cloned()
+                .unwrap_or_default(),
+            role: role_of(client),
+        };
+        self.session
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(principal));
         let (pid, secret) = BACKEND_KEYS.generate(client);
         self.cancels
             .register(pid, secret.to_bytes().to_vec(), &self.signal);

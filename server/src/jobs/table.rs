@@ -8,6 +8,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session;
 use datafusion::error::Result;
 use sluice_engine::system::SystemTable;
 
@@ -46,7 +47,7 @@ impl SystemTable for JobRunsTable {
         self.schema.clone()
     }
 
-    async fn snapshot(&self) -> Result<RecordBatch> {
+    async fn snapshot(&self, _session: &dyn Session) -> Result<RecordBatch> {
         let runs = self.jobs.get().map(|jobs| jobs.runs()).unwrap_or_default();
         let time = |values: Vec<Option<i64>>| {
             Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) as ArrayRef

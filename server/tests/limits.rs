@@ -1,0 +1,165 @@
+//! Resource limits seen from clients: a query over its memory budget fails
+//! with 53200 (or spills) while other sessions carry on; connections over
+//! the limit get 53300, over-long statements 54000, and the server's default
+//! `statement_timeout` cancels long statements with 57014.
+
+use std::path::Path;
+
+use sluice_sql_tests::SluiceServer;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
+
+async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("sluice")
+        .dbname("sluice")
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Runtime::new().unwrap()
+}
+
+#[test]
+fn a_query_over_its_memory_budget_fails_alone() {
+    let files = tempfile::tempdir().unwrap();
+    let server = SluiceServer::start_with_args(Path::new(BINARY), &["--query-memory", "8MiB"])
+        .expect("starts");
+    let port = server.port();
+    runtime().block_on(async {
+        let client = connect(port).await.unwrap();
+        let dir = files.path().display();
+        client
+            .batch_execute(&format!(
+                "COPY (SELECT i AS id, md5(CAST(i AS VARCHAR)) AS tag \
+                 FROM generate_series(1, 1000000) AS t(i)) TO '{dir}/big/' (FORMAT parquet); \
+                 CREATE EXTERNAL TABLE big STORED AS PARQUET LOCATION '{dir}/big/'"
+            ))
+            .await
+            .unwrap();
+        // A hash join building a million hashes does not fit in 8 MiB.
+        let other = connect(port).await.unwrap();
+        let (join, alongside) = tokio::join!(
+            client.query_one(
+                "SELECT count(*) FROM big a JOIN big b ON a.tag = b.tag",
+                &[]
+            ),
+            other.query_one("SELECT count(*) FROM big WHERE id % 2 = 0", &[]),
+        );
+        let error = join.expect_err("the join fits in its budget");
+        assert_eq!(error.code(), Some(&SqlState::OUT_OF_MEMORY), "{error:?}");
+        assert_eq!(alongside.unwrap().get::<_, i64>(0), 500_000);
+        // Sorting more than the budget spills and finishes.
+        let sorted = client
+            .query_one(
+                "SELECT tag FROM (SELECT tag FROM big ORDER BY tag DESC) LIMIT 1",
+                &[],
+            )
+            .await;
+        match sorted {
+            Ok(row) => assert_eq!(row.get::<_, String>(0).len(), 32),
+            Err(e) => assert_eq!(e.code(), Some(&SqlState::OUT_OF_MEMORY), "{e:?}"),
+        }
+        // Both connections, and new ones, keep working.
+        for client in [&client, &other, &connect(port).await.unwrap()] {
+            let row = client
+                .query_one("SELECT count(*) FROM big", &[])
+                .await
+                .unwrap();
+            assert_eq!(row.get::<_, i64>(0), 1_000_000);
+        }
+    });
+    server.stop().expect("stops");
+}
+
+#[test]
+fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
+    let files = tempfile::tempdir().unwrap();
+    let server = SluiceServer::start_with_args(
+        Path::new(BINARY),
+        &[
+            "--max-connections",
+            "3",
+            "--max-query-size",
+            "1KiB",
+            "--statement-timeout",
+            "1s",
+        ],
+    )
+    .expect("starts");
+    let port = server.port();
+    runtime().block_on(async {
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(connect(port).await.unwrap());
+        }
+        let refused = connect(port).await.expect_err("a fourth connection");
+        assert_eq!(
+            refused.code(),
+            Some(&SqlState::TOO_MANY_CONNECTIONS),
+            "{refused:?}"
+        );
+        drop(clients.pop());
+        // The slot frees once the server sees the connection close.
+        let mut again = None;
+        for _ in 0..50 {
+            if let Ok(client) = connect(port).await {
+                again = Some(client);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let client = again.expect("a connection once another closed");
+
+        let long = format!("SELECT '{}' AS padding", "x".repeat(2000));
+        for result in [
+            client.simple_query(&long).await.map(|_| ()),
+            client.prepare(&long).await.map(|_| ()),
+        ] {
+            let error = result.expect_err("a statement over --max-query-size");
+            assert_eq!(
+                error.code(),
+                Some(&SqlState::PROGRAM_LIMIT_EXCEEDED),
+                "{error:?}"
+            );
+        }
+        let row = client
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "1s");
+        let dir = files.path().display();
+        client
+            .batch_execute(&format!(
+                "COPY (SELECT i FROM generate_series(1, 100000) AS t(i)) TO '{dir}/g/' \
+                 (FORMAT parquet); \
+                 CREATE EXTERNAL TABLE g STORED AS PARQUET LOCATION '{dir}/g/'"
+            ))
+            .await
+            .unwrap();
+        // Ten billion pairs: far more than a second's work. (A plan that runs
+        // in the frontend, over generate_series alone, is not interrupted
+        // until it yields; see the README.)
+        let slow = client
+            .query_one("SELECT count(*) FROM g a, g b WHERE a.i + b.i > 0", &[])
+            .await
+            .expect_err("the default statement_timeout cancels it");
+        assert_eq!(slow.code(), Some(&SqlState::QUERY_CANCELED), "{slow:?}");
+        assert_eq!(
+            client
+                .query_one("SELECT 1 + 1", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0),
+            2
+        );
+    });
+    server.stop().expect("stops");
+}
