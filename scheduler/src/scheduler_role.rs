@@ -64,6 +64,7 @@ pub async fn start_scheduler(
         // `ClusterTimings::result_retention`); intermediate shuffle files go
         // as soon as the job succeeds.
         finished_job_data_clean_up_interval_seconds: 0,
+        finished_job_state_clean_up_interval_seconds: timings.job_state_retention.as_secs().max(1),
         override_config_producer: Some(config_producer()),
         override_session_builder: Some(Arc::new(scheduler_session)),
         override_physical_codec: Some(physical_codec()),

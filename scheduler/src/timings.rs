@@ -23,6 +23,11 @@ pub struct ClusterTimings {
     /// its client has read them (or gone away), so this only bounds the disk
     /// used by results whose frontend died; executors sweep them hourly.
     pub result_retention: Duration,
+    /// How long the scheduler keeps a finished job's state (its stage graph
+    /// and metrics). Ballista's hour let memory grow by tens of MiB per
+    /// thousand queries; Sluice copies what it shows (`sluice.queries`)
+    /// before then.
+    pub job_state_retention: Duration,
 }
 
 impl Default for ClusterTimings {
@@ -34,6 +39,7 @@ impl Default for ClusterTimings {
             executor_timeout: Duration::from_secs(6),
             expiry_check_interval: Duration::from_secs(1),
             result_retention: Duration::from_secs(6 * 3600),
+            job_state_retention: Duration::from_secs(60),
         }
     }
 }

@@ -20,6 +20,11 @@ ballista_core::execution_plans::distributed_query=off,\
 ballista_core::execution_plans::sort_shuffle::writer=error,\
 ballista_executor::executor=error";
 
+/// mimalloc gives freed memory back, where glibc's malloc let a busy server
+/// grow (see `server/tests/soak.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",

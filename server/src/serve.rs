@@ -27,7 +27,6 @@ use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
-use sluice_engine::PgSettings;
 
 /// The single-file catalog of earlier versions in the data directory,
 /// imported into the catalog when that is empty.
@@ -272,17 +271,10 @@ fn build_frontend(
         .set_extension(Arc::clone(scheduled));
     register_system_schema(sessions.template(), tables)?;
     if let Some(timeout) = &config.statement_timeout {
-        let state = sessions.template().state_ref();
-        let mut state = state.write();
-        let settings = state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .get_mut::<PgSettings>()
-            .expect("every session registers the PostgreSQL settings");
-        settings
-            .set("statement_timeout", timeout)
-            .map_err(|e| ServerError::Config(format!("statement-timeout: {e}")))?;
+        frontend::settings::with_settings(sessions.template(), |settings| {
+            settings.set("statement_timeout", timeout).map(|_| ())
+        })
+        .map_err(|e| ServerError::Config(format!("statement-timeout: {e}")))?;
     }
     let limits = Limits {
         max_connections: config.max_connections,

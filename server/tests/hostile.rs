@@ -10,8 +10,8 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_sql_tests::SluiceServer;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use sluice_sql_tests::{connect, SluiceServer};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -158,19 +158,6 @@ fn send_hostile(port: u16, bytes: &[u8]) {
     }
 }
 
-async fn connect(port: u16) -> Client {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("sluice")
-        .dbname("sluice")
-        .connect(NoTls)
-        .await
-        .expect("a well-behaved client connects");
-    tokio::spawn(connection);
-    client
-}
-
 /// The open session beside the fuzzing still answers, with the same rows.
 async fn bystander_answers(client: &Client) {
     let row = client
@@ -189,7 +176,7 @@ fn malformed_protocol_input_never_disturbs_the_server() {
     let port = server.port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let bystander = runtime.block_on(async {
-        let client = connect(port).await;
+        let client = connect(port).await.expect("a well-behaved client connects");
         client
             .batch_execute(
                 "CREATE TABLE numbers AS SELECT i AS n FROM generate_series(1, 100) AS t(i)",
@@ -218,7 +205,7 @@ fn malformed_protocol_input_never_disturbs_the_server() {
     });
     runtime.block_on(async {
         bystander_answers(&bystander).await;
-        bystander_answers(&connect(port).await).await;
+        bystander_answers(&connect(port).await.expect("a well-behaved client connects")).await;
     });
     server
         .stop()
@@ -336,7 +323,7 @@ fn a_thousand_mutated_statements_each_get_rows_or_an_sqlstate() {
     let port = server.port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = connect(port).await;
+        let client = connect(port).await.expect("a well-behaved client connects");
         client
             .batch_execute(
                 "CREATE TABLE numbers AS SELECT i AS n FROM generate_series(1, 100) AS t(i)",

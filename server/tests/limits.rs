@@ -5,23 +5,10 @@
 
 use std::path::Path;
 
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{connect, SluiceServer};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
-
-async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(port)
-        .user("sluice")
-        .dbname("sluice")
-        .connect(NoTls)
-        .await?;
-    tokio::spawn(connection);
-    Ok(client)
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Runtime::new().unwrap()

@@ -58,6 +58,11 @@ impl SluiceServer {
         self.port
     }
 
+    /// The server process's id.
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().map_or(0, |process| process.pid())
+    }
+
     /// The server's data directory.
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

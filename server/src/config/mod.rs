@@ -49,6 +49,7 @@ struct ClusterSection {
     executor_timeout_seconds: Option<u64>,
     expiry_check_interval_seconds: Option<u64>,
     result_retention_seconds: Option<u64>,
+    job_state_retention_seconds: Option<u64>,
 }
 
 impl FileConfig {
@@ -80,6 +81,10 @@ impl FileConfig {
                 defaults.expiry_check_interval,
             ),
             result_retention: seconds(section.result_retention_seconds, defaults.result_retention),
+            job_state_retention: seconds(
+                section.job_state_retention_seconds,
+                defaults.job_state_retention,
+            ),
         };
         timings
             .validate()

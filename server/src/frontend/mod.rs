@@ -13,7 +13,7 @@ mod interrupt;
 mod managed;
 mod rename;
 mod rewrite;
-mod settings;
+pub(crate) mod settings;
 pub mod sqlstate;
 mod startup;
 pub mod tls;

@@ -187,7 +187,7 @@ fn setting_error(error: SettingError) -> PgWireError {
 }
 
 /// Runs `change` on the connection's PostgreSQL parameters.
-pub(super) fn with_settings<T>(
+pub(crate) fn with_settings<T>(
     context: &SessionContext,
     change: impl FnOnce(&mut PgSettings) -> T,
 ) -> T {
