@@ -158,6 +158,16 @@ fn send_hostile(port: u16, bytes: &[u8]) {
     }
 }
 
+/// A session that made table `numbers` (1 to 100).
+async fn numbers_session(port: u16) -> Client {
+    let client = connect(port).await.expect("a well-behaved client connects");
+    client
+        .batch_execute("CREATE TABLE numbers AS SELECT i AS n FROM generate_series(1, 100) AS t(i)")
+        .await
+        .unwrap();
+    client
+}
+
 /// The open session beside the fuzzing still answers, with the same rows.
 async fn bystander_answers(client: &Client) {
     let row = client
@@ -175,16 +185,7 @@ fn malformed_protocol_input_never_disturbs_the_server() {
         .expect("starts");
     let port = server.port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let bystander = runtime.block_on(async {
-        let client = connect(port).await.expect("a well-behaved client connects");
-        client
-            .batch_execute(
-                "CREATE TABLE numbers AS SELECT i AS n FROM generate_series(1, 100) AS t(i)",
-            )
-            .await
-            .unwrap();
-        client
-    });
+    let bystander = runtime.block_on(numbers_session(port));
     // Four connections at a time, each thread with its own stream of cases.
     const THREADS: u64 = 4;
     std::thread::scope(|scope| {
@@ -323,13 +324,7 @@ fn a_thousand_mutated_statements_each_get_rows_or_an_sqlstate() {
     let port = server.port();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = connect(port).await.expect("a well-behaved client connects");
-        client
-            .batch_execute(
-                "CREATE TABLE numbers AS SELECT i AS n FROM generate_series(1, 100) AS t(i)",
-            )
-            .await
-            .unwrap();
+        let client = numbers_session(port).await;
         let mut random = Random(seed | 1);
         let (mut answered, mut refused, mut internal) = (0, 0, Vec::new());
         for i in 0..count {

@@ -40,10 +40,8 @@ fn frontends_with_one_catalog_see_each_others_changes() {
         &config,
         format!(
             "[serve]\ncatalog = \"s3://lake/sluice/catalog\"\n\
-             warehouse = \"s3://lake/sluice/warehouse\"\n\n\
-             [storage.s3]\nendpoint = \"{}\"\nallow-http = true\nregion = \"us-east-1\"\n\
-             access-key-id = \"sluice-test\"\nsecret-access-key = \"sluice-test-secret\"\n",
-            s3.endpoint
+             warehouse = \"s3://lake/sluice/warehouse\"\n\n{}",
+            s3.storage_section()
         ),
     )
     .unwrap();

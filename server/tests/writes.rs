@@ -256,10 +256,8 @@ fn managed_tables_live_in_an_object_store_warehouse() {
     std::fs::write(
         &config,
         format!(
-            "[serve]\nwarehouse = \"s3://lake/warehouse\"\n\n\
-             [storage.s3]\nendpoint = \"{}\"\nallow-http = true\nregion = \"us-east-1\"\n\
-             access-key-id = \"sluice-test\"\nsecret-access-key = \"sluice-test-secret\"\n",
-            s3.endpoint
+            "[serve]\nwarehouse = \"s3://lake/warehouse\"\n\n{}",
+            s3.storage_section()
         ),
     )
     .unwrap();

@@ -226,6 +226,16 @@ impl S3Server {
         }
     }
 
+    /// The `[storage.s3]` section of a Sluice config file pointing at this
+    /// server.
+    pub fn storage_section(&self) -> String {
+        format!(
+            "[storage.s3]\nendpoint = \"{}\"\nallow-http = true\nregion = \"us-east-1\"\n\
+             access-key-id = \"sluice-test\"\nsecret-access-key = \"sluice-test-secret\"\n",
+            self.endpoint
+        )
+    }
+
     /// Environment variables that point object_store at this server.
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
