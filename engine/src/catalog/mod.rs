@@ -51,9 +51,10 @@ pub struct CatalogOptions {
     /// Where managed tables (`CREATE TABLE`) are written; without one only
     /// in-memory tables can be created.
     pub warehouse: Option<String>,
-    /// Whether other frontends may use the same catalog and warehouse. The
-    /// start-up sweep then leaves files younger than a day, which may be
-    /// another frontend's write in progress.
+    /// Whether other frontends may use the same catalog and warehouse: each
+    /// statement then first looks for their changes, and the start-up sweep
+    /// leaves files younger than a day, which may be another frontend's
+    /// write in progress.
     pub shared: bool,
 }
 

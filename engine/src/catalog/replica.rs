@@ -167,9 +167,10 @@ impl Replica {
     }
 
     /// Brings this frontend to the newest committed snapshot (changes made
-    /// by other frontends since it last looked).
+    /// by other frontends since it last looked). A catalog that is not
+    /// shared has no other writers: nothing to look for.
     pub(super) async fn refresh(&self) -> crate::Result<()> {
-        if !self.recording.load(Ordering::SeqCst) {
+        if !self.shared || !self.recording.load(Ordering::SeqCst) {
             return Ok(());
         }
         let _changes = self.changes.lock().await;
