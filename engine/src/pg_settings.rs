@@ -149,6 +149,9 @@ impl SettingError {
 #[derive(Debug, Clone, Default)]
 pub struct PgSettings {
     changed: BTreeMap<&'static str, String>,
+    /// Defaults the server was configured with (`--statement-timeout`), which
+    /// `RESET` returns to instead of the built-in ones.
+    server_defaults: BTreeMap<&'static str, String>,
 }
 
 impl PgSettings {
@@ -158,9 +161,19 @@ impl PgSettings {
         Some(
             self.changed
                 .get(parameter.name)
+                .or_else(|| self.server_defaults.get(parameter.name))
                 .map(String::as_str)
                 .unwrap_or(parameter.default),
         )
+    }
+
+    /// Makes `value` the default of `name` for this session and every copy
+    /// of it, as a server setting does: `RESET` comes back to it.
+    pub fn set_server_default(&mut self, name: &str, value: &str) -> Result<(), SettingError> {
+        let parameter = self.settable(name)?;
+        let value = normalise(parameter, value)?;
+        self.server_defaults.insert(parameter.name, value);
+        Ok(())
     }
 
     /// Sets `name` as a client's `SET` does; returns the parameter (with its
@@ -309,6 +322,15 @@ mod tests {
         assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(2)));
         settings.set("statement_timeout", "0").unwrap();
         assert_eq!(settings.statement_timeout(), None);
+        settings
+            .set_server_default("statement_timeout", "5s")
+            .unwrap();
+        assert_eq!(settings.statement_timeout(), None);
+        settings.reset("statement_timeout").unwrap();
+        assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(5)));
+        settings.set("statement_timeout", "1s").unwrap();
+        settings.reset_all();
+        assert_eq!(settings.statement_timeout(), Some(Duration::from_secs(5)));
     }
 
     #[test]

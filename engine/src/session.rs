@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use ballista_core::extension::{SessionConfigExt, SessionStateExt};
+use ballista_core::extension::{EndpointOverrideFn, SessionConfigExt, SessionStateExt};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
@@ -31,7 +31,7 @@ pub const DEFAULT_CATALOG: &str = "sluice";
 pub const DEFAULT_SCHEMA: &str = "public";
 
 /// Settings that shape every session a frontend creates.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SessionOptions {
     /// The Ballista scheduler's gRPC address, `http://host:port`.
     pub scheduler_url: String,
@@ -56,6 +56,10 @@ pub struct SessionOptions {
     /// With users configured: the only locations statements may read and
     /// write (see [`crate::sandbox`]); `None` allows any.
     pub allowed_locations: Option<Vec<String>>,
+    /// In a cluster secured by mutual TLS: Ballista's hook that puts TLS on
+    /// every connection to the scheduler and the executors; `None` connects
+    /// in plaintext.
+    pub cluster_tls: Option<EndpointOverrideFn>,
 }
 
 /// The warehouse's URL as staged `COPY`s compare it (ending in `/`).
@@ -122,6 +126,11 @@ impl SessionFactory {
             // (Ballista: 8). Each lineitem batch pins ~1 MB of decoded Parquet
             // pages; two keep the writer busy at a quarter of the memory.
             .set_u64("ballista.shuffle.writer_channel_capacity", 2);
+        if let Some(endpoint_override) = &options.cluster_tls {
+            config = config
+                .with_ballista_use_tls(true)
+                .with_ballista_override_create_grpc_client_endpoint(endpoint_override.clone());
+        }
         let planner = SluiceQueryPlanner::new(
             options.scheduler_url.clone(),
             config.ballista_config(),

@@ -82,6 +82,7 @@ impl EmbeddedCluster {
             &SchedulerOptions {
                 external_host: "127.0.0.1".into(),
                 timings: options.timings,
+                tls: None,
             },
         )
         .await?;
@@ -103,6 +104,7 @@ impl EmbeddedCluster {
                 memory_fraction: MEMORY_FRACTION / executors as f64,
                 slot_memory: options.slot_memory,
                 timings: options.timings,
+                tls: None,
             };
             let executor_id = executor.executor_id.clone();
             let task = {

@@ -29,6 +29,9 @@ pub enum ClusterError {
     /// A remote role did not answer.
     #[error("{0}")]
     Unreachable(String),
+    /// Cluster TLS files are missing or invalid, or a TLS setup failed.
+    #[error("{0}")]
+    Tls(String),
 }
 
 impl ClusterError {

@@ -4,14 +4,16 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
 use sluice_engine::roles::{config_producer, executor_runtime_producer, physical_codec};
 
 use crate::error::{ClusterError, Result};
 use crate::flight::flight_service_provider;
+use crate::scheduler_role::scheduling_policy;
 use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
+use crate::tls::ClusterTls;
 
 /// How often an executor looks for job data past the result retention time.
 const RESULT_SWEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -46,6 +48,9 @@ pub struct ExecutorOptions {
     pub slot_memory: Option<u64>,
     /// Heartbeat interval (the scheduler's timeouts must match).
     pub timings: ClusterTimings,
+    /// Mutual TLS for its Flight listener and its clients; it then polls the
+    /// scheduler for tasks (see [`crate::tls`]).
+    pub tls: Option<ClusterTls>,
 }
 
 /// A new executor id.
@@ -67,7 +72,7 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         scheduler_port: options.scheduler_port,
         scheduler_connect_timeout_seconds: 10,
         vcores: options.slots.max(1),
-        task_scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        task_scheduling_policy: scheduling_policy(options.tls.is_some()),
         work_dir: Some(options.work_dir.to_string_lossy().into_owned()),
         // Frontends release results once read; the sweeper removes job data
         // nobody released (a frontend that died) after the retention time.
@@ -78,11 +83,21 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         memory_pool_size: options
             .slot_memory
             .map(|bytes| bytes.saturating_mul(options.slots.max(1) as u64)),
-        override_config_producer: Some(config_producer()),
+        override_config_producer: Some(match &options.tls {
+            Some(tls) => tls.config_producer(),
+            None => config_producer(),
+        }),
+        override_create_grpc_client_endpoint: options
+            .tls
+            .as_ref()
+            .map(|tls| tls.endpoint_override(GrpcClientConfig::default())),
         override_physical_codec: Some(physical_codec()),
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
         override_execution_engine: Some(counts.engine(&id)),
-        override_arrow_flight_service: Some(flight_service_provider(counts.counter(&id))),
+        override_arrow_flight_service: Some(flight_service_provider(
+            counts.counter(&id),
+            options.tls.clone(),
+        )),
         ..ExecutorProcessConfig::default()
     }
 }

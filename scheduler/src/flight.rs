@@ -20,13 +20,18 @@ use ballista_executor::ArrowFlightServerProvider;
 use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::tls::ClusterTls;
+
 /// The Flight action that returns the completed-task count as decimal text.
 pub const TASKS_COMPLETED_ACTION: &str = "sluice.tasks_completed";
 
 /// Serves Ballista's Flight service plus [`TASKS_COMPLETED_ACTION`] reading
-/// `completed`.
+/// `completed`, over mutual TLS when `tls` is given.
 /// Message size limits are Ballista's executor defaults.
-pub fn flight_service_provider(completed: Arc<AtomicU64>) -> Arc<ArrowFlightServerProvider> {
+pub fn flight_service_provider(
+    completed: Arc<AtomicU64>,
+    tls: Option<ClusterTls>,
+) -> Arc<ArrowFlightServerProvider> {
     let defaults = ballista_executor::executor_process::ExecutorProcessConfig::default();
     let max_decoding = defaults.grpc_max_decoding_message_size as usize;
     let max_encoding = defaults.grpc_max_encoding_message_size as usize;
@@ -35,8 +40,15 @@ pub fn flight_service_provider(completed: Arc<AtomicU64>) -> Arc<ArrowFlightServ
             inner: BallistaFlightService::new(work_dir),
             completed: completed.clone(),
         };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            create_grpc_server(&grpc)
+            let mut server = create_grpc_server(&grpc);
+            if let Some(tls) = tls {
+                server = server
+                    .tls_config(tls.flight_server())
+                    .map_err(ballista_core::error::BallistaError::TonicError)?;
+            }
+            server
                 .add_service(
                     FlightServiceServer::new(service)
                         .max_decoding_message_size(max_decoding)
@@ -51,9 +63,17 @@ pub fn flight_service_provider(completed: Arc<AtomicU64>) -> Arc<ArrowFlightServ
 
 /// Asks the executor whose Flight service listens on `host:port` how many
 /// tasks it has completed.
-pub async fn fetch_tasks_completed(host: &str, port: u16) -> Result<u64, String> {
-    let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
-        .map_err(|e| e.to_string())?
+pub async fn fetch_tasks_completed(
+    host: &str,
+    port: u16,
+    tls: Option<&ClusterTls>,
+) -> Result<u64, String> {
+    let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
+        .map_err(|e| e.to_string())?;
+    if let Some(tls) = tls {
+        endpoint = tls.endpoint(endpoint).map_err(|e| e.to_string())?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;

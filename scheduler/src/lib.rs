@@ -17,10 +17,12 @@ pub mod scheduler_role;
 pub mod slot_healer;
 pub mod task_counts;
 pub mod timings;
+pub mod tls;
 pub mod view;
 
 pub use embedded::{EmbeddedCluster, EmbeddedClusterOptions};
 pub use error::{ClusterError, Result};
 pub use remote::RemoteScheduler;
 pub use timings::ClusterTimings;
+pub use tls::ClusterTls;
 pub use view::{ClusterView, ExecutorInfo, JobSummary};

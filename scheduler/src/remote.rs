@@ -14,6 +14,7 @@ use sluice_engine::recovery::JobControl;
 
 use crate::error::{ClusterError, Result};
 use crate::flight::fetch_tasks_completed;
+use crate::tls::ClusterTls;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
 
 /// Task failure reasons (as the REST API names them) that mean output was
@@ -34,6 +35,8 @@ pub struct RemoteScheduler {
     http: reqwest::Client,
     /// Connects on first use, reconnects after failures.
     grpc: tonic::transport::Channel,
+    /// Mutual TLS to the scheduler and the executors, when the cluster uses it.
+    tls: Option<ClusterTls>,
 }
 
 #[derive(Deserialize)]
@@ -90,18 +93,28 @@ impl RemoteScheduler {
         Ok(())
     }
 
-    /// The scheduler at `host:port`.
-    pub fn new(host: &str, port: u16) -> Result<Self> {
-        let http = reqwest::Client::builder()
+    /// The scheduler at `host:port`, reached over mutual TLS when `tls` is
+    /// given.
+    pub fn new(host: &str, port: u16, tls: Option<ClusterTls>) -> Result<Self> {
+        let mut http = reqwest::Client::builder()
             .timeout(REST_TIMEOUT)
-            .connect_timeout(Duration::from_secs(2))
+            .connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &tls {
+            http = tls.http_client(http)?;
+        }
+        let http = http
             .build()
             .map_err(|e| ClusterError::Unreachable(format!("building an HTTP client: {e}")))?;
-        let scheduler_url = format!("http://{host}:{port}");
-        let grpc = tonic::transport::Endpoint::from_shared(scheduler_url.clone())
-            .map_err(|e| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let scheduler_url = format!("{scheme}://{host}:{port}");
+        let mut grpc =
+            tonic::transport::Endpoint::from_shared(scheduler_url.clone()).map_err(|e| {
                 ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}"))
-            })?
+            })?;
+        if let Some(tls) = &tls {
+            grpc = tls.endpoint(grpc)?;
+        }
+        let grpc = grpc
             .connect_timeout(Duration::from_secs(2))
             .timeout(REST_TIMEOUT)
             .connect_lazy();
@@ -109,6 +122,7 @@ impl RemoteScheduler {
             scheduler_url,
             http,
             grpc,
+            tls,
         })
     }
 
@@ -203,11 +217,9 @@ impl ClusterView for RemoteScheduler {
 
     async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
         let executors: Vec<ExecutorResponse> = self.get("/api/executors").await?;
-        let counts = futures::future::join_all(
-            executors
-                .iter()
-                .map(|executor| fetch_tasks_completed(&executor.host, executor.port)),
-        )
+        let counts = futures::future::join_all(executors.iter().map(|executor| {
+            fetch_tasks_completed(&executor.host, executor.port, self.tls.as_ref())
+        }))
         .await;
         Ok(executors
             .into_iter()

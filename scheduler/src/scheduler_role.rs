@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use ballista_core::config::TaskSchedulingPolicy;
+use ballista_core::utils::GrpcClientConfig;
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
@@ -17,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::error::{ClusterError, Result};
 use crate::slot_healer::heal_lost_slots;
 use crate::timings::ClusterTimings;
+use crate::tls::{serve_tls, ClusterTls};
 
 /// Ballista's scheduler as Sluice runs it.
 pub type Scheduler = SchedulerServer<LogicalPlanNode, PhysicalPlanNode>;
@@ -28,6 +30,9 @@ pub struct SchedulerOptions {
     pub external_host: String,
     /// Failure detection and result retention.
     pub timings: ClusterTimings,
+    /// Mutual TLS for its listener and its clients; executors then poll for
+    /// tasks (see [`crate::tls`]).
+    pub tls: Option<ClusterTls>,
 }
 
 /// A scheduler serving in the background.
@@ -54,7 +59,7 @@ pub async fn start_scheduler(
         bind_host: address.ip().to_string(),
         external_host: options.external_host.clone(),
         bind_port: address.port(),
-        scheduling_policy: TaskSchedulingPolicy::PushStaged,
+        scheduling_policy: scheduling_policy(options.tls.is_some()),
         task_distribution: TaskDistributionPolicy::RoundRobin,
         executor_timeout_seconds: timings.executor_timeout.as_secs(),
         expire_dead_executor_interval_seconds: timings.expiry_check_interval.as_secs(),
@@ -68,6 +73,10 @@ pub async fn start_scheduler(
         override_config_producer: Some(config_producer()),
         override_session_builder: Some(Arc::new(scheduler_session)),
         override_physical_codec: Some(physical_codec()),
+        override_create_grpc_client_endpoint: options
+            .tls
+            .as_ref()
+            .map(|tls| tls.endpoint_override(GrpcClientConfig::default())),
         ..SchedulerConfig::default()
     };
     let cluster = BallistaCluster::new_memory(
@@ -78,11 +87,27 @@ pub async fn start_scheduler(
     let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
         .await
         .map_err(|e| ClusterError::ballista("creating the scheduler", e))?;
+    // With TLS, Ballista serves plaintext on loopback behind a TLS relay on
+    // the public listener.
+    let (ballista_listener, relay) = match &options.tls {
+        Some(tls) => {
+            let internal = nodelay_listener(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            let backend = internal
+                .local_addr()
+                .map_err(|e| ClusterError::io("reading the scheduler's loopback address", e))?;
+            (
+                internal,
+                Some(tokio::spawn(serve_tls(listener, tls.clone(), backend))),
+            )
+        }
+        None => (listener, None),
+    };
     let task = {
         let server = server.clone();
         tokio::spawn(async move {
+            let _relay = relay.map(AbortOnDrop);
             tokio::select! {
-                served = start_grpc_service_with_listener(listener, server.clone()) => {
+                served = start_grpc_service_with_listener(ballista_listener, server.clone()) => {
                     if let Err(e) = served {
                         tracing::error!("scheduler stopped: {e}");
                     }
@@ -96,6 +121,25 @@ pub async fn start_scheduler(
         address,
         task,
     })
+}
+
+/// How executors get tasks: pushed by the scheduler, or polled for under
+/// TLS, where Ballista's executor offers no way to secure its task service.
+pub fn scheduling_policy(tls: bool) -> TaskSchedulingPolicy {
+    if tls {
+        TaskSchedulingPolicy::PullStaged
+    } else {
+        TaskSchedulingPolicy::PushStaged
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A listener on `address` whose accepted connections have Nagle's algorithm

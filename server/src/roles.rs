@@ -20,14 +20,20 @@ pub async fn scheduler(config: SchedulerConfig) -> Result<()> {
         &SchedulerOptions {
             external_host: config.external_host.clone(),
             timings: config.timings,
+            tls: config.tls.clone(),
         },
     )
     .await?;
     println!(
-        "sluice scheduler ready on {} (executors and frontends use {}:{})",
+        "sluice scheduler ready on {} (executors and frontends use {}:{}{})",
         scheduler.address,
         config.external_host,
-        scheduler.address.port()
+        scheduler.address.port(),
+        if config.tls.is_some() {
+            ", mutual TLS"
+        } else {
+            ""
+        }
     );
     let _ = std::io::stdout().flush();
     let task = scheduler.task;
@@ -53,12 +59,17 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         }
     };
     println!(
-        "sluice executor {executor_id} starting: flight {}:{}, {} slots, scheduler {}:{}, work dir {}",
+        "sluice executor {executor_id} starting: flight {}:{}, {} slots, scheduler {}:{}{}, work dir {}",
         config.external_host,
         config.flight_port,
         config.slots,
         config.scheduler.0,
         config.scheduler.1,
+        if config.tls.is_some() {
+            " over mutual TLS"
+        } else {
+            ""
+        },
         work_dir.display()
     );
     let _ = std::io::stdout().flush();
@@ -75,6 +86,7 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         memory_fraction: 0.7,
         slot_memory: config.query_memory,
         timings: config.timings,
+        tls: config.tls,
     };
     run_executor(options, Arc::new(TaskCounts::default())).await?;
     Ok(())

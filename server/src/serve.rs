@@ -16,7 +16,7 @@ use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, Rem
 use tokio::net::TcpListener;
 
 use crate::auth::scram::Verifier;
-use crate::auth::{Role, User};
+use crate::auth::{Role, StoredPassword, User};
 use crate::catalog_table::TablesTable;
 use crate::client::ServerAddress;
 use crate::config::{ClusterMode, ServeConfig};
@@ -142,7 +142,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             );
             let slots = cluster.total_slots();
             // The embedded scheduler serves the same REST API on loopback.
-            let jobs = Arc::new(RemoteScheduler::new("127.0.0.1", cluster.scheduler_port())?);
+            let jobs = Arc::new(RemoteScheduler::new(
+                "127.0.0.1",
+                cluster.scheduler_port(),
+                None,
+            )?);
             (
                 Some(cluster.clone()),
                 cluster as Arc<dyn ClusterView>,
@@ -151,7 +155,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             )
         }
         ClusterMode::Remote { host, port } => {
-            let scheduler = Arc::new(RemoteScheduler::new(host, *port)?);
+            let scheduler = Arc::new(RemoteScheduler::new(
+                host,
+                *port,
+                config.cluster_tls.clone(),
+            )?);
             let slots = remote_slots(scheduler.as_ref()).await;
             (
                 None,
@@ -237,6 +245,10 @@ fn build_frontend(
             allowed.extend(config.allowed_locations.iter().cloned());
             allowed
         }),
+        cluster_tls: config
+            .cluster_tls
+            .as_ref()
+            .map(|tls| tls.endpoint_override(Default::default())),
     })?;
     setup_pg_catalog(sessions.template(), DEFAULT_CATALOG, EmptyContextProvider)
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;
@@ -272,7 +284,7 @@ fn build_frontend(
     register_system_schema(sessions.template(), tables)?;
     if let Some(timeout) = &config.statement_timeout {
         frontend::settings::with_settings(sessions.template(), |settings| {
-            settings.set("statement_timeout", timeout).map(|_| ())
+            settings.set_server_default("statement_timeout", timeout)
         })
         .map_err(|e| ServerError::Config(format!("statement-timeout: {e}")))?;
     }
@@ -306,15 +318,23 @@ fn login_policy(config: &ServeConfig, address: SocketAddr) -> (LoginPolicy, Serv
             JOBS_USER,
             User {
                 role: Role::Admin,
-                verifier: Verifier::new(&password),
+                password: StoredPassword::Scram(Verifier::new(&password)),
             },
         );
         job_login.user = JOBS_USER.into();
         job_login.password = Some(password);
     }
+    let md5_users = users.with_md5_passwords();
+    if !md5_users.is_empty() && !config.allow_md5 {
+        tracing::warn!(
+            "users {md5_users:?} have md5 passwords and cannot log in: md5 logins are off \
+             (--allow-md5)"
+        );
+    }
     let policy = LoginPolicy {
         users,
         tls_required: config.tls_required,
+        allow_md5: config.allow_md5,
     };
     (policy, job_login)
 }

@@ -122,6 +122,16 @@ fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
             .await
             .unwrap();
         assert_eq!(row.get::<_, String>(0), "1s");
+        // RESET comes back to the server's default, not to PostgreSQL's 0.
+        client
+            .batch_execute("SET statement_timeout = 0; RESET statement_timeout")
+            .await
+            .unwrap();
+        let row = client
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), "1s");
         let dir = files.path().display();
         client
             .batch_execute(&format!(

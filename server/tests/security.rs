@@ -4,31 +4,39 @@
 //! runs what it may and gets `42501` for the rest.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use sluice_sql_tests::certs::{TestCa, TestCertificate};
 use sluice_sql_tests::SluiceServer;
 use tokio_postgres::error::SqlState;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
+/// `sluice user add name --role role` (and `extra` flags) with the password
+/// `<name>-pw` on its standard input.
+fn add_user(config: &Path, name: &str, role: &str, extra: &[&str]) {
+    let mut add = Command::new(BINARY)
+        .args(["user", "add", name, "--role", role, "--config"])
+        .arg(config)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(add.stdin.take().unwrap(), "{name}-pw").unwrap();
+    assert!(add.wait().unwrap().success());
+    let text = std::fs::read_to_string(config).unwrap();
+    assert!(!text.contains("-pw"), "a password was stored: {text}");
+}
+
 /// Users `ada` (admin), `wes` (writer) and `rita` (reader), each with the
 /// password `<name>-pw`, added to `config` with `sluice user add`.
 fn add_users(config: &Path) {
     for (name, role) in [("ada", "admin"), ("wes", "writer"), ("rita", "reader")] {
-        let mut add = Command::new(BINARY)
-            .args(["user", "add", name, "--role", role, "--config"])
-            .arg(config)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        writeln!(add.stdin.take().unwrap(), "{name}-pw").unwrap();
-        assert!(add.wait().unwrap().success());
+        add_user(config, name, role, &[]);
     }
-    let text = std::fs::read_to_string(config).unwrap();
-    assert!(!text.contains("-pw"), "a password was stored: {text}");
 }
 
 /// psql as `user` with `password` on `connection` (a libpq connection
@@ -225,68 +233,14 @@ fn concurrent_logins_each_get_their_own_outcome() {
     server.stop().expect("stops");
 }
 
-/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it, made
-/// with openssl: `(ca.pem, server.pem, server.key)`.
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let words = |text: String| text.split(' ').map(str::to_string).collect::<Vec<_>>();
-    for args in [
-        words(format!(
-            "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=SluiceTestCA"
-        )),
-        words(format!(
-            "req {ec} -keyout server.key -out server.csr -subj /CN=localhost"
-        )),
-    ] {
-        run(&args.iter().map(String::as_str).collect::<Vec<_>>());
-    }
-    std::fs::write(
-        dir.join("san.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    ]);
-    (
-        dir.join("ca.pem"),
-        dir.join("server.pem"),
-        dir.join("server.key"),
-    )
-}
-
 #[test]
 fn tls_with_verify_full_and_plaintext_refused() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     add_users(&config);
-    let (ca, cert, key) = certificates(dir.path());
+    let ca = TestCa::new(dir.path(), "ca");
+    let TestCertificate { cert, key } = ca.issue(dir.path(), "server");
+    let ca = ca.cert;
     let server = SluiceServer::start_with_args(
         Path::new(BINARY),
         &[
@@ -339,6 +293,83 @@ fn tls_with_verify_full_and_plaintext_refused() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("missing.pem"), "{stderr}");
+}
+
+/// The authentication request (`AuthenticationMD5Password` = 5,
+/// `AuthenticationSASL` = 10, …) the server answers `user`'s startup
+/// packet with.
+fn authentication_request(port: u16, user: &str) -> i32 {
+    use std::io::Read;
+    let mut body = 196_608_i32.to_be_bytes().to_vec(); // protocol 3.0
+    for text in ["user", user, "database", "sluice", ""] {
+        body.extend(text.as_bytes());
+        body.push(0);
+    }
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend(body);
+    let mut socket = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    socket.write_all(&packet).unwrap();
+    let mut header = [0u8; 9];
+    socket.read_exact(&mut header).unwrap();
+    assert_eq!(header[0], b'R', "an authentication request");
+    i32::from_be_bytes(header[5..9].try_into().unwrap())
+}
+
+/// `AuthenticationMD5Password` and `AuthenticationSASL`.
+const MD5_REQUEST: i32 = 5;
+const SASL_REQUEST: i32 = 10;
+
+#[test]
+fn md5_logins_only_when_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    add_users(&config);
+    add_user(&config, "olga", "reader", &["--md5"]);
+
+    // Off by default: a user with an md5 password is asked for SCRAM, which
+    // their stored hash cannot check, so they cannot log in at all.
+    let server =
+        SluiceServer::start_with_args(Path::new(BINARY), &["--config", config.to_str().unwrap()])
+            .expect("starts");
+    let port = server.port();
+    assert_eq!(authentication_request(port, "olga"), SASL_REQUEST);
+    fails_with(
+        psql_as(port, "olga", "olga-pw", "", "SELECT 1"),
+        "password authentication failed",
+    );
+    assert_eq!(ok(psql_as(port, "ada", "ada-pw", "", "SELECT 1")), "1\n");
+    server.stop().expect("stops");
+
+    // Allowed: md5 for md5 users, SCRAM still for everyone else.
+    let server = SluiceServer::start_with_args(
+        Path::new(BINARY),
+        &["--config", config.to_str().unwrap(), "--allow-md5"],
+    )
+    .expect("starts");
+    let port = server.port();
+    assert_eq!(authentication_request(port, "olga"), MD5_REQUEST);
+    assert_eq!(authentication_request(port, "ada"), SASL_REQUEST);
+    assert_eq!(authentication_request(port, "nobody"), SASL_REQUEST);
+    assert_eq!(
+        ok(psql_as(port, "olga", "olga-pw", "", "SELECT 'old client'")),
+        "old client\n"
+    );
+    fails_with(
+        psql_as(port, "olga", "wrong", "", "SELECT 1"),
+        "password authentication failed",
+    );
+    fails_with(
+        psql_as(
+            port,
+            "olga",
+            "olga-pw",
+            "",
+            "CREATE TABLE t AS SELECT 1 AS a",
+        ),
+        "42501",
+    );
+    assert_eq!(ok(psql_as(port, "ada", "ada-pw", "", "SELECT 1")), "1\n");
+    server.stop().expect("stops");
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! The harness is a library so that the test in the `sluice-server` crate,
 //! which knows where cargo built the `sluice` binary, can drive it.
 
+pub mod certs;
 mod db;
 pub mod process;
 mod psql;

@@ -3,10 +3,12 @@
 //! Users live in the config file (`[[user]]` entries with a name, a role and
 //! a SCRAM-SHA-256 verifier, written by `sluice user add`). With none, the
 //! server trusts every client, which `sluice serve` allows on a loopback
-//! listener only. Each connection authenticates on its own ([`scram`]), and
-//! its user's [`Role`] decides which statements it may run ([`access`]).
+//! listener only. Each connection authenticates on its own ([`scram`]; [`md5`]
+//! for old clients when the server allows it), and its user's [`Role`]
+//! decides which statements it may run ([`access`]).
 
 pub mod access;
+pub mod md5;
 pub mod scram;
 pub mod users_file;
 
@@ -15,6 +17,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use md5::Md5Password;
 use scram::Verifier;
 
 /// What a user may do; each role may do everything the ones before it may.
@@ -58,13 +61,42 @@ impl fmt::Display for Role {
     }
 }
 
+/// What the server keeps of a user's password: never the password itself.
+#[derive(Debug, Clone)]
+pub enum StoredPassword {
+    /// A SCRAM-SHA-256 verifier: the default.
+    Scram(Verifier),
+    /// PostgreSQL's md5 hash, for clients without SCRAM; usable only when
+    /// the server allows md5 logins.
+    Md5(Md5Password),
+}
+
+impl StoredPassword {
+    /// Reads PostgreSQL's stored forms: a SCRAM verifier or `md5…`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match Md5Password::parse(text) {
+            Some(md5) => Ok(Self::Md5(md5)),
+            None => Verifier::parse(text).map(Self::Scram),
+        }
+    }
+}
+
+impl fmt::Display for StoredPassword {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Scram(verifier) => verifier.fmt(f),
+            Self::Md5(md5) => md5.fmt(f),
+        }
+    }
+}
+
 /// One user who may log in.
 #[derive(Debug, Clone)]
 pub struct User {
     /// The user's role.
     pub role: Role,
-    /// The password's SCRAM-SHA-256 verifier.
-    pub verifier: Verifier,
+    /// What proves the user's password.
+    pub password: StoredPassword,
 }
 
 /// The users a server lets in; empty means every client is trusted.
@@ -87,6 +119,18 @@ impl Users {
     /// Whether no users are configured (clients are trusted).
     pub fn is_empty(&self) -> bool {
         self.by_name.is_empty()
+    }
+
+    /// Names of the users whose password is stored as an md5 hash.
+    pub fn with_md5_passwords(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .by_name
+            .iter()
+            .filter(|(_, user)| matches!(user.password, StoredPassword::Md5(_)))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        names.sort_unstable();
+        names
     }
 }
 

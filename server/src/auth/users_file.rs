@@ -7,13 +7,18 @@
 //! role = "writer"
 //! password = "SCRAM-SHA-256$4096:…$…:…"   # a verifier, never the password
 //! ```
+//!
+//! `sluice user add --md5` stores PostgreSQL's `md5…` hash instead, for
+//! clients without SCRAM; the server lets such users in only with
+//! `allow-md5`.
 
 use std::path::Path;
 
 use serde::Deserialize;
 
+use super::md5::Md5Password;
 use super::scram::Verifier;
-use super::{Role, User, Users};
+use super::{Role, StoredPassword, User, Users};
 use crate::error::{Result, ServerError};
 
 /// A `[[user]]` entry as the file holds it.
@@ -22,11 +27,13 @@ use crate::error::{Result, ServerError};
 pub struct UserEntry {
     name: String,
     role: Role,
-    /// The password's SCRAM-SHA-256 verifier (PostgreSQL's form).
+    /// The password's SCRAM-SHA-256 verifier or md5 hash (PostgreSQL's
+    /// forms).
     password: String,
 }
 
-/// The users of `entries`; a password that is not a verifier is an error.
+/// The users of `entries`; a password that is not a verifier or an md5 hash
+/// is an error.
 pub fn users(entries: &[UserEntry]) -> Result<Users> {
     let mut users = Users::default();
     for entry in entries {
@@ -39,7 +46,7 @@ pub fn users(entries: &[UserEntry]) -> Result<Users> {
                 entry.name
             )));
         }
-        let verifier = Verifier::parse(&entry.password).map_err(|e| {
+        let password = StoredPassword::parse(&entry.password).map_err(|e| {
             ServerError::Config(format!(
                 "user {}: {e}; passwords are stored as SCRAM verifiers, written by \
                  `sluice user add`",
@@ -50,17 +57,32 @@ pub fn users(entries: &[UserEntry]) -> Result<Users> {
             &entry.name,
             User {
                 role: entry.role,
-                verifier,
+                password,
             },
         );
     }
     Ok(users)
 }
 
-/// Adds user `name` with `role` and `password`'s verifier to the config file
-/// at `path` (created if missing), or replaces that user's role and
-/// password; the rest of the file is kept as written.
-pub fn add_user(path: &Path, name: &str, role: Role, password: &str) -> Result<()> {
+/// How `sluice user add` stores a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordFormat {
+    /// A SCRAM-SHA-256 verifier.
+    Scram,
+    /// PostgreSQL's md5 hash, for clients without SCRAM.
+    Md5,
+}
+
+/// Adds user `name` with `role` and `password` (stored as `format` says) to
+/// the config file at `path` (created if missing), or replaces that user's
+/// role and password; the rest of the file is kept as written.
+pub fn add_user(
+    path: &Path,
+    name: &str,
+    role: Role,
+    password: &str,
+    format: PasswordFormat,
+) -> Result<()> {
     if name.is_empty() || name.chars().any(char::is_control) {
         return Err(ServerError::Config(format!("invalid user name {name:?}")));
     }
@@ -98,7 +120,11 @@ pub fn add_user(path: &Path, name: &str, role: Role, password: &str) -> Result<(
         }
     };
     table["role"] = toml_edit::value(role.name());
-    table["password"] = toml_edit::value(Verifier::new(password).to_string());
+    let stored = match format {
+        PasswordFormat::Scram => Verifier::new(password).to_string(),
+        PasswordFormat::Md5 => Md5Password::new(name, password).to_string(),
+    };
+    table["password"] = toml_edit::value(stored);
     write_private(path, document.to_string().as_bytes())
 }
 
@@ -123,6 +149,11 @@ pub struct UserAddArgs {
     /// --config` reads.
     #[arg(long, value_name = "FILE")]
     pub config: std::path::PathBuf,
+    /// Store PostgreSQL's md5 hash instead of a SCRAM verifier, for clients
+    /// that cannot do SCRAM; the server must allow md5 logins
+    /// (`--allow-md5`).
+    #[arg(long)]
+    pub md5: bool,
 }
 
 /// Runs `sluice user …`.
@@ -140,12 +171,22 @@ pub fn run(command: UserCommand) -> Result<()> {
         .read_line(&mut line)
         .map_err(|e| ServerError::io("reading the password from standard input", e))?;
     let password = line.trim_end_matches(['\r', '\n']);
-    add_user(&args.config, &args.name, args.role, password)?;
+    let format = if args.md5 {
+        PasswordFormat::Md5
+    } else {
+        PasswordFormat::Scram
+    };
+    add_user(&args.config, &args.name, args.role, password, format)?;
     eprintln!(
-        "user {} ({}) written to {}",
+        "user {} ({}) written to {}{}",
         args.name,
         args.role,
-        args.config.display()
+        args.config.display(),
+        if args.md5 {
+            " with an md5 password: it logs in only where the server allows md5 (--allow-md5)"
+        } else {
+            ""
+        }
     );
     Ok(())
 }
@@ -185,9 +226,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.toml");
         std::fs::write(&path, "# mine\n[serve]\nlisten = \"127.0.0.1:5433\"\n").unwrap();
-        add_user(&path, "alice", Role::Writer, "first").unwrap();
-        add_user(&path, "bob", Role::Reader, "second").unwrap();
-        add_user(&path, "alice", Role::Admin, "third").unwrap();
+        add_user(&path, "alice", Role::Writer, "first", PasswordFormat::Scram).unwrap();
+        add_user(&path, "bob", Role::Reader, "second", PasswordFormat::Md5).unwrap();
+        add_user(&path, "alice", Role::Admin, "third", PasswordFormat::Scram).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(text.starts_with("# mine\n"), "{text}");
         assert!(!text.contains("first") && !text.contains("third"), "{text}");
@@ -196,6 +237,7 @@ mod tests {
         let users = users(&file.user).unwrap();
         assert_eq!(users.get("alice").unwrap().role, Role::Admin);
         assert_eq!(users.get("bob").unwrap().role, Role::Reader);
+        assert_eq!(users.with_md5_passwords(), ["bob"]);
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);

@@ -4,6 +4,7 @@
 //! (`[serve]`, `[scheduler]`, `[executor]`) plus the shared ones (`[cluster]`
 //! timings, `[storage.<service>]` object storage options).
 
+mod cluster_tls;
 mod roles;
 mod serve;
 
@@ -18,6 +19,7 @@ use sluice_scheduler::ClusterTimings;
 
 use crate::error::{Result, ServerError};
 
+pub use cluster_tls::ClusterTlsArgs;
 pub use roles::{ExecutorArgs, ExecutorConfig, SchedulerArgs, SchedulerConfig};
 pub use serve::{ClusterMode, ServeArgs, ServeConfig, TlsFiles, DEFAULT_EXECUTORS};
 
@@ -41,7 +43,8 @@ struct FileConfig {
     user: Vec<crate::auth::users_file::UserEntry>,
 }
 
-/// `[cluster]`: failure detection and result retention, for every role.
+/// `[cluster]`: failure detection, result retention and TLS between the
+/// roles, for every role.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct ClusterSection {
@@ -50,6 +53,9 @@ struct ClusterSection {
     expiry_check_interval_seconds: Option<u64>,
     result_retention_seconds: Option<u64>,
     job_state_retention_seconds: Option<u64>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
 }
 
 impl FileConfig {

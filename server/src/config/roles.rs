@@ -4,9 +4,12 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use sluice_scheduler::ClusterTimings;
+use sluice_scheduler::{ClusterTimings, ClusterTls};
 
-use super::{absolute, advertised_host, cores, parse_host_port, parse_socket_addr, FileConfig};
+use super::{
+    absolute, advertised_host, cores, parse_host_port, parse_socket_addr, ClusterTlsArgs,
+    FileConfig,
+};
 use crate::error::{Result, ServerError};
 
 /// Default scheduler listener: every interface, Ballista's usual port.
@@ -28,6 +31,9 @@ pub struct SchedulerArgs {
     /// (listen, external-host) and `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Mutual TLS with executors and frontends.
+    #[command(flatten)]
+    pub tls: ClusterTlsArgs,
 }
 
 /// `[scheduler]` in the config file.
@@ -47,6 +53,8 @@ pub struct SchedulerConfig {
     pub external_host: String,
     /// Failure detection and result retention.
     pub timings: ClusterTimings,
+    /// Mutual TLS on its listener; executors then poll for tasks.
+    pub tls: Option<ClusterTls>,
 }
 
 impl SchedulerArgs {
@@ -67,6 +75,7 @@ impl SchedulerArgs {
             listen,
             external_host,
             timings: file.timings()?,
+            tls: self.tls.resolve(&file)?,
         })
     }
 }
@@ -102,6 +111,9 @@ pub struct ExecutorArgs {
     /// `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Mutual TLS with the scheduler, other executors and frontends.
+    #[command(flatten)]
+    pub tls: ClusterTlsArgs,
 }
 
 /// `[executor]` in the config file.
@@ -137,6 +149,8 @@ pub struct ExecutorConfig {
     pub timings: ClusterTimings,
     /// Memory each task slot may use.
     pub query_memory: Option<u64>,
+    /// Mutual TLS on its Flight listener and to the other roles.
+    pub tls: Option<ClusterTls>,
 }
 
 impl ExecutorArgs {
@@ -195,6 +209,7 @@ impl ExecutorArgs {
             slots,
             work_dir,
             timings: file.timings()?,
+            tls: self.tls.resolve(&file)?,
         })
     }
 }

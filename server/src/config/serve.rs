@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_engine::options::DEFAULT_SINGLE_STAGE_MAX_BYTES;
 use sluice_engine::{SluiceOptions, StorageOptions};
-use sluice_scheduler::ClusterTimings;
+use sluice_scheduler::{ClusterTimings, ClusterTls};
 
-use super::{absolute, cores, parse_host_port, parse_socket_addr, FileConfig};
+use super::{absolute, cores, parse_host_port, parse_socket_addr, ClusterTlsArgs, FileConfig};
 use crate::auth::Users;
 use crate::error::{Result, ServerError};
 
@@ -39,6 +39,9 @@ pub struct ServeArgs {
     /// (started with `sluice scheduler`) instead of an embedded cluster.
     #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
     pub scheduler: Option<String>,
+    /// Mutual TLS with the scheduler and executors (with `--scheduler`).
+    #[command(flatten)]
+    pub cluster_tls: ClusterTlsArgs,
     /// Jobs whose files total at most this many bytes run as a single stage
     /// on one executor, without shuffles [default: 1073741824, i.e. 1 GiB;
     /// 0 always splits jobs into stages]. A session may change it with
@@ -80,6 +83,10 @@ pub struct ServeArgs {
     /// Refuse clients that do not use TLS.
     #[arg(long, env = "SLUICE_TLS_REQUIRED")]
     pub tls_required: bool,
+    /// Let in users whose password is stored as an md5 hash (`sluice user
+    /// add --md5`), for clients without SCRAM. Off by default: md5 is weak.
+    #[arg(long, env = "SLUICE_ALLOW_MD5")]
+    pub allow_md5: bool,
     /// Once users are configured, locations that CREATE EXTERNAL TABLE, COPY
     /// and INSERT may use besides the data dir and the warehouse: a directory
     /// or object-store URL prefix (repeatable).
@@ -130,6 +137,7 @@ pub(super) struct ServeSection {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_required: Option<bool>,
+    allow_md5: Option<bool>,
     #[serde(default, alias = "allowed_locations")]
     allowed_locations: Vec<String>,
     query_memory: Option<String>,
@@ -187,6 +195,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// Whether clients must use TLS.
     pub tls_required: bool,
+    /// Whether users with md5 passwords may log in.
+    pub allow_md5: bool,
     /// With users, the locations besides the data dir and the warehouse that
     /// statements may read and write.
     pub allowed_locations: Vec<String>,
@@ -198,6 +208,8 @@ pub struct ServeConfig {
     pub max_query_size: usize,
     /// Every session's initial `statement_timeout` (PostgreSQL's syntax).
     pub statement_timeout: Option<String>,
+    /// Mutual TLS with a remote scheduler and its executors.
+    pub cluster_tls: Option<ClusterTls>,
 }
 
 /// Default of `--max-connections`.
@@ -333,9 +345,19 @@ impl ServeArgs {
         let statement_timeout = self
             .statement_timeout
             .or_else(|| section.statement_timeout.clone());
+        let cluster_tls = self.cluster_tls.resolve(&file)?;
+        if cluster_tls.is_some() && matches!(cluster, ClusterMode::Embedded { .. }) {
+            return Err(ServerError::Config(
+                "cluster TLS secures a frontend's traffic to a remote scheduler (--scheduler); \
+                 the embedded cluster talks over loopback inside this process"
+                    .into(),
+            ));
+        }
         let mut allowed_locations = self.allow_locations;
         allowed_locations.extend(section.allowed_locations.iter().cloned());
         Ok(ServeConfig {
+            allow_md5: self.allow_md5 || section.allow_md5.unwrap_or(false),
+            cluster_tls,
             query_memory,
             max_connections,
             max_query_size: usize::try_from(max_query_size).unwrap_or(usize::MAX),

@@ -87,6 +87,10 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
     ("broken pipe", CONNECTION_FAILURE),
     ("connection reset", CONNECTION_FAILURE),
     ("h2 protocol error", CONNECTION_FAILURE),
+    // A connection that closed under a call: among others, a cluster role
+    // refusing this frontend's TLS certificate.
+    ("tonic::transport::error(transport", CONNECTION_FAILURE),
+    ("invalid peer certificate", CONNECTION_FAILURE),
 ];
 
 /// The SQLSTATE for a DataFusion error.

@@ -27,7 +27,7 @@ use super::interrupt::{CancelRegistry, ConnectionSignal};
 use super::settings::{formatting_key, with_settings};
 use crate::auth::access::{role_of, ROLE_KEY};
 use crate::auth::scram::{self, Exchange, ScramError, Verifier};
-use crate::auth::{Principal, Role, Users};
+use crate::auth::{Principal, Role, StoredPassword, User, Users};
 use sluice_engine::pg_settings::PARAMETERS;
 
 /// The database name clients must connect to.
@@ -46,6 +46,8 @@ pub struct LoginPolicy {
     pub users: Users,
     /// Whether clients must use TLS.
     pub tls_required: bool,
+    /// Whether users with md5 passwords may log in (with md5).
+    pub allow_md5: bool,
 }
 
 /// Where one connection's login is.
@@ -56,6 +58,8 @@ enum Login {
     Started,
     /// The server's first message is sent.
     Challenged(Box<Exchange>),
+    /// The md5 salt is sent; the password message comes next.
+    Md5Challenged([u8; 4]),
     /// Logged in, or failed.
     Over,
 }
@@ -95,6 +99,16 @@ const INVALID_PASSWORD: &str = "28P01";
 const TOO_MANY_CONNECTIONS: &str = "53300";
 /// `protocol_violation`
 const PROTOCOL_VIOLATION: &str = "08P01";
+
+/// A fresh random md5 salt.
+fn md5_salt() -> PgWireResult<[u8; 4]> {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; 4];
+    ring::rand::SystemRandom::new()
+        .fill(&mut salt)
+        .map_err(|_| fatal("XX000", "no randomness for the md5 salt".into()))?;
+    Ok(salt)
+}
 
 /// The parameters reported at startup, from the session's settings.
 struct ReportedParameters {
@@ -195,10 +209,20 @@ impl StartupHandler for Startup {
             return self.admit(client).await;
         }
         client.set_state(PgWireConnectionState::AuthenticationInProgress);
+        let user = client.metadata().get(METADATA_USER).cloned();
+        let stored = user.and_then(|user| self.policy.users.get(&user).map(|u| &u.password));
+        let request = match stored {
+            // As PostgreSQL does: md5 for a user whose password only md5 can
+            // check, SCRAM for everyone else (and for unknown users).
+            Some(StoredPassword::Md5(_)) if self.policy.allow_md5 => {
+                let salt = md5_salt()?;
+                *self.login.lock().await = Login::Md5Challenged(salt);
+                Authentication::MD5Password(salt.to_vec())
+            }
+            _ => Authentication::SASL(vec![scram::MECHANISM.to_string()]),
+        };
         client
-            .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-                vec![scram::MECHANISM.to_string()],
-            )))
+            .send(PgWireBackendMessage::Authentication(request))
             .await?;
         Ok(())
     }
@@ -257,8 +281,12 @@ impl Startup {
                         ),
                     ));
                 }
-                let verifier = match self.policy.users.get(&user) {
-                    Some(known) => known.verifier.clone(),
+                // A user without a SCRAM verifier fails like an unknown one.
+                let verifier = match self.scram_user(&user) {
+                    Some(known) => match &known.password {
+                        StoredPassword::Scram(verifier) => verifier.clone(),
+                        StoredPassword::Md5(_) => Verifier::unknown_user(),
+                    },
                     None => Verifier::unknown_user(),
                 };
                 let data = initial.data.unwrap_or_default();
@@ -276,7 +304,7 @@ impl Startup {
                 let response = message
                     .into_sasl_response()
                     .map_err(|e| violation(format!("expected a SASL response: {e}")))?;
-                let known = self.policy.users.get(&user);
+                let known = self.scram_user(&user);
                 let server_final = match (exchange.finish(&response.data), known) {
                     (Ok(server_final), Some(_)) => server_final,
                     (Err(ScramError::Malformed(what)), _) => {
@@ -302,8 +330,37 @@ impl Startup {
                 }
                 self.admit(client).await
             }
+            Login::Md5Challenged(salt) => {
+                let answer = message
+                    .into_password()
+                    .map_err(|e| violation(format!("expected a password message: {e}")))?;
+                let known = self.policy.users.get(&user).filter(|known| {
+                    matches!(&known.password, StoredPassword::Md5(md5)
+                        if md5.accepts(salt, answer.password.as_bytes()))
+                });
+                let Some(known) = known else {
+                    tracing::info!("failed md5 login of user {user:?}");
+                    return Err(fatal(
+                        INVALID_PASSWORD,
+                        format!("password authentication failed for user \"{user}\""),
+                    ));
+                };
+                client
+                    .metadata_mut()
+                    .insert(ROLE_KEY.to_string(), known.role.name().to_string());
+                self.admit(client).await
+            }
             Login::Over => Err(violation("unexpected password message".into())),
         }
+    }
+
+    /// User `name` if SCRAM can log them in (their password is stored as a
+    /// SCRAM verifier).
+    fn scram_user(&self, name: &str) -> Option<&User> {
+        self.policy
+            .users
+            .get(name)
+            .filter(|user| matches!(user.password, StoredPassword::Scram(_)))
     }
 
     /// Lets the client in: its backend key, session settings and the
