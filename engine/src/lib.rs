@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod compact;
 pub mod error;
 pub mod file_caches;
+pub mod frontend_compute;
 pub mod information_schema;
 pub mod options;
 pub mod pg_functions;

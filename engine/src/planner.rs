@@ -25,6 +25,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
 use crate::atomic_copy::{stage_copy, AtomicCopyExec, CopyJournal};
+use crate::frontend_compute::on_compute_threads;
 use crate::recovery::{JobControl, RecoveringJobExec};
 use crate::sandbox::LocationSandbox;
 
@@ -144,9 +145,11 @@ impl SluiceQueryPlanner {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match placement(logical_plan)? {
             Placement::Frontend => {
-                self.local
+                let plan = self
+                    .local
                     .create_physical_plan(logical_plan, session_state)
-                    .await
+                    .await?;
+                on_compute_threads(plan)
             }
             Placement::Cluster => match (&self.jobs, logical_plan) {
                 // EXPLAIN ANALYZE and empty plans keep Ballista's own handling.

@@ -4,6 +4,7 @@
 //! `statement_timeout` cancels long statements with 57014.
 
 use std::path::Path;
+use std::time::Duration;
 
 use sluice_sql_tests::{connect, SluiceServer};
 use tokio_postgres::error::SqlState;
@@ -101,7 +102,7 @@ fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
                 again = Some(client);
                 break;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let client = again.expect("a connection once another closed");
 
@@ -141,9 +142,7 @@ fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
             ))
             .await
             .unwrap();
-        // Ten billion pairs: far more than a second's work. (A plan that runs
-        // in the frontend, over generate_series alone, is not interrupted
-        // until it yields; see the README.)
+        // Ten billion pairs: far more than a second's work.
         let slow = client
             .query_one("SELECT count(*) FROM g a, g b WHERE a.i + b.i > 0", &[])
             .await
@@ -157,6 +156,30 @@ fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
                 .get::<_, i64>(0),
             2
         );
+        // Plans that run in the frontend and compute without ever waiting (a
+        // cross join of two generate_series, 40 billion pairs) are
+        // interrupted too; while two of them compute, a query on the cluster
+        // is answered.
+        let runaway = "SELECT count(*) FROM generate_series(1, 200000) AS a(i), \
+                       generate_series(1, 200000) AS b(j) WHERE i + j > 0";
+        let all = async {
+            tokio::join!(
+                clients[0].query_one(runaway, &[]),
+                clients[1].query_one(runaway, &[]),
+                async {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    client.query_one("SELECT count(*) FROM g", &[]).await
+                }
+            )
+        };
+        let (first, second, meanwhile) = tokio::time::timeout(Duration::from_secs(60), all)
+            .await
+            .expect("the server answers while frontend plans compute");
+        for runaway in [first, second] {
+            let error = runaway.expect_err("the default statement_timeout cancels it");
+            assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{error:?}");
+        }
+        assert_eq!(meanwhile.unwrap().get::<_, i64>(0), 100_000);
     });
     server.stop().expect("stops");
 }
