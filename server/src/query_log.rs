@@ -131,8 +131,9 @@ impl QueryLog {
     }
 
     /// Starts recording a query; the returned tracker ends it when dropped.
-    /// (Statements naming object storage options are recorded with their
-    /// string literals masked: they may hold credentials.)
+    /// (Statements naming object storage options, secrets or passwords are
+    /// recorded with their string literals masked: they may hold
+    /// credentials.)
     pub fn start(&self, user: &str, text: &str) -> Arc<QueryTracker> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let record = Arc::new(QueryRecord {
@@ -220,10 +221,25 @@ impl Drop for QueryTracker {
     }
 }
 
-/// `text` with every single-quoted literal masked when it mentions object
-/// storage options (`SET storage.s3.aws_secret_access_key = '…'`).
+/// Words that mark a statement whose literals may hold a credential: object
+/// storage settings (`SET storage.s3.aws_secret_access_key = '…'`), table
+/// options (`OPTIONS ('aws.secret_access_key' '…')`), passwords.
+const SENSITIVE_WORDS: &[&str] = &[
+    "storage.",
+    "secret",
+    "password",
+    "token",
+    "access_key",
+    "account_key",
+    "sas_key",
+    "credential",
+];
+
+/// `text` with every single-quoted literal masked when it mentions one of
+/// the [`SENSITIVE_WORDS`].
 fn redact(text: &str) -> String {
-    if !text.to_ascii_lowercase().contains("storage.") {
+    let lower = text.to_ascii_lowercase();
+    if !SENSITIVE_WORDS.iter().any(|word| lower.contains(word)) {
         return text.to_string();
     }
     let mut redacted = String::with_capacity(text.len());
@@ -258,5 +274,9 @@ mod tests {
             "SET storage.s3.aws_secret_access_key = '********''********'"
         );
         assert_eq!(redact("SELECT 'x' FROM t"), "SELECT 'x' FROM t");
+        assert_eq!(
+            redact("CREATE EXTERNAL TABLE t STORED AS CSV LOCATION 's3://b/' OPTIONS ('aws.secret_access_key' 'k')"),
+            "CREATE EXTERNAL TABLE t STORED AS CSV LOCATION '********' OPTIONS ('********' '********')"
+        );
     }
 }
