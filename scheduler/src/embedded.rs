@@ -1,7 +1,7 @@
 //! A whole Ballista cluster in one process: one scheduler and N executors, each
 //! with its own Flight endpoint and work directory, all on 127.0.0.1.
 
-use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -257,9 +257,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// A port on 127.0.0.1 that is free right now.
 fn free_port() -> Result<u16> {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
+    crate::ports::free_port([127, 0, 0, 1].into())
         .map_err(|e| ClusterError::io("finding a free port", e))
 }
 

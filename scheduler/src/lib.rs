@@ -12,6 +12,8 @@ pub mod embedded;
 pub mod error;
 pub mod executor_role;
 pub mod flight;
+pub mod metrics;
+pub mod ports;
 pub mod remote;
 pub mod scheduler_role;
 pub mod slot_healer;

@@ -19,6 +19,7 @@ use ballista_core::serde::protobuf::{
 use ballista_core::JobId;
 
 use crate::cancellable::{cancellable, CancelFlag};
+use crate::metrics::RunningTask;
 use ballista_executor::execution_engine::{
     DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
 };
@@ -46,10 +47,12 @@ impl TaskCounts {
         self.counter(executor_id).load(Ordering::Relaxed)
     }
 
-    /// An execution engine for `executor_id` that counts into these counters.
+    /// An execution engine for `executor_id` that counts into these counters
+    /// (and into the tasks' Prometheus metrics, [`crate::metrics`]).
     pub fn engine(self: &Arc<Self>, executor_id: &str) -> Arc<dyn ExecutionEngine> {
         Arc::new(CountingEngine {
             inner: DefaultExecutionEngine::new(),
+            executor_id: executor_id.to_string(),
             completed: self.counter(executor_id),
         })
     }
@@ -58,6 +61,7 @@ impl TaskCounts {
 /// Ballista's default engine, counting the tasks that succeed.
 struct CountingEngine {
     inner: DefaultExecutionEngine,
+    executor_id: String,
     completed: Arc<AtomicU64>,
 }
 
@@ -85,6 +89,7 @@ impl ExecutionEngine for CountingEngine {
         )?;
         Ok(Arc::new(CountingStage {
             inner,
+            executor_id: self.executor_id.clone(),
             completed: self.completed.clone(),
             cancel,
         }))
@@ -95,6 +100,7 @@ impl ExecutionEngine for CountingEngine {
 #[derive(Debug)]
 struct CountingStage {
     inner: Arc<dyn QueryStageExecutor>,
+    executor_id: String,
     completed: Arc<AtomicU64>,
     /// Raised when the task's future ends, aborted or not.
     cancel: CancelFlag,
@@ -114,9 +120,18 @@ impl QueryStageExecutor for CountingStage {
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
         let _stop_when_dropped = self.cancel.raise_on_drop();
-        let partitions = self.inner.execute_query_stage(task_id, context).await?;
-        self.completed.fetch_add(1, Ordering::Relaxed);
-        Ok(partitions)
+        let running = RunningTask::start(&self.executor_id);
+        match self.inner.execute_query_stage(task_id, context).await {
+            Ok(partitions) => {
+                self.completed.fetch_add(1, Ordering::Relaxed);
+                running.finished(&self.inner.collect_plan_metrics(), &partitions);
+                Ok(partitions)
+            }
+            Err(e) => {
+                running.failed();
+                Err(e)
+            }
+        }
     }
 
     fn collect_plan_metrics(&self) -> Vec<MetricsSet> {

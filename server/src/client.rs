@@ -89,6 +89,7 @@ impl TargetServer {
         let scratch = tempfile::tempdir().map_err(|e| ServerError::io("creating a data dir", e))?;
         let config = ServeArgs {
             listen: Some("127.0.0.1:0".into()),
+            http: Some("off".into()),
             data_dir: Some(scratch.path().to_path_buf()),
             executors: Some(DEFAULT_EXECUTORS),
             config,

@@ -40,7 +40,7 @@ struct Cli {
 enum Command {
     /// Run the Postgres frontend with an embedded cluster (scheduler +
     /// executors), or with `--scheduler` in front of a separate cluster.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a cluster scheduler (executors and frontends connect to it).
     Scheduler(SchedulerArgs),
     /// Run a cluster executor that registers with a scheduler.
@@ -99,7 +99,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => sluice_server::serve::run(args.resolve()?).await,
+            Command::Serve(args) => sluice_server::serve::run((*args).resolve()?).await,
             Command::Scheduler(args) => sluice_server::roles::scheduler(args.resolve()?).await,
             Command::Executor(args) => sluice_server::roles::executor(args.resolve()?).await,
             Command::Run(args) => sluice_server::script::run(args).await,

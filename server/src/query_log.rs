@@ -91,6 +91,7 @@ impl QueryRecord {
         }
         progress.state = state;
         progress.finished_at = Some(SystemTime::now());
+        crate::metrics::query_ended(state, self.started.elapsed());
         progress.rows = rows;
         progress.error = error;
         let millis = self.started.elapsed().as_secs_f64() * 1000.0;
@@ -151,6 +152,7 @@ impl QueryLog {
                 error: None,
             }),
         });
+        crate::metrics::query_started();
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.push_back(record.clone());
         while records.len() > CAPACITY {

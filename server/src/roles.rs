@@ -7,8 +7,11 @@ use sluice_scheduler::executor_role::{new_executor_id, run_executor, ExecutorOpt
 use sluice_scheduler::scheduler_role::{nodelay_listener, start_scheduler, SchedulerOptions};
 use sluice_scheduler::task_counts::TaskCounts;
 
+use sluice_scheduler::RemoteScheduler;
+
 use crate::config::{ExecutorConfig, SchedulerConfig};
 use crate::error::Result;
+use crate::http::serve_http;
 use crate::serve::shutdown_signal;
 
 /// Runs a scheduler until SIGINT or SIGTERM.
@@ -36,11 +39,29 @@ pub async fn scheduler(config: SchedulerConfig) -> Result<()> {
         }
     );
     let _ = std::io::stdout().flush();
+    // Its own view of the cluster, through its REST API, as frontends see it.
+    let http = match config.http {
+        Some(address) => {
+            let view = RemoteScheduler::new(
+                &config.external_host,
+                scheduler.address.port(),
+                config.tls.clone(),
+            )?;
+            let http = serve_http(address, Some(Arc::new(view))).await?;
+            println!(
+                "sluice scheduler metrics at http://{}/metrics",
+                http.address
+            );
+            Some(http)
+        }
+        None => None,
+    };
     let task = scheduler.task;
     tokio::select! {
         _ = shutdown => tracing::info!("scheduler shutting down"),
         _ = task => tracing::error!("scheduler stopped serving"),
     }
+    drop(http);
     Ok(())
 }
 
@@ -87,6 +108,10 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         slot_memory: config.query_memory,
         timings: config.timings,
         tls: config.tls,
+    };
+    let _http = match config.http {
+        Some(address) => Some(serve_http(address, None).await?),
+        None => None,
     };
     run_executor(options, Arc::new(TaskCounts::default())).await?;
     Ok(())

@@ -22,6 +22,7 @@ use crate::client::ServerAddress;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
 use crate::frontend::{self, Frontend, Limits, LoginPolicy, DATABASE};
+use crate::http::serve_http;
 use crate::jobs::history::RunHistory;
 use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
@@ -41,14 +42,22 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let started = Instant::now();
     let shutdown = shutdown_signal()?;
     let server = start(&config).await?;
+    let http = match config.http {
+        Some(address) => Some(serve_http(address, Some(server.view.clone())).await?),
+        None => None,
+    };
     let cluster = match &config.cluster {
         ClusterMode::Embedded { executors, slots } => {
             format!("with {executors} executors x {slots} slots")
         }
         ClusterMode::Remote { host, port } => format!("with the scheduler at {host}:{port}"),
     };
+    let metrics = match &http {
+        Some(http) => format!("; metrics at http://{}/metrics", http.address),
+        None => String::new(),
+    };
     println!(
-        "sluice ready in {:.0?} {cluster}; connect with: psql -h {} -p {} -U sluice -d {DATABASE}",
+        "sluice ready in {:.0?} {cluster}; connect with: psql -h {} -p {} -U sluice -d {DATABASE}{metrics}",
         started.elapsed(),
         server.address.ip(),
         server.address.port(),
@@ -62,6 +71,7 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     );
     shutdown.await;
     tracing::info!("shutting down");
+    drop(http);
     server.stop().await;
     tracing::info!("stopped");
     Ok(())

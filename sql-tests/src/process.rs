@@ -109,6 +109,7 @@ pub fn start_scheduler(
 ) -> Result<(ChildProcess, u16), String> {
     let mut command = Command::new(binary);
     command.args(["scheduler", "--listen", &format!("127.0.0.1:{port}")]);
+    command.args(["--http", "127.0.0.1:0"]);
     if let Some(config) = config {
         command.arg("--config").arg(config);
     }
@@ -141,6 +142,8 @@ pub fn start_executor(
         ])
         .args([
             "--listen",
+            "127.0.0.1:0",
+            "--http",
             "127.0.0.1:0",
             "--slots",
             &slots.to_string(),

@@ -13,6 +13,7 @@ const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct SluiceServer {
     process: Option<ChildProcess>,
     port: u16,
+    http_port: Option<u16>,
     data_dir: PathBuf,
     _owned_data_dir: Option<tempfile::TempDir>,
 }
@@ -39,15 +40,23 @@ impl SluiceServer {
         let mut command = Command::new(binary);
         command
             .arg("serve")
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(args);
         let process = ChildProcess::start(command, "sluice ready")?;
         let port = ready_port(&process.ready_line)
             .ok_or_else(|| format!("no port in {:?}", process.ready_line))?;
+        let http_port = http_port(&process.ready_line);
         Ok(Self {
             process: Some(process),
             port,
+            http_port,
             data_dir: data_dir.to_path_buf(),
             _owned_data_dir: None,
         })
@@ -56,6 +65,12 @@ impl SluiceServer {
     /// The port the Postgres listener is bound to.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The port of the HTTP endpoint (metrics, health), unless the
+    /// arguments turned it off.
+    pub fn http_port(&self) -> Option<u16> {
+        self.http_port
     }
 
     /// The server process's id.
@@ -73,6 +88,12 @@ impl SluiceServer {
         let process = self.process.take().ok_or("already stopped")?;
         process.terminate(SHUTDOWN_TIMEOUT)
     }
+}
+
+/// The HTTP port in a ready line (`… metrics at http://HOST:PORT/metrics`).
+fn http_port(line: &str) -> Option<u16> {
+    let address = line.split("http://").nth(1)?.split('/').next()?;
+    address.rsplit_once(':')?.1.parse().ok()
 }
 
 /// The port in a ready line (`… psql -h 127.0.0.1 -p PORT …`).

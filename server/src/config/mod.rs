@@ -138,6 +138,29 @@ fn parse_socket_addr(what: &str, text: &str) -> Result<SocketAddr> {
         .ok_or_else(|| ServerError::Config(format!("--{what} {text:?} is not a HOST:PORT address")))
 }
 
+/// Default HTTP endpoint (`--http`) of `sluice serve`.
+pub const DEFAULT_SERVE_HTTP: &str = "127.0.0.1:9433";
+/// Default HTTP endpoint of `sluice scheduler`.
+pub const DEFAULT_SCHEDULER_HTTP: &str = "127.0.0.1:9050";
+/// Default HTTP endpoint of `sluice executor`.
+pub const DEFAULT_EXECUTOR_HTTP: &str = "127.0.0.1:9051";
+
+/// A role's HTTP endpoint: the flag, else the file's key, else `default`;
+/// `off` turns it off.
+fn http_address(
+    flag: Option<String>,
+    key: Option<&String>,
+    default: &str,
+) -> Result<Option<SocketAddr>> {
+    let text = flag
+        .or_else(|| key.cloned())
+        .unwrap_or_else(|| default.to_string());
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_socket_addr("http", &text).map(Some)
+}
+
 /// Splits a `HOST:PORT` address of another role (the host is not resolved).
 fn parse_host_port(what: &str, text: &str) -> Result<(String, u16)> {
     let invalid = || ServerError::Config(format!("--{what} {text:?} is not a HOST:PORT address"));

@@ -1,14 +1,14 @@
 //! `sluice scheduler` and `sluice executor` settings.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
 use super::{
-    absolute, advertised_host, cores, parse_host_port, parse_socket_addr, ClusterTlsArgs,
-    FileConfig,
+    absolute, advertised_host, cores, http_address, parse_host_port, parse_socket_addr,
+    ClusterTlsArgs, FileConfig, DEFAULT_EXECUTOR_HTTP, DEFAULT_SCHEDULER_HTTP,
 };
 use crate::error::{Result, ServerError};
 
@@ -34,6 +34,10 @@ pub struct SchedulerArgs {
     /// Mutual TLS with executors and frontends.
     #[command(flatten)]
     pub tls: ClusterTlsArgs,
+    /// HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; `off` turns
+    /// it off [default: 127.0.0.1:9050].
+    #[arg(long, env = "SLUICE_SCHEDULER_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
 }
 
 /// `[scheduler]` in the config file.
@@ -42,6 +46,7 @@ pub struct SchedulerArgs {
 pub(super) struct SchedulerSection {
     listen: Option<String>,
     external_host: Option<String>,
+    http: Option<String>,
 }
 
 /// Resolved settings of `sluice scheduler`.
@@ -55,6 +60,8 @@ pub struct SchedulerConfig {
     pub timings: ClusterTimings,
     /// Mutual TLS on its listener; executors then poll for tasks.
     pub tls: Option<ClusterTls>,
+    /// The HTTP endpoint (metrics, health), if on.
+    pub http: Option<SocketAddr>,
 }
 
 impl SchedulerArgs {
@@ -76,6 +83,7 @@ impl SchedulerArgs {
             external_host,
             timings: file.timings()?,
             tls: self.tls.resolve(&file)?,
+            http: http_address(self.http, section.http.as_ref(), DEFAULT_SCHEDULER_HTTP)?,
         })
     }
 }
@@ -114,6 +122,10 @@ pub struct ExecutorArgs {
     /// Mutual TLS with the scheduler, other executors and frontends.
     #[command(flatten)]
     pub tls: ClusterTlsArgs,
+    /// HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; `off` turns
+    /// it off [default: 127.0.0.1:9051].
+    #[arg(long, env = "SLUICE_EXECUTOR_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
 }
 
 /// `[executor]` in the config file.
@@ -126,6 +138,7 @@ pub(super) struct ExecutorSection {
     slots: Option<usize>,
     work_dir: Option<PathBuf>,
     query_memory: Option<String>,
+    http: Option<String>,
 }
 
 /// Resolved settings of `sluice executor`.
@@ -151,6 +164,8 @@ pub struct ExecutorConfig {
     pub query_memory: Option<u64>,
     /// Mutual TLS on its Flight listener and to the other roles.
     pub tls: Option<ClusterTls>,
+    /// The HTTP endpoint (metrics, health), if on.
+    pub http: Option<SocketAddr>,
 }
 
 impl ExecutorArgs {
@@ -210,14 +225,13 @@ impl ExecutorArgs {
             work_dir,
             timings: file.timings()?,
             tls: self.tls.resolve(&file)?,
+            http: http_address(self.http, section.http.as_ref(), DEFAULT_EXECUTOR_HTTP)?,
         })
     }
 }
 
 /// A free port on `listen`'s interface.
 fn free_port(listen: SocketAddr) -> Result<u16> {
-    TcpListener::bind(SocketAddr::new(listen.ip(), 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
+    sluice_scheduler::ports::free_port(listen.ip())
         .map_err(|e| ServerError::io(format!("finding a free port on {}", listen.ip()), e))
 }

@@ -8,7 +8,10 @@ use sluice_engine::options::DEFAULT_SINGLE_STAGE_MAX_BYTES;
 use sluice_engine::{SluiceOptions, StorageOptions};
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
-use super::{absolute, cores, parse_host_port, parse_socket_addr, ClusterTlsArgs, FileConfig};
+use super::{
+    absolute, cores, http_address, parse_host_port, parse_socket_addr, ClusterTlsArgs, FileConfig,
+    DEFAULT_SERVE_HTTP,
+};
 use crate::auth::Users;
 use crate::error::{Result, ServerError};
 
@@ -109,6 +112,11 @@ pub struct ServeArgs {
     /// Longest statement text accepted; longer ones get 54000 [default: 16MiB].
     #[arg(long, env = "SLUICE_MAX_QUERY_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub max_query_size: Option<u64>,
+    /// HTTP endpoint for `/metrics` (Prometheus), `/healthz` and `/readyz`,
+    /// covering the embedded cluster too; `off` turns it off
+    /// [default: 127.0.0.1:9433].
+    #[arg(long, env = "SLUICE_HTTP", value_name = "HOST:PORT")]
+    pub http: Option<String>,
     /// Default `statement_timeout` of every session (e.g. 30s, 5min; 0 for
     /// none) [default: 0].
     #[arg(long, env = "SLUICE_STATEMENT_TIMEOUT", value_name = "DURATION")]
@@ -144,6 +152,7 @@ pub(super) struct ServeSection {
     max_connections: Option<usize>,
     max_query_size: Option<String>,
     statement_timeout: Option<String>,
+    http: Option<String>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -208,6 +217,8 @@ pub struct ServeConfig {
     pub max_query_size: usize,
     /// Every session's initial `statement_timeout` (PostgreSQL's syntax).
     pub statement_timeout: Option<String>,
+    /// The HTTP endpoint (metrics, health), if on.
+    pub http: Option<SocketAddr>,
     /// Mutual TLS with a remote scheduler and its executors.
     pub cluster_tls: Option<ClusterTls>,
 }
@@ -356,6 +367,7 @@ impl ServeArgs {
         let mut allowed_locations = self.allow_locations;
         allowed_locations.extend(section.allowed_locations.iter().cloned());
         Ok(ServeConfig {
+            http: http_address(self.http, section.http.as_ref(), DEFAULT_SERVE_HTTP)?,
             allow_md5: self.allow_md5 || section.allow_md5.unwrap_or(false),
             cluster_tls,
             query_memory,

@@ -107,6 +107,7 @@ pub async fn serve(
                     let handlers = Connection::new(frontend.clone(), signal, over_limit);
                     let tls = frontend.tls.clone();
                     connections.spawn(async move {
+                        let _open = crate::metrics::OpenConnection::open();
                         if let Err(e) = process_socket(socket, tls, handlers).await {
                             tracing::debug!("connection from {peer} ended: {e}");
                         }

@@ -1,0 +1,103 @@
+//! Prometheus metrics of the frontend, in the process's default registry
+//! (the executors' task metrics are `sluice_scheduler::metrics`): queries by
+//! outcome and duration, queries running, client connections, live
+//! executors. Labels are states only: never query text or user names.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus::{
+    register_histogram, register_int_counter_vec, register_int_gauge, Histogram, IntCounterVec,
+    IntGauge,
+};
+
+use crate::query_log::QueryState;
+
+/// Registers a metric in the default registry; names are constants, so a
+/// failure is a programming error.
+macro_rules! metric {
+    ($register:ident, $($args:expr),+) => {
+        LazyLock::new(|| $register!($($args),+).expect("metric names are unique and valid"))
+    };
+}
+
+static QUERIES: LazyLock<IntCounterVec> = metric!(
+    register_int_counter_vec,
+    "sluice_queries_total",
+    "Statements that ended, by state (finished, failed, cancelled)",
+    &["state"]
+);
+static QUERY_DURATION: LazyLock<Histogram> = metric!(
+    register_histogram,
+    "sluice_query_duration_seconds",
+    "Time from a statement's arrival to its last row or error",
+    vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
+);
+static QUERIES_RUNNING: LazyLock<IntGauge> = metric!(
+    register_int_gauge,
+    "sluice_queries_running",
+    "Statements running now (planning, executing or sending rows)"
+);
+static CONNECTIONS: LazyLock<IntGauge> = metric!(
+    register_int_gauge,
+    "sluice_connections",
+    "Client connections open now"
+);
+static EXECUTORS: LazyLock<IntGauge> = metric!(
+    register_int_gauge,
+    "sluice_executors",
+    "Executors registered with the scheduler and alive"
+);
+
+/// Counts a statement starting.
+pub fn query_started() {
+    QUERIES_RUNNING.inc();
+}
+
+/// Counts a statement that ended in `state` after `elapsed`.
+pub fn query_ended(state: QueryState, elapsed: Duration) {
+    QUERIES_RUNNING.dec();
+    QUERIES.with_label_values(&[state.as_str()]).inc();
+    QUERY_DURATION.observe(elapsed.as_secs_f64());
+}
+
+/// An open client connection, counted until dropped.
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    /// Counts a connection opening.
+    pub fn open() -> Self {
+        CONNECTIONS.inc();
+        Self(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        CONNECTIONS.dec();
+    }
+}
+
+/// Records how many executors are alive (read at each scrape).
+pub fn set_executors(live: usize) {
+    EXECUTORS.set(live as i64);
+}
+
+/// Every metric of the process in Prometheus' text format.
+pub fn render() -> String {
+    // Metrics not touched yet still show, at zero.
+    for state in [
+        QueryState::Finished,
+        QueryState::Failed,
+        QueryState::Cancelled,
+    ] {
+        QUERIES.with_label_values(&[state.as_str()]);
+    }
+    LazyLock::force(&QUERY_DURATION);
+    LazyLock::force(&QUERIES_RUNNING);
+    LazyLock::force(&CONNECTIONS);
+    sluice_scheduler::metrics::register();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))
+}
