@@ -4,16 +4,20 @@
 //! Each query stage task is counted when it ends, by executor and state, and
 //! its operators' metrics are added up: bytes and rows its Parquet scans
 //! read, bytes its shuffle reads decoded and its shuffle writes produced,
-//! bytes spilled. Labels are executor ids and states only: never query text
-//! or other user input.
+//! bytes spilled. The memory running tasks reserve is read at each scrape.
+//! Labels are executor ids and states only: never query text or other user
+//! input.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use ballista_core::serde::protobuf::ShuffleWritePartition;
+use datafusion::execution::memory_pool::MemoryPool;
 use datafusion::physical_plan::metrics::MetricsSet;
 use prometheus::{
-    register_int_counter, register_int_counter_vec, register_int_gauge_vec, IntCounter,
-    IntCounterVec, IntGaugeVec,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 /// Registers a metric in the default registry; names are constants, so a
@@ -62,9 +66,29 @@ static SPILL_BYTES: LazyLock<IntCounter> = metric!(
     "Bytes spilled to disk by the operators of finished tasks"
 );
 
-/// Registers the task metrics, so that a scrape shows them (at zero) before
-/// the first task.
-pub fn register() {
+static MEMORY_RESERVED: LazyLock<IntGauge> = metric!(
+    register_int_gauge,
+    "sluice_memory_reserved_bytes",
+    "Memory reserved now by the operators of running tasks (hash tables, sort buffers)"
+);
+
+/// The memory pools of the running tasks, by task number.
+static RUNNING_POOLS: LazyLock<Mutex<HashMap<u64, Arc<dyn MemoryPool>>>> =
+    LazyLock::new(Mutex::default);
+/// Numbers the running tasks.
+static NEXT_TASK: AtomicU64 = AtomicU64::new(0);
+
+/// Brings the metrics up to date for a scrape: registers the task metrics
+/// (so that they show, at zero, before the first task) and reads the memory
+/// the running tasks hold.
+pub fn refresh() {
+    let reserved: usize = RUNNING_POOLS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .map(|pool| pool.reserved())
+        .sum();
+    MEMORY_RESERVED.set(reserved as i64);
     LazyLock::force(&TASKS);
     LazyLock::force(&TASKS_RUNNING);
     LazyLock::force(&SCAN_BYTES);
@@ -74,17 +98,26 @@ pub fn register() {
     LazyLock::force(&SPILL_BYTES);
 }
 
-/// A running task, counted in `sluice_tasks_running` until it is dropped.
+/// A running task, counted in `sluice_tasks_running` (and its memory pool
+/// in `sluice_memory_reserved_bytes`) until it is dropped.
 pub struct RunningTask {
     executor: String,
+    number: u64,
 }
 
 impl RunningTask {
-    /// Counts a task starting on `executor`.
-    pub fn start(executor: &str) -> Self {
+    /// Counts a task starting on `executor` whose operators reserve memory
+    /// from `pool`.
+    pub fn start(executor: &str, pool: Arc<dyn MemoryPool>) -> Self {
         TASKS_RUNNING.with_label_values(&[executor]).inc();
+        let number = NEXT_TASK.fetch_add(1, Ordering::Relaxed);
+        RUNNING_POOLS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(number, pool);
         Self {
             executor: executor.to_string(),
+            number,
         }
     }
 
@@ -110,6 +143,10 @@ impl RunningTask {
 impl Drop for RunningTask {
     fn drop(&mut self) {
         TASKS_RUNNING.with_label_values(&[&self.executor]).dec();
+        RUNNING_POOLS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.number);
     }
 }
 

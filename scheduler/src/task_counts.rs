@@ -120,7 +120,10 @@ impl QueryStageExecutor for CountingStage {
         context: Arc<TaskContext>,
     ) -> Result<Vec<ShuffleWritePartition>> {
         let _stop_when_dropped = self.cancel.raise_on_drop();
-        let running = RunningTask::start(&self.executor_id);
+        let running = RunningTask::start(
+            &self.executor_id,
+            Arc::clone(&context.runtime_env().memory_pool),
+        );
         match self.inner.execute_query_stage(task_id, context).await {
             Ok(partitions) => {
                 self.completed.fetch_add(1, Ordering::Relaxed);

@@ -96,7 +96,7 @@ pub fn render() -> String {
     LazyLock::force(&QUERY_DURATION);
     LazyLock::force(&QUERIES_RUNNING);
     LazyLock::force(&CONNECTIONS);
-    sluice_scheduler::metrics::register();
+    sluice_scheduler::metrics::refresh();
     prometheus::TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_else(|e| format!("# encoding metrics failed: {e}\n"))

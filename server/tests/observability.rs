@@ -4,13 +4,14 @@
 //! shuffled; `/healthz` and `/readyz` answer 200.
 
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sluice_sql_tests::{connect, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
 /// The samples of a Prometheus text exposition: (`name{labels}`, value).
-fn samples(body: &str) -> Vec<(String, f64)> {
+fn parse_samples(body: &str) -> Vec<(String, f64)> {
     body.lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
         .filter_map(|line| {
@@ -73,7 +74,7 @@ async fn metrics_count_queries_tasks_scans_and_shuffles() {
         .to_string();
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     let body = response.text().await.unwrap();
-    let samples = samples(&body);
+    let samples = parse_samples(&body);
     let value = |name: &str, labels: &str| total(&samples, name, labels);
 
     // The setup batch (one simple query) and the join; the failed one.
@@ -103,8 +104,46 @@ async fn metrics_count_queries_tasks_scans_and_shuffles() {
         .count();
     assert_eq!(executors_with_tasks, 2, "tasks on both executors: {body}");
     assert_eq!(value("sluice_tasks_running", ""), 0.0, "{body}");
+    // Nothing runs now, so nothing holds memory.
+    assert_eq!(value("sluice_memory_reserved_bytes", ""), 0.0, "{body}");
     // No label carries query text.
     assert!(!body.contains("numbers"), "{body}");
+
+    // While a long join runs, its tasks and the memory its hash tables hold
+    // show; once the statement times out, both go back to zero.
+    let scrape = || async {
+        let body = get("/metrics").await.unwrap().text().await.unwrap();
+        let now = parse_samples(&body);
+        (
+            total(&now, "sluice_tasks_running", ""),
+            total(&now, "sluice_memory_reserved_bytes", ""),
+        )
+    };
+    client
+        .batch_execute("SET statement_timeout = '5s'")
+        .await
+        .unwrap();
+    let long = client.query_one(
+        "SELECT count(*) FROM numbers a JOIN numbers b ON a.bucket = b.bucket",
+        &[],
+    );
+    let watch = async {
+        loop {
+            let (running, reserved) = scrape().await;
+            if running > 0.0 && reserved > 0.0 {
+                return (running, reserved);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let (long, seen) = tokio::join!(long, tokio::time::timeout(Duration::from_secs(5), watch));
+    long.expect_err("a billion joined rows outlast the statement timeout");
+    seen.expect("running tasks holding memory were seen");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while scrape().await != (0.0, 0.0) {
+        assert!(Instant::now() < deadline, "the cancelled tasks still run");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     for path in ["/healthz", "/readyz"] {
         assert_eq!(get(path).await.unwrap().status(), 200, "{path}");
