@@ -65,22 +65,26 @@ pub async fn serve_http(
     Ok(HttpEndpoint { address, task })
 }
 
-/// Live executors, when this role sees the cluster; `Err` when the
-/// scheduler does not answer.
-async fn live_executors(sources: &Sources) -> Option<Result<usize, String>> {
+/// Live executors and their task slots, when this role sees the cluster;
+/// `Err` when the scheduler does not answer.
+async fn live_executors(sources: &Sources) -> Option<Result<(usize, u64), String>> {
     let cluster = sources.cluster.as_ref()?;
     Some(
         cluster
             .executors()
             .await
-            .map(|executors| executors.len())
+            .map(|executors| {
+                let slots = executors.iter().map(|e| u64::from(e.task_slots)).sum();
+                (executors.len(), slots)
+            })
             .map_err(|e| e.to_string()),
     )
 }
 
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
     if let Some(live) = live_executors(&sources).await {
-        crate::metrics::set_executors(live.unwrap_or(0));
+        let (executors, slots) = live.unwrap_or((0, 0));
+        crate::metrics::set_executors(executors, slots);
     }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
@@ -90,7 +94,7 @@ async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
 
 async fn ready(State(sources): State<Sources>) -> impl IntoResponse {
     match live_executors(&sources).await {
-        None | Some(Ok(1..)) => (StatusCode::OK, "ready\n".to_string()),
+        None | Some(Ok((1.., _))) => (StatusCode::OK, "ready\n".to_string()),
         Some(Ok(_)) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "no executor is alive\n".to_string(),

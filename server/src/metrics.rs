@@ -1,7 +1,7 @@
 //! Prometheus metrics of the frontend, in the process's default registry
 //! (the executors' task metrics are `sluice_scheduler::metrics`): queries by
 //! outcome and duration, queries running, client connections, live
-//! executors. Labels are states only: never query text or user names.
+//! executors and their task slots. Labels are states only: never query text or user names.
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -78,9 +78,16 @@ impl Drop for OpenConnection {
     }
 }
 
-/// Records how many executors are alive (read at each scrape).
-pub fn set_executors(live: usize) {
+static TASK_SLOTS: LazyLock<IntGauge> = metric!(
+    register_int_gauge,
+    "sluice_task_slots",
+    "Task slots the live executors offer"
+);
+
+/// Records the live executors and their task slots (read at each scrape).
+pub fn set_executors(live: usize, slots: u64) {
     EXECUTORS.set(live as i64);
+    TASK_SLOTS.set(slots as i64);
 }
 
 /// Every metric of the process in Prometheus' text format.

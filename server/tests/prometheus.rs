@@ -1,6 +1,8 @@
 //! A real Prometheus server (Debian's `prometheus`, or `SLUICE_PROMETHEUS`)
 //! scrapes a running `sluice serve` every second; after a multi-stage query
-//! its HTTP query API returns the Sluice series with values.
+//! its HTTP query API returns the Sluice series with values. The compose
+//! cluster's `docker/prometheus.yml` passes `promtool`, and every query of the
+//! Grafana dashboard in `docker/grafana/` runs and reads served metrics.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -79,6 +81,23 @@ impl Prometheus {
             .collect()
     }
 
+    /// Whether Prometheus runs `query` (valid PromQL over known functions).
+    async fn accepts(&self, query: &str) -> bool {
+        let url = format!("http://127.0.0.1:{}/api/v1/query", self.port);
+        let Ok(response) = reqwest::Client::new()
+            .get(&url)
+            .query(&[("query", query)])
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let text = response.text().await.unwrap_or_default();
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map(|body| body["status"] == "success")
+            .unwrap_or(false)
+    }
+
     /// The values of `query` once it returns at least one series matching
     /// `accept`, within 60 s.
     async fn wait_for(&self, query: &str, accept: impl Fn(&[f64]) -> bool) -> Vec<f64> {
@@ -154,6 +173,48 @@ async fn prometheus_scrapes_the_series_of_a_query() {
             |v| v[0] > 0.0,
         )
         .await;
+    // The compose cluster's Prometheus configuration is valid, and every
+    // query of its Grafana dashboard runs and reads metrics Sluice serves.
+    let repository = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let check = Command::new("promtool")
+        .args(["check", "config"])
+        .arg(repository.join("docker/prometheus.yml"))
+        .output()
+        .expect("promtool runs (Debian's prometheus package has it)");
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let exposed = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repository.join("docker/grafana/dashboards/sluice.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 8, "{} panels", panels.len());
+    for target in panels
+        .iter()
+        .flat_map(|panel| panel["targets"].as_array().unwrap())
+    {
+        let expr = target["expr"].as_str().expect("a PromQL expression");
+        assert!(prometheus.accepts(expr).await, "Prometheus refuses {expr}");
+        for metric in expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("sluice_"))
+        {
+            let family = metric.trim_end_matches("_bucket");
+            assert!(
+                exposed.contains(&format!("# TYPE {family} ")),
+                "{expr}: {metric} is not served"
+            );
+        }
+    }
     drop(client);
     server.stop().expect("stops");
 }
