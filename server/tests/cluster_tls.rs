@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use sluice_sql_tests::certs::{TestCa, TestCertificate};
 use sluice_sql_tests::process::{start_executor, start_scheduler};
-use sluice_sql_tests::{connect, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -107,15 +107,7 @@ async fn cluster_roles_speak_only_mutual_tls() {
     // Data written by the executors, then a join and aggregate over it: a
     // multi-stage job whose shuffles and results travel over Flight with TLS.
     let data = dir.path().join("numbers");
-    client
-        .batch_execute(&format!(
-            "SET sluice.single_stage_max_bytes = 0; \
-             COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
-             TO '{}/' (FORMAT parquet); \
-             CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{}/'",
-            data.display(),
-            data.display()
-        ))
+    create_numbers_table(&client, &data)
         .await
         .expect("COPY and CREATE EXTERNAL TABLE");
     let rows = client

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -40,17 +40,9 @@ async fn metrics_count_queries_tasks_scans_and_shuffles() {
     let client = connect(server.port()).await.expect("connects");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("numbers");
-    client
-        .batch_execute(&format!(
-            "SET sluice.single_stage_max_bytes = 0; \
-             COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
-             TO '{}/' (FORMAT parquet); \
-             CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{}/'",
-            data.display(),
-            data.display()
-        ))
+    create_numbers_table(&client, &data)
         .await
-        .unwrap();
+        .expect("COPY and CREATE EXTERNAL TABLE");
     let rows = client
         .query(
             "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \

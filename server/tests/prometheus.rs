@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -125,17 +125,9 @@ async fn prometheus_scrapes_the_series_of_a_query() {
 
     let client = connect(server.port()).await.expect("connects");
     let data = dir.path().join("numbers");
-    client
-        .batch_execute(&format!(
-            "SET sluice.single_stage_max_bytes = 0; \
-             COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
-             TO '{}/' (FORMAT parquet); \
-             CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{}/'",
-            data.display(),
-            data.display()
-        ))
+    create_numbers_table(&client, &data)
         .await
-        .unwrap();
+        .expect("COPY and CREATE EXTERNAL TABLE");
     let rows = client
         .query(
             "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \

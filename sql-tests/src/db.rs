@@ -30,6 +30,25 @@ pub async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// Writes 100,000 rows `(id, bucket = id % 10)` as Parquet files into the
+/// directory `data` (a `COPY` the executors run) and registers them as table
+/// `numbers`; the session's later jobs are split into stages even though the
+/// table is small (`sluice.single_stage_max_bytes = 0`).
+pub async fn create_numbers_table(
+    client: &Client,
+    data: &std::path::Path,
+) -> Result<(), tokio_postgres::Error> {
+    let data = data.display();
+    client
+        .batch_execute(&format!(
+            "SET sluice.single_stage_max_bytes = 0; \
+             COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
+             TO '{data}/' (FORMAT parquet); \
+             CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{data}/'"
+        ))
+        .await
+}
+
 /// One Postgres-protocol connection to a Sluice server.
 pub struct PostgresDb {
     client: Client,
