@@ -16,21 +16,31 @@
 //! move finished. Moving is one rename per file (a server-side copy on
 //! object stores): readers can see part of the new files only while it runs.
 //!
+//! `INSERT INTO` a table over a directory is run as such a `COPY`
+//! ([`insert_as_copy`]).
+//!
 //! Single-file targets need none of this (object stores make a file visible
 //! when it is complete), nor do writes under the warehouse, which managed
 //! tables commit through the catalog.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::file_format::csv::{CsvFormat, CsvFormatFactory};
+use datafusion::datasource::file_format::json::{JsonFormat, JsonFormatFactory};
+use datafusion::datasource::file_format::parquet::{ParquetFormat, ParquetFormatFactory};
+use datafusion::datasource::file_format::{format_as_file_type, FileFormatFactory};
+use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::execution::TaskContext;
-use datafusion::logical_expr::dml::CopyTo;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::dml::{CopyTo, InsertOp};
+use datafusion::logical_expr::{DmlStatement, LogicalPlan, WriteOp};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -42,8 +52,10 @@ use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::managed::{remove_prefix, unique_id};
+use crate::parallel_write::WriteAnswer;
 
-/// The staging directories' name prefix.
+/// The staging directories' name prefix (a committed write's, so that the
+/// cluster writes them in parallel: see [`crate::parallel_write`]).
 const STAGING_PREFIX: &str = "_sluice-copy-";
 
 /// Where a directory `COPY` writes and where it publishes.
@@ -88,6 +100,56 @@ pub fn stage_copy(
     )))
 }
 
+/// `INSERT INTO` a table over a directory of files, as the `COPY` of its rows
+/// into that directory that [`stage_copy`] then makes atomic (DataFusion's
+/// own insert writes the files straight into the directory). `None` for any
+/// other plan, and for tables whose files are sorted or not in a directory
+/// (DataFusion's insert handles those).
+pub fn insert_as_copy(plan: &LogicalPlan) -> Option<LogicalPlan> {
+    let LogicalPlan::Dml(DmlStatement {
+        target,
+        op: WriteOp::Insert(InsertOp::Append),
+        input,
+        ..
+    }) = plan
+    else {
+        return None;
+    };
+    let provider = source_as_provider(target).ok()?;
+    let table = provider.downcast_ref::<ListingTable>()?;
+    let options = table.options();
+    let [directory] = table.table_paths().as_slice() else {
+        return None;
+    };
+    if !directory.is_collection() || !options.file_sort_order.is_empty() {
+        return None;
+    }
+    let format = options.format.as_ref();
+    let factory: Arc<dyn FileFormatFactory> =
+        if let Some(parquet) = format.downcast_ref::<ParquetFormat>() {
+            Arc::new(ParquetFormatFactory::new_with_options(
+                parquet.options().clone(),
+            ))
+        } else if let Some(csv) = format.downcast_ref::<CsvFormat>() {
+            Arc::new(CsvFormatFactory::new_with_options(csv.options().clone()))
+        } else if let Some(json) = format.downcast_ref::<JsonFormat>() {
+            Arc::new(JsonFormatFactory::new_with_options(json.options().clone()))
+        } else {
+            return None;
+        };
+    Some(LogicalPlan::Copy(CopyTo::new(
+        Arc::clone(input),
+        directory.as_str().to_string(),
+        options
+            .table_partition_cols
+            .iter()
+            .map(|(name, _)| name.clone())
+            .collect(),
+        format_as_file_type(factory),
+        HashMap::new(),
+    )))
+}
+
 /// A staged `COPY`'s directories (see [`stage_copy`]).
 #[derive(Debug, Clone)]
 pub struct CopyTargetHandle(CopyTarget);
@@ -106,6 +168,10 @@ struct Entry {
     copy: CopyTarget,
     /// Every file is written and they are being moved into the target.
     publishing: bool,
+    /// When publishing a parallel write: the directories its tasks reported
+    /// (anything else under the staging directory is not part of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    directories: Option<Vec<String>>,
 }
 
 impl CopyJournal {
@@ -127,11 +193,17 @@ impl CopyJournal {
     }
 
     /// Writes the entry of `copy` (replacing an earlier one) and flushes it.
-    fn record(&self, copy: &CopyTarget, publishing: bool) -> Result<()> {
+    fn record(
+        &self,
+        copy: &CopyTarget,
+        publishing: bool,
+        directories: Option<&[String]>,
+    ) -> Result<()> {
         use std::io::Write;
         let entry = Entry {
             copy: copy.clone(),
             publishing,
+            directories: directories.map(<[String]>::to_vec),
         };
         let path = self.entry_path(copy);
         let staging = path.with_extension("tmp");
@@ -177,7 +249,7 @@ impl CopyJournal {
             let finished = async {
                 let store = runtime.object_store(ListingTableUrl::parse(&entry.copy.target)?)?;
                 if entry.publishing {
-                    publish(&store, &entry.copy).await?;
+                    publish(&store, &entry.copy, entry.directories.as_deref()).await?;
                     tracing::info!(
                         "finished moving an interrupted COPY into {}",
                         entry.copy.target
@@ -203,22 +275,31 @@ impl CopyJournal {
     }
 }
 
-/// Moves every file under the staging directory to the same place under
-/// the target, then removes the staging directory.
-async fn publish(store: &Arc<dyn ObjectStore>, copy: &CopyTarget) -> Result<()> {
-    let staging = ListingTableUrl::parse(&copy.staging)?;
+/// Moves the written files to the same place under the target, then
+/// removes the staging directory. The written files are those under the
+/// staging directory, or for a parallel write those under the `directories`
+/// its tasks reported (inside the staging directory).
+async fn publish(
+    store: &Arc<dyn ObjectStore>,
+    copy: &CopyTarget,
+    directories: Option<&[String]>,
+) -> Result<()> {
     let target = ListingTableUrl::parse(&copy.target)?;
-    let files: Vec<ObjectPath> = store
-        .list(Some(staging.prefix()))
-        .map_ok(|meta| meta.location)
-        .try_collect()
-        .await?;
-    for file in files {
-        let Some(relative) = file.prefix_match(staging.prefix()) else {
-            continue;
-        };
-        let to = relative.fold(target.prefix().clone(), |path, part| path.join(part));
-        store.rename(&file, &to).await?;
+    let staging = [copy.staging.clone()];
+    for dir in directories.unwrap_or(&staging) {
+        let dir = ListingTableUrl::parse(dir)?;
+        let files: Vec<ObjectPath> = store
+            .list(Some(dir.prefix()))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?;
+        for file in files {
+            let Some(relative) = file.prefix_match(dir.prefix()) else {
+                continue;
+            };
+            let to = relative.fold(target.prefix().clone(), |path, part| path.join(part));
+            store.rename(&file, &to).await?;
+        }
     }
     remove_prefix(store, &copy.staging).await
 }
@@ -314,7 +395,7 @@ impl ExecutionPlan for AtomicCopyExec {
             .runtime_env()
             .object_store(ListingTableUrl::parse(&self.copy.target)?)?;
         if let Some(journal) = &self.journal {
-            journal.record(&self.copy, false)?;
+            journal.record(&self.copy, false, None)?;
         }
         let mut running = Running {
             store,
@@ -324,13 +405,14 @@ impl ExecutionPlan for AtomicCopyExec {
         };
         let input = self.input.execute(0, context)?;
         let schema = input.schema();
-        let results = futures::stream::once(async move {
+        let answer = futures::stream::once(async move {
             let written = input.try_collect::<Vec<_>>().await;
-            running.finish(written).await
-        })
-        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, results)))
+            running
+                .finish(written.map(|batches| WriteAnswer::read(&batches)))
+                .await?
+                .count_batch()
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, answer)))
     }
 }
 
@@ -347,22 +429,25 @@ impl Running {
     /// Publishes the files of a `COPY` that wrote them all, or removes
     /// them. A move that fails half-way stays in the journal: the next start
     /// finishes it.
-    async fn finish<T>(&mut self, written: Result<T>) -> Result<T> {
+    async fn finish(&mut self, written: Result<WriteAnswer>) -> Result<WriteAnswer> {
         self.done = true;
         match written {
-            Ok(value) => {
+            Ok(answer) => {
+                let directories = answer.directories.as_deref();
                 if let Some(journal) = &self.journal {
-                    journal.record(&self.copy, true)?;
+                    journal.record(&self.copy, true, directories)?;
                 }
-                publish(&self.store, &self.copy).await.map_err(|e| {
-                    DataFusionError::Execution(format!(
-                        "moving the written files into {} failed (the move is finished at the \
+                publish(&self.store, &self.copy, directories)
+                    .await
+                    .map_err(|e| {
+                        DataFusionError::Execution(format!(
+                            "moving the written files into {} failed (the move is finished at the \
                          next start): {e}",
-                        self.copy.target
-                    ))
-                })?;
+                            self.copy.target
+                        ))
+                    })?;
                 self.forget();
-                Ok(value)
+                Ok(answer)
             }
             Err(e) => {
                 match remove_prefix(&self.store, &self.copy.staging).await {
@@ -425,6 +510,11 @@ mod tests {
         };
         assert_eq!(staged.output_url, copy.0.staging);
         Some(copy.0)
+    }
+
+    #[test]
+    fn staged_copies_are_written_in_parallel() {
+        assert!(STAGING_PREFIX.starts_with(crate::parallel_write::COMMITTED_WRITE_PREFIX));
     }
 
     #[tokio::test]

@@ -5,12 +5,14 @@
 
 pub mod atomic_copy;
 pub mod catalog;
+pub mod codec;
 pub mod compact;
 pub mod error;
 pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;
 pub mod options;
+pub mod parallel_write;
 pub mod pg_functions;
 pub mod pg_settings;
 pub mod planner;

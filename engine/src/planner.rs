@@ -24,7 +24,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
-use crate::atomic_copy::{stage_copy, AtomicCopyExec, CopyJournal};
+use crate::atomic_copy::{insert_as_copy, stage_copy, AtomicCopyExec, CopyJournal};
 use crate::frontend_compute::on_compute_threads;
 use crate::recovery::{JobControl, RecoveringJobExec};
 use crate::sandbox::LocationSandbox;
@@ -188,6 +188,8 @@ impl QueryPlanner for SluiceQueryPlanner {
         if let Some(sandbox) = &self.sandbox {
             sandbox.check_plan(logical_plan)?;
         }
+        let insert = insert_as_copy(logical_plan);
+        let logical_plan = insert.as_ref().unwrap_or(logical_plan);
         if let Some((staged, copy)) = stage_copy(logical_plan, self.warehouse.as_deref())? {
             let input = self.plan(&staged, session_state).await?;
             return Ok(Arc::new(AtomicCopyExec::new(

@@ -15,9 +15,11 @@ use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
+use crate::codec::SluicePhysicalCodec;
 use crate::options::SluiceOptions;
+use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
-use crate::single_stage::{SingleStagePlanner, SluicePhysicalCodec};
+use crate::single_stage::SingleStagePlanner;
 use crate::storage::{runtime_env, StorageOptions};
 
 /// The configuration every role starts from: Ballista's defaults and
@@ -44,8 +46,9 @@ pub fn config_producer() -> ConfigProducer {
 
 /// The scheduler's session for a job: its configuration, Ballista's optimizer
 /// rules and functions, object stores from the job's storage options (the
-/// scheduler lists a table's files while planning), and the planner that runs
-/// small jobs as a single stage.
+/// scheduler lists a table's files while planning), the planner that runs
+/// small jobs as a single stage, and writes by every executor
+/// ([`ParallelWrites`]).
 pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
     let runtime = runtime_env(&config, None)?;
     Ok(SessionStateBuilder::new()
@@ -54,6 +57,7 @@ pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
         .with_runtime_env(runtime)
         .with_query_planner(Arc::new(SingleStagePlanner::default()))
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_physical_optimizer_rule(Arc::new(ParallelWrites))
         .with_scalar_functions(ballista_scalar_functions())
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())

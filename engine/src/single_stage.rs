@@ -17,15 +17,13 @@
 //! (queued, placed, cancellable, its result fetched over Flight); EXPLAIN
 //! shows the choice.
 //!
-//! [`SluicePhysicalCodec`] carries a [`SingleStageExec`] to the executor
-//! (the inner plan travels inside the node) and hands every other node to
-//! Ballista's codec.
+//! [`crate::codec::SluicePhysicalCodec`] carries a [`SingleStageExec`] to the
+//! executor (the inner plan travels inside the node).
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
-use ballista_core::serde::BallistaPhysicalExtensionCodec;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -46,11 +44,6 @@ use datafusion::physical_plan::{
     PlanProperties, SendableRecordBatchStream,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
-use datafusion_proto::physical_plan::{
-    AsExecutionPlan, PhysicalExtensionCodec, PhysicalPlanDecodeContext,
-    PhysicalProtoConverterExtension,
-};
-use datafusion_proto::protobuf::PhysicalPlanNode;
 use futures::StreamExt;
 
 use crate::options::SluiceOptions;
@@ -200,6 +193,16 @@ pub struct SingleStageExec {
 }
 
 impl SingleStageExec {
+    /// The plan it runs and the bytes it reads, as encoded in a task plan.
+    pub(crate) fn parts(&self) -> (&Arc<dyn ExecutionPlan>, u64) {
+        (&self.input, self.input_bytes)
+    }
+
+    /// Rebuilt from [`Self::parts`] (the plan's partitions already merged).
+    pub(crate) fn from_parts(input: Arc<dyn ExecutionPlan>, input_bytes: u64) -> Self {
+        Self { input, input_bytes }
+    }
+
     /// Wraps `plan`, merging its output partitions.
     pub fn new(plan: Arc<dyn ExecutionPlan>, input_bytes: u64) -> Self {
         let input = if plan.output_partitioning().partition_count() > 1 {
@@ -324,56 +327,5 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
-    }
-}
-
-/// Marks a [`SingleStageExec`] in an encoded plan; anything else is Ballista's.
-const SINGLE_STAGE_TAG: &[u8] = b"sluice.single_stage\0";
-
-/// Ballista's physical codec plus [`SingleStageExec`]. The scheduler encodes
-/// task plans and the executors decode them with it.
-#[derive(Debug, Default)]
-pub struct SluicePhysicalCodec {
-    ballista: BallistaPhysicalExtensionCodec,
-}
-
-impl PhysicalExtensionCodec for SluicePhysicalCodec {
-    fn try_decode(
-        &self,
-        buf: &[u8],
-        inputs: &[Arc<dyn ExecutionPlan>],
-        ctx: &TaskContext,
-        proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let Some(node) = buf.strip_prefix(SINGLE_STAGE_TAG) else {
-            return self.ballista.try_decode(buf, inputs, ctx, proto_converter);
-        };
-        let (input_bytes, plan) = node.split_at_checked(8).ok_or_else(|| {
-            DataFusionError::Internal("truncated SingleStageExec in a task plan".into())
-        })?;
-        let input_bytes = u64::from_le_bytes(input_bytes.try_into().expect("8 bytes"));
-        let plan = PhysicalPlanNode::try_decode(plan)?;
-        let plan = proto_converter
-            .proto_to_execution_plan(&plan, &PhysicalPlanDecodeContext::new(ctx, self))?;
-        Ok(Arc::new(SingleStageExec {
-            input: plan,
-            input_bytes,
-        }))
-    }
-
-    fn try_encode(
-        &self,
-        node: Arc<dyn ExecutionPlan>,
-        buf: &mut Vec<u8>,
-        proto_converter: &dyn PhysicalProtoConverterExtension,
-    ) -> Result<()> {
-        let Some(stage) = node.downcast_ref::<SingleStageExec>() else {
-            return self.ballista.try_encode(node, buf, proto_converter);
-        };
-        buf.extend_from_slice(SINGLE_STAGE_TAG);
-        buf.extend_from_slice(&stage.input_bytes.to_le_bytes());
-        proto_converter
-            .execution_plan_to_proto(&stage.input, self)?
-            .try_encode(buf)
     }
 }

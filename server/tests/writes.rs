@@ -1,8 +1,10 @@
 //! Writes to managed tables are all-or-nothing: readers during a large
 //! `INSERT INTO … SELECT` see the old rows, and a server killed mid-write
 //! comes back with exactly the old rows and no stray files, in a local
-//! warehouse and in one in object storage (moto's S3 server).
+//! warehouse and in one in object storage (moto's S3 server). Writes run a
+//! writer in every task of their last stage and still commit as one.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -157,6 +159,110 @@ fn killed_insert_leaves_old_rows_and_no_stray_files() {
         psql(server.port(), &["SELECT count(*) FROM target"]),
         "1010\n"
     );
+    server.stop().expect("stops");
+}
+
+/// A write over the cluster has a writer per partition of its input (here
+/// two Parquet file groups), each in its own task: a managed table lists
+/// each task's directory, while a directory `COPY` (partitioned too) and an
+/// `INSERT` into a table over files publish the tasks' files together.
+#[test]
+fn writes_run_a_writer_per_task() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let f = files.path().display();
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("starts");
+    let port = server.port();
+    let staged = "SET sluice.single_stage_max_bytes = 0";
+    psql(
+        port,
+        &[
+            &format!(
+                "COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
+                 TO '{f}/numbers/' (FORMAT parquet)"
+            ),
+            &format!("CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{f}/numbers/'"),
+            &format!(
+                "CREATE EXTERNAL TABLE appended (id BIGINT, bucket BIGINT) \
+                 STORED AS PARQUET LOCATION '{f}/appended/'"
+            ),
+        ],
+    );
+    let tags = psql(
+        port,
+        &[
+            staged,
+            "CREATE TABLE copied AS SELECT * FROM numbers",
+            "INSERT INTO appended SELECT * FROM numbers WHERE bucket < 5",
+            &format!(
+                "COPY (SELECT * FROM numbers) TO '{f}/by_bucket/' \
+                 (FORMAT parquet, PARTITION_BY (bucket))"
+            ),
+        ],
+    );
+    assert_eq!(tags, "SET\nSELECT 100000\nINSERT 0 50000\nCOPY 100000\n");
+
+    // `<write>/<task>/<file>` under the managed table's directory.
+    let dir = table_dir(port, "copied");
+    let committed = files_under(&dir);
+    let tasks: HashSet<&str> = committed
+        .iter()
+        .filter_map(|file| file.split('/').nth(1))
+        .collect();
+    assert!(tasks.len() >= 2, "one writer: {committed:?}");
+    // DataFusion names a writer's files `<writer id>_<n>.<ext>`.
+    let writers = |files: &[String]| -> HashSet<String> {
+        files
+            .iter()
+            .map(|file| {
+                file.rsplit('/')
+                    .next()
+                    .unwrap()
+                    .split('_')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let appended = files_under(&files.path().join("appended"));
+    assert!(
+        appended.iter().all(|file| !file.contains('/')),
+        "{appended:?}"
+    );
+    assert!(writers(&appended).len() >= 2, "one writer: {appended:?}");
+    let by_bucket = files_under(&files.path().join("by_bucket"));
+    for bucket in 0..10 {
+        let files: Vec<String> = by_bucket
+            .iter()
+            .filter(|file| file.starts_with(&format!("bucket={bucket}/")))
+            .cloned()
+            .collect();
+        assert!(writers(&files).len() >= 2, "one writer: {by_bucket:?}");
+    }
+    let check = |port| {
+        psql(
+            port,
+            &[
+                &format!(
+                    "CREATE EXTERNAL TABLE IF NOT EXISTS by_bucket STORED AS PARQUET \
+                     LOCATION '{f}/by_bucket/'"
+                ),
+                "SELECT count(*), sum(id) FROM copied",
+                "SELECT count(*), max(bucket) FROM appended",
+                "SELECT count(*), count(DISTINCT bucket) FROM by_bucket",
+            ],
+        )
+    };
+    let expected = "CREATE TABLE\n100000|5000050000\n50000|4\n100000|10\n";
+    assert_eq!(check(port), expected);
+
+    // The managed table's task directories are its segments: a restart
+    // (which sweeps what no table lists) keeps them all.
+    server.stop().expect("stops");
+    let server = SluiceServer::start_in(Path::new(BINARY), data_dir.path(), &[]).expect("restarts");
+    assert_eq!(files_under(&dir), committed);
+    assert_eq!(check(server.port()), expected);
     server.stop().expect("stops");
 }
 

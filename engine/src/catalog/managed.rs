@@ -1,8 +1,9 @@
 //! Managed tables: Parquet tables Sluice writes itself, under the warehouse.
 //!
 //! A managed table lives in its own directory, `<warehouse>/<schema>/<name>-<id>/`,
-//! as a list of **segments**: one directory per committed write, never changed
-//! once committed. Readers scan exactly the segments the catalog lists, so a
+//! as a list of **segments**: the directories a committed write made (one, or
+//! one per task of a [`crate::parallel_write`] inside the write's directory),
+//! never changed once committed. Readers scan exactly the segments the catalog lists, so a
 //! write becomes visible in one step, when the catalog records its segment
 //! (`INSERT` appends one, `INSERT OVERWRITE` and `TRUNCATE` replace the list).
 //! A write that fails or whose process dies leaves a segment the catalog never
@@ -97,6 +98,21 @@ pub fn unique_id() -> String {
 /// The URL of `segment` of the table at `location`.
 pub fn segment_url(location: &str, segment: &str) -> String {
     format!("{location}{segment}/")
+}
+
+/// The directories of the writes that made `segments` of the table at
+/// `location` (URLs ending in `/`): a parallel write's segments are
+/// directories inside its write's, and go together.
+pub fn write_directories(location: &str, segments: &[String]) -> Vec<String> {
+    let mut writes: Vec<&str> = segments
+        .iter()
+        .map(|segment| segment.split('/').next().unwrap_or(segment))
+        .collect();
+    writes.dedup();
+    writes
+        .into_iter()
+        .map(|write| segment_url(location, write))
+        .collect()
 }
 
 /// Where an empty managed table points its scan: a directory nothing is

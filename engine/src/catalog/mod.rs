@@ -344,14 +344,15 @@ pub fn discard_write(schema: &Arc<dyn SchemaProvider>, url: &str) {
     }
 }
 
-/// What a committed write does to a managed table's segments.
+/// What a committed write does to a managed table's segments (a write
+/// makes one segment, or one per task of a parallel write).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentChange {
-    /// `INSERT`: the segment is added.
-    Append(String),
-    /// `INSERT OVERWRITE` (a segment) and `TRUNCATE` (none): the table
-    /// becomes this.
-    Replace(Option<String>),
+    /// `INSERT`: the segments are added.
+    Append(Vec<String>),
+    /// `INSERT OVERWRITE` (its segments) and `TRUNCATE` (none): the table
+    /// becomes these.
+    Replace(Vec<String>),
 }
 
 /// Records and registers the managed table `name` at `location` holding
@@ -439,14 +440,12 @@ pub async fn commit_write(
                 return Err(gone());
             }
             let (segments, removed) = match &change {
-                SegmentChange::Append(segment) => {
+                SegmentChange::Append(added) => {
                     let mut segments = segments.clone();
-                    segments.push(segment.clone());
+                    segments.extend(added.iter().cloned());
                     (segments, Vec::new())
                 }
-                SegmentChange::Replace(segment) => {
-                    (segment.iter().cloned().collect(), segments.clone())
-                }
+                SegmentChange::Replace(new) => (new.clone(), segments.clone()),
             };
             let table = managed::listing_table(location, &segments, columns.clone())?;
             relation.definition = Definition::ManagedTable {
@@ -458,12 +457,7 @@ pub async fn commit_write(
         })
         .await?;
     if let Some(warehouse) = &replica.warehouse {
-        warehouse.remove_later(
-            removed
-                .iter()
-                .map(|segment| managed::segment_url(location, segment))
-                .collect(),
-        );
+        warehouse.remove_later(managed::write_directories(location, &removed));
     }
     Ok(())
 }

@@ -22,9 +22,9 @@ use datafusion_postgres::pgwire::api::{ClientInfo, Type};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::Parser;
 
-use super::hooks::rows_reported;
 use super::rewrite::rewrite;
 use crate::auth::access::{check, needed_role_datafusion};
+use sluice_engine::parallel_write::WriteAnswer;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
@@ -70,7 +70,7 @@ pub async fn run(
 async fn execute(context: &SessionContext, statement: Statement) -> Result<u64, DataFusionError> {
     let plan = context.state().statement_to_plan(statement).await?;
     let batches = context.execute_logical_plan(plan).await?.collect().await?;
-    Ok(rows_reported(&batches))
+    Ok(WriteAnswer::read(&batches).rows)
 }
 
 /// A statement prepared through the extended protocol, as datafusion-postgres

@@ -6,8 +6,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{Array, UInt64Array};
-use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
@@ -20,6 +18,7 @@ use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use sluice_engine::parallel_write::WriteAnswer;
 
 /// How a recognised statement is planned.
 pub enum PlanSource {
@@ -63,24 +62,13 @@ async fn plan(
     }
 }
 
-/// The row count a DML or COPY plan reports in its `count` column.
-pub fn rows_reported(batches: &[RecordBatch]) -> u64 {
-    batches
-        .iter()
-        .filter_map(|batch| batch.column_by_name("count"))
-        .filter_map(|column| column.as_any().downcast_ref::<UInt64Array>())
-        .filter(|counts| !counts.is_empty())
-        .map(|counts| counts.value(0))
-        .sum()
-}
-
 /// Runs `plan`: a COPY answers with its command tag, anything else with rows.
 async fn run(context: &SessionContext, plan: LogicalPlan) -> PgWireResult<Response> {
     let is_copy = matches!(plan, LogicalPlan::Copy(_));
     let frame = context.execute_logical_plan(plan).await.map_err(api)?;
     if is_copy {
         let batches = frame.collect().await.map_err(api)?;
-        let rows = rows_reported(&batches) as usize;
+        let rows = WriteAnswer::read(&batches).rows as usize;
         return Ok(Response::Execution(Tag::new("COPY").with_rows(rows)));
     }
     Ok(Response::Query(

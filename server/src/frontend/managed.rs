@@ -4,9 +4,11 @@
 //! DataFusion plans each statement as usual (column types, casts to the
 //! table's schema). Instead of running the plan's in-memory table or its
 //! table sink, the rows are written as a `COPY … TO` of the plan's input into
-//! a new segment directory of the table: a query like any other, so reading
-//! files runs on the cluster and the executors write the Parquet files. Once
-//! the copy has finished, the catalog records the segment in one update
+//! a new write directory of the table: a query like any other, so reading
+//! files runs on the cluster, and each task of the write's last stage writes
+//! its rows where it runs, into a segment of its own
+//! (`sluice_engine::parallel_write`). Once the copy has finished, the
+//! catalog records the segments in one update
 //! (see `sluice_engine::catalog::managed`): readers see the table before the
 //! write or after it, never part of it, and a write that fails leaves only
 //! files that the next start removes.
@@ -34,13 +36,12 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
-use sluice_engine::catalog::managed::{segment_url, unique_id};
+use sluice_engine::catalog::managed::{segment_url, unique_id, write_directories};
 use sluice_engine::catalog::{
     commit_write, create_managed_table, discard_write, managed_table, new_table_location,
     SegmentChange,
 };
-
-use super::hooks::rows_reported;
+use sluice_engine::parallel_write::{WriteAnswer, COMMITTED_WRITE_PREFIX};
 
 /// Runs writes to managed tables.
 pub struct ManagedTableHook;
@@ -101,17 +102,17 @@ fn managed_write(context: &SessionContext, plan: &LogicalPlan) -> Option<Write> 
     }
 }
 
-/// Writes the rows of `input` into a new segment of the table at
-/// `location` in `schema`; returns the segment and the rows written. What a
-/// failed write left is removed.
-async fn write_segment(
+/// Writes the rows of `input` into a new write directory of the table at
+/// `location` in `schema`; returns the segments it made and the rows written.
+/// What a failed write left is removed.
+async fn write_segments(
     context: &SessionContext,
     schema: &Arc<dyn SchemaProvider>,
     input: Arc<LogicalPlan>,
     location: &str,
-) -> Result<(String, u64)> {
-    let segment = unique_id();
-    let url = segment_url(location, &segment);
+) -> Result<(Vec<String>, u64)> {
+    let write = format!("{COMMITTED_WRITE_PREFIX}write-{}", unique_id());
+    let url = segment_url(location, &write);
     let copy = LogicalPlan::Copy(CopyTo::new(
         input,
         url.clone(),
@@ -121,7 +122,20 @@ async fn write_segment(
     ));
     let written = async { context.execute_logical_plan(copy).await?.collect().await };
     match written.await {
-        Ok(batches) => Ok((segment, rows_reported(&batches))),
+        Ok(batches) => {
+            let answer = WriteAnswer::read(&batches);
+            // A parallel write's tasks each wrote a directory inside the
+            // write's; those they reported are the segments.
+            let segments = match answer.directories {
+                Some(directories) => directories
+                    .iter()
+                    .filter_map(|dir| dir.trim_end_matches('/').rsplit('/').next())
+                    .map(|part| format!("{write}/{part}"))
+                    .collect(),
+                None => vec![write],
+            };
+            Ok((segments, answer.rows))
+        }
         Err(e) => {
             discard_write(schema, &url);
             Err(e)
@@ -159,9 +173,9 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 let (segments, tag) = if is_empty(&create.input) {
                     (Vec::new(), Tag::new("CREATE TABLE"))
                 } else {
-                    let (segment, rows) =
-                        write_segment(context, &schema, create.input, &location).await?;
-                    (vec![segment], Tag::new("SELECT").with_rows(rows as usize))
+                    let (segments, rows) =
+                        write_segments(context, &schema, create.input, &location).await?;
+                    (segments, Tag::new("SELECT").with_rows(rows as usize))
                 };
                 create_managed_table(
                     &schema,
@@ -186,15 +200,18 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 DataFusionError::Plan(format!("table {} not found", dml.table_name))
             })?;
             let (change, tag) = match dml.op {
-                WriteOp::Truncate => (SegmentChange::Replace(None), Tag::new("TRUNCATE TABLE")),
+                WriteOp::Truncate => (
+                    SegmentChange::Replace(Vec::new()),
+                    Tag::new("TRUNCATE TABLE"),
+                ),
                 WriteOp::Insert(op) => {
-                    let (segment, rows) =
-                        write_segment(context, &schema, Arc::clone(&dml.input), &table.location)
+                    let (segments, rows) =
+                        write_segments(context, &schema, Arc::clone(&dml.input), &table.location)
                             .await?;
                     let change = if op == InsertOp::Overwrite {
-                        SegmentChange::Replace(Some(segment))
+                        SegmentChange::Replace(segments)
                     } else {
-                        SegmentChange::Append(segment)
+                        SegmentChange::Append(segments)
                     };
                     (
                         change,
@@ -204,15 +221,14 @@ async fn run(context: &SessionContext, write: Write) -> Result<Response> {
                 _ => unreachable!("managed_write accepts inserts and truncates"),
             };
             let written = match &change {
-                SegmentChange::Append(segment) | SegmentChange::Replace(Some(segment)) => {
-                    Some(segment_url(&table.location, segment))
+                SegmentChange::Append(segments) | SegmentChange::Replace(segments) => {
+                    write_directories(&table.location, segments)
                 }
-                SegmentChange::Replace(None) => None,
             };
             commit_write(&schema, &name, &table.location, change)
                 .await
                 .inspect_err(|_| {
-                    if let Some(url) = &written {
+                    for url in &written {
                         discard_write(&schema, url);
                     }
                 })?;
