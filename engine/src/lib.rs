@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod codec;
 pub mod compact;
 pub mod error;
+pub mod explain_analyze;
 pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;

@@ -25,6 +25,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion_proto::protobuf::LogicalPlanNode;
 
 use crate::atomic_copy::{insert_as_copy, stage_copy, AtomicCopyExec, CopyJournal};
+use crate::explain_analyze::DistributedAnalyzeExec;
 use crate::frontend_compute::on_compute_threads;
 use crate::recovery::{JobControl, RecoveringJobExec};
 use crate::sandbox::LocationSandbox;
@@ -152,8 +153,22 @@ impl SluiceQueryPlanner {
                 on_compute_threads(plan)
             }
             Placement::Cluster => match (&self.jobs, logical_plan) {
-                // EXPLAIN ANALYZE and empty plans keep Ballista's own handling.
-                (None, _) | (_, LogicalPlan::Analyze(_) | LogicalPlan::EmptyRelation(_)) => {
+                (Some(jobs), LogicalPlan::Analyze(analyze)) => {
+                    Ok(Arc::new(DistributedAnalyzeExec::new(
+                        RecoveringJobExec::new(
+                            self.scheduler_url.clone(),
+                            self.config.clone(),
+                            analyze.input.as_ref().clone(),
+                            session_state.session_id().to_string(),
+                            Arc::clone(jobs),
+                        ),
+                        self.scheduler_url.clone(),
+                        Arc::clone(analyze.schema.inner()),
+                        analyze.verbose,
+                    )))
+                }
+                // Empty plans keep Ballista's own handling.
+                (None, _) | (_, LogicalPlan::EmptyRelation(_)) => {
                     self.cluster
                         .create_physical_plan(logical_plan, session_state)
                         .await

@@ -110,6 +110,8 @@ pub struct RecoveringJobExec {
     /// jobs of its own (a job records its id once).
     job: Arc<DistributedQueryExec<LogicalPlanNode>>,
     control: Arc<dyn JobControl>,
+    /// The id of the job whose rows the last execution returned.
+    last_job_id: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl RecoveringJobExec {
@@ -129,7 +131,17 @@ impl RecoveringJobExec {
             session_id,
             job,
             control,
+            last_job_id: Arc::default(),
         }
+    }
+
+    /// The Ballista job whose rows the last execution returned, once it
+    /// finished on the cluster.
+    pub fn last_job_id(&self) -> Option<String> {
+        self.last_job_id
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -204,6 +216,7 @@ impl ExecutionPlan for RecoveringJobExec {
             move || Arc::new(new_job(&url, &config, &plan, &session))
         };
         let control = Arc::clone(&self.control);
+        let last_job_id = Arc::clone(&self.last_job_id);
         let schema = self.job.schema();
         let results = futures::stream::once(async move {
             let mut attempt = 1;
@@ -244,6 +257,7 @@ impl ExecutionPlan for RecoveringJobExec {
                     control: Arc::clone(&control),
                 };
                 if !retried {
+                    *last_job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
                     return Ok(futures::stream::iter(first)
                         .chain(stream)
                         .map(move |batch| {

@@ -7,6 +7,11 @@
 //!
 //! Each task's plan is made cancellable ([`crate::cancellable`]): Ballista's
 //! own abort does not stop a running stage.
+//!
+//! The metrics a task reports to the scheduler gain two of Sluice's, on the
+//! stage's root operator: which executor ran it and the shuffle bytes it
+//! wrote ([`sluice_engine::explain_analyze::task_metrics`]), which
+//! `EXPLAIN ANALYZE` shows per stage.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -28,6 +33,7 @@ use datafusion::execution::context::TaskContext;
 use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
+use sluice_engine::explain_analyze::task_metrics;
 
 /// Completed-task counters, one per executor id.
 #[derive(Debug, Default)]
@@ -92,6 +98,7 @@ impl ExecutionEngine for CountingEngine {
             executor_id: self.executor_id.clone(),
             completed: self.completed.clone(),
             cancel,
+            shuffle_bytes_written: AtomicU64::new(0),
         }))
     }
 }
@@ -104,6 +111,8 @@ struct CountingStage {
     completed: Arc<AtomicU64>,
     /// Raised when the task's future ends, aborted or not.
     cancel: CancelFlag,
+    /// Bytes of the shuffle files the task wrote, once it succeeded.
+    shuffle_bytes_written: AtomicU64,
 }
 
 impl fmt::Display for CountingStage {
@@ -127,6 +136,10 @@ impl QueryStageExecutor for CountingStage {
         match self.inner.execute_query_stage(task_id, context).await {
             Ok(partitions) => {
                 self.completed.fetch_add(1, Ordering::Relaxed);
+                self.shuffle_bytes_written.store(
+                    partitions.iter().map(|p| p.num_bytes).sum(),
+                    Ordering::Relaxed,
+                );
                 running.finished(&self.inner.collect_plan_metrics(), &partitions);
                 Ok(partitions)
             }
@@ -138,7 +151,16 @@ impl QueryStageExecutor for CountingStage {
     }
 
     fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
-        self.inner.collect_plan_metrics()
+        let mut metrics = self.inner.collect_plan_metrics();
+        if let Some(root) = metrics.first_mut() {
+            for metric in task_metrics(
+                &self.executor_id,
+                self.shuffle_bytes_written.load(Ordering::Relaxed),
+            ) {
+                root.push(metric);
+            }
+        }
+        metrics
     }
 
     fn collect_runtime_stats_reports(&self) -> Vec<RuntimeStatsReport> {

@@ -143,3 +143,86 @@ async fn metrics_count_queries_tasks_scans_and_shuffles() {
     drop(client);
     server.stop().expect("stops");
 }
+
+/// The plan text of an `EXPLAIN ANALYZE` answer (its `plan` column).
+async fn explain_analyze(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.query(sql, &[]).await.expect("EXPLAIN ANALYZE runs");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>("plan_type"), "Plan with Metrics");
+    rows[0].get("plan")
+}
+
+/// `EXPLAIN ANALYZE` of a join runs it on the cluster and answers with each
+/// stage: the executors that ran its tasks, the rows it read and wrote, and
+/// its operators' metrics summed over the executors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_analyze_shows_stage_rows_and_executors() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let client = connect(server.port()).await.expect("connects");
+    let dir = tempfile::tempdir().unwrap();
+    create_numbers_table(&client, &dir.path().join("numbers"))
+        .await
+        .expect("COPY and CREATE EXTERNAL TABLE");
+    let mut executors: Vec<String> = client
+        .query("SELECT executor_id FROM sluice.executors", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    executors.sort();
+    assert_eq!(executors.len(), 2);
+
+    let join = "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \
+                GROUP BY a.bucket";
+    let report = explain_analyze(&client, &format!("EXPLAIN ANALYZE {join}")).await;
+    assert!(
+        report.starts_with("Distributed query: 10 rows in "),
+        "{report}"
+    );
+    let stages: Vec<&str> = report
+        .lines()
+        .filter(|line| line.starts_with("Stage "))
+        .collect();
+    assert!(stages.len() >= 2, "{report}");
+    // The executors named per stage: every one of the cluster ran tasks.
+    let mut ran: Vec<String> = stages
+        .iter()
+        .flat_map(|line| {
+            let (_, list) = line.split_once(" tasks on executors ").expect("executors");
+            list.split(", ")
+                .map(|entry| entry.split(' ').next().unwrap().to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    ran.sort();
+    ran.dedup();
+    assert_eq!(ran, executors, "{report}");
+    // The first stage scans one side: 100,000 rows in, 100,000 out.
+    let first = report
+        .lines()
+        .skip_while(|line| !line.starts_with("Stage 1:"))
+        .nth(1)
+        .unwrap();
+    assert!(
+        first
+            .trim_start()
+            .starts_with("input_rows=100000, output_rows=100000,"),
+        "{report}"
+    );
+    for shown in [
+        "HashJoinExec",
+        "DataSourceExec",
+        "shuffle_bytes_written=",
+        "shuffle_bytes_read=",
+        "elapsed_compute=",
+        "bytes_scanned=",
+    ] {
+        assert!(report.contains(shown), "no {shown}: {report}");
+    }
+    assert!(!report.contains("fetch_requests"), "{report}");
+    // VERBOSE shows every metric of every operator.
+    let verbose = explain_analyze(&client, &format!("EXPLAIN ANALYZE VERBOSE {join}")).await;
+    assert!(verbose.contains("fetch_requests="), "{verbose}");
+    server.stop().expect("stops");
+}
