@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::protobuf::{
-    scheduler_grpc_client::SchedulerGrpcClient, GetJobMetricsParams, GetJobMetricsResult,
-    JobStageMetrics, OperatorMetricsSet,
+    operator_metric, scheduler_grpc_client::SchedulerGrpcClient, GetJobMetricsParams,
+    GetJobMetricsResult, JobStageMetrics, NamedCount, OperatorMetricsSet,
 };
 use ballista_core::utils::{create_grpc_client_endpoint, GrpcClientConfig};
 use datafusion::arrow::array::{RecordBatch, StringArray};
@@ -239,6 +239,30 @@ struct OperatorMetrics {
     metrics: MetricsSet,
 }
 
+/// The executors that ran the tasks of `stage` and how many each, sorted by
+/// id: the counts named [`EXECUTOR_METRIC_PREFIX`] in its metrics.
+pub fn stage_executors(stage: &JobStageMetrics) -> Vec<(String, usize)> {
+    let mut executors: Vec<(String, usize)> = Vec::new();
+    let counts = stage
+        .operators
+        .iter()
+        .flat_map(|operator| &operator.metrics)
+        .filter_map(|metric| match &metric.metric {
+            Some(operator_metric::Metric::Count(NamedCount { name, value })) => {
+                Some((name.strip_prefix(EXECUTOR_METRIC_PREFIX)?, *value as usize))
+            }
+            _ => None,
+        });
+    for (executor, tasks) in counts {
+        match executors.iter_mut().find(|(id, _)| id == executor) {
+            Some((_, total)) => *total += tasks,
+            None => executors.push((executor.to_string(), tasks)),
+        }
+    }
+    executors.sort();
+    executors
+}
+
 /// The operator metrics shown without `VERBOSE`: rows, time, memory, bytes
 /// read, spilled and shuffled.
 const SUMMARY_METRICS: &[&str] = &[
@@ -272,19 +296,7 @@ fn render_stage(stage: &JobStageMetrics, verbose: bool, out: &mut String) -> Res
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    // Which executors ran the stage's tasks, and how many each.
-    let mut executors: Vec<(String, usize)> = Vec::new();
-    for metric in operators.iter().flat_map(|op| op.metrics.iter()) {
-        if let MetricValue::Count { name, count } = metric.value() {
-            if let Some(executor) = name.strip_prefix(EXECUTOR_METRIC_PREFIX) {
-                match executors.iter_mut().find(|(id, _)| id == executor) {
-                    Some((_, tasks)) => *tasks += count.value(),
-                    None => executors.push((executor.to_string(), count.value())),
-                }
-            }
-        }
-    }
-    executors.sort();
+    let executors = stage_executors(stage);
     let tasks: usize = executors.iter().map(|(_, tasks)| tasks).sum();
     let sum = |name: &str| -> usize {
         operators

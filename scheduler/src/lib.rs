@@ -27,4 +27,4 @@ pub use error::{ClusterError, Result};
 pub use remote::RemoteScheduler;
 pub use timings::ClusterTimings;
 pub use tls::ClusterTls;
-pub use view::{ClusterView, ExecutorInfo, JobSummary};
+pub use view::{ClusterView, ExecutorInfo, JobSummary, StageProgress};

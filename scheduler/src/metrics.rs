@@ -98,6 +98,11 @@ pub fn refresh() {
     LazyLock::force(&SPILL_BYTES);
 }
 
+/// Tasks running now on `executor`, when that executor runs in this process.
+pub fn tasks_running(executor: &str) -> i64 {
+    TASKS_RUNNING.with_label_values(&[executor]).get()
+}
+
 /// A running task, counted in `sluice_tasks_running` (and its memory pool
 /// in `sluice_memory_reserved_bytes`) until it is dropped.
 pub struct RunningTask {

@@ -7,15 +7,16 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use ballista_core::serde::protobuf::scheduler_grpc_client::SchedulerGrpcClient;
-use ballista_core::serde::protobuf::{CancelJobParams, CleanJobDataParams};
+use ballista_core::serde::protobuf::{CancelJobParams, CleanJobDataParams, GetJobMetricsParams};
 use datafusion::error::DataFusionError;
 use serde::Deserialize;
+use sluice_engine::explain_analyze::stage_executors;
 use sluice_engine::recovery::JobControl;
 
 use crate::error::{ClusterError, Result};
 use crate::flight::fetch_tasks_completed;
 use crate::tls::ClusterTls;
-use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
+use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary, StageProgress};
 
 /// Task failure reasons (as the REST API names them) that mean output was
 /// lost and recomputed: the cases where Ballista may read output twice.
@@ -71,7 +72,48 @@ struct StagesResponse {
 
 #[derive(Deserialize)]
 struct StageResponse {
+    #[serde(default)]
+    stage_id: String,
+    #[serde(default)]
+    stage_status: String,
+    #[serde(default)]
+    input_rows: u64,
+    #[serde(default)]
+    output_rows: u64,
+    #[serde(default)]
+    elapsed_compute: Option<String>,
+    #[serde(default)]
+    stage_plan: Option<String>,
     tasks: Vec<Option<TaskResponse>>,
+}
+
+impl StageResponse {
+    /// How many of its tasks have `status` (`"Running"`, `"Successful"`).
+    fn tasks_in(&self, status: &str) -> usize {
+        self.tasks
+            .iter()
+            .flatten()
+            .filter(|task| task.status.as_str() == Some(status))
+            .count()
+    }
+}
+
+/// The stages a stage plan reads from: its shuffle readers' upstream stages
+/// (`ShuffleReaderExec: upstream_stage: 2, …`).
+fn upstream_stages(plan: &str) -> Vec<usize> {
+    let mut stages: Vec<usize> = plan
+        .match_indices("upstream_stage: ")
+        .filter_map(|(at, marker)| {
+            let digits: String = plan[at + marker.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect();
+    stages.sort_unstable();
+    stages.dedup();
+    stages
 }
 
 #[derive(Deserialize)]
@@ -124,6 +166,50 @@ impl RemoteScheduler {
             grpc,
             tls,
         })
+    }
+
+    /// The stages of job `job_id` as the scheduler knows them (it forgets
+    /// a job a while after it ended), with the executors that ran each
+    /// finished stage from the job's task metrics.
+    pub async fn job_stages(&self, job_id: &str) -> Result<Vec<StageProgress>> {
+        let response: StagesResponse = self.get(&format!("/api/job/{job_id}/stages")).await?;
+        let metrics = SchedulerGrpcClient::new(self.grpc.clone())
+            .get_job_metrics(GetJobMetricsParams {
+                job_id: job_id.to_string(),
+            })
+            .await
+            .map(|response| response.into_inner().stages)
+            .unwrap_or_default();
+        let mut stages: Vec<StageProgress> = response
+            .stages
+            .iter()
+            .map(|stage| {
+                let stage_id = stage.stage_id.parse().unwrap_or_default();
+                StageProgress {
+                    stage_id,
+                    status: stage.stage_status.clone(),
+                    tasks: stage.tasks.iter().flatten().count(),
+                    tasks_done: stage.tasks_in("Successful"),
+                    tasks_running: stage.tasks_in("Running"),
+                    input_rows: stage.input_rows,
+                    output_rows: stage.output_rows,
+                    elapsed_compute: stage.elapsed_compute.clone(),
+                    inputs: stage
+                        .stage_plan
+                        .as_deref()
+                        .map(upstream_stages)
+                        .unwrap_or_default(),
+                    executors: metrics
+                        .iter()
+                        .find(|m| m.stage_id as usize == stage_id)
+                        .map(stage_executors)
+                        .unwrap_or_default(),
+                    plan: stage.stage_plan.clone(),
+                }
+            })
+            .collect();
+        stages.sort_by_key(|stage| stage.stage_id);
+        Ok(stages)
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {

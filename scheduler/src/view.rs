@@ -39,6 +39,41 @@ pub struct JobSummary {
     pub status: String,
 }
 
+/// One stage of a job as far as it has run: what the web UI shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageProgress {
+    /// Stage id within the job.
+    pub stage_id: usize,
+    /// `UnResolved`, `Resolved`, `Running`, `Successful` or `Failed`.
+    pub status: String,
+    /// Tasks launched so far (all of them once the stage finished).
+    pub tasks: usize,
+    /// Tasks that finished successfully.
+    pub tasks_done: usize,
+    /// Tasks running now.
+    pub tasks_running: usize,
+    /// Rows the stage read (its scans' and shuffle readers' output).
+    pub input_rows: u64,
+    /// Rows the stage wrote.
+    pub output_rows: u64,
+    /// Compute time across its tasks, as the scheduler formats it.
+    pub elapsed_compute: Option<String>,
+    /// Stages whose output this stage reads.
+    pub inputs: Vec<usize>,
+    /// Executors that ran its tasks, with how many each (known once the
+    /// stage has finished).
+    pub executors: Vec<(String, usize)>,
+    /// The stage's plan, once it started.
+    pub plan: Option<String>,
+}
+
+impl StageProgress {
+    /// Whether every task of the stage finished.
+    pub fn is_done(&self) -> bool {
+        self.status == "Successful"
+    }
+}
+
 /// The [`JobSummary::status`] of a job whose Ballista status is `status` and,
 /// if it failed, whose error is `error` (Ballista fails cancelled jobs with
 /// the error `Cancelled`).

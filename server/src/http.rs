@@ -2,7 +2,7 @@
 //! Prometheus' text format (see [`crate::metrics`] and
 //! `sluice_scheduler::metrics`), `/healthz` (the process is serving) and
 //! `/readyz` (it can do its work: where it sees the cluster, at least one
-//! executor is alive).
+//! executor is alive); on a frontend also the web UI ([`crate::web_ui`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use sluice_scheduler::ClusterView;
 use tokio::task::JoinHandle;
 
 use crate::error::{Result, ServerError};
+use crate::web_ui::WebUi;
 
 /// Prometheus' text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -41,10 +42,11 @@ struct Sources {
 
 /// Serves the endpoint on `address` (port 0 picks a free one). `cluster`
 /// gives the live executors to roles that see the cluster (frontends,
-/// schedulers); executors pass `None`.
+/// schedulers); executors pass `None`. A frontend passes its `web_ui`.
 pub async fn serve_http(
     address: SocketAddr,
     cluster: Option<Arc<dyn ClusterView>>,
+    web_ui: Option<Arc<WebUi>>,
 ) -> Result<HttpEndpoint> {
     let listener = tokio::net::TcpListener::bind(address)
         .await
@@ -52,11 +54,14 @@ pub async fn serve_http(
     let address = listener
         .local_addr()
         .map_err(|e| ServerError::io("reading the HTTP address", e))?;
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(Sources { cluster });
+    if let Some(web_ui) = web_ui {
+        router = router.merge(web_ui.router());
+    }
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router).await {
             tracing::error!("the HTTP endpoint stopped: {e}");

@@ -17,3 +17,4 @@ pub mod script;
 pub mod serve;
 pub mod system_tables;
 pub mod tpch;
+pub mod web_ui;

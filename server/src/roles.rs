@@ -47,7 +47,7 @@ pub async fn scheduler(config: SchedulerConfig) -> Result<()> {
                 scheduler.address.port(),
                 config.tls.clone(),
             )?;
-            let http = serve_http(address, Some(Arc::new(view))).await?;
+            let http = serve_http(address, Some(Arc::new(view)), None).await?;
             println!(
                 "sluice scheduler metrics at http://{}/metrics",
                 http.address
@@ -110,7 +110,7 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         tls: config.tls,
     };
     let _http = match config.http {
-        Some(address) => Some(serve_http(address, None).await?),
+        Some(address) => Some(serve_http(address, None, None).await?),
         None => None,
     };
     run_executor(options, Arc::new(TaskCounts::default())).await?;

@@ -27,6 +27,7 @@ use crate::jobs::history::RunHistory;
 use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
 use crate::query_log::QueryLog;
 use crate::system_tables::{ExecutorsTable, QueriesTable};
+use crate::web_ui::WebUi;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 
 /// The single-file catalog of earlier versions in the data directory,
@@ -43,7 +44,14 @@ pub async fn run(config: ServeConfig) -> Result<()> {
     let shutdown = shutdown_signal()?;
     let server = start(&config).await?;
     let http = match config.http {
-        Some(address) => Some(serve_http(address, Some(server.view.clone())).await?),
+        Some(address) => Some(
+            serve_http(
+                address,
+                Some(server.view.clone()),
+                Some(Arc::clone(&server.web_ui)),
+            )
+            .await?,
+        ),
         None => None,
     };
     let cluster = match &config.cluster {
@@ -53,7 +61,10 @@ pub async fn run(config: ServeConfig) -> Result<()> {
         ClusterMode::Remote { host, port } => format!("with the scheduler at {host}:{port}"),
     };
     let metrics = match &http {
-        Some(http) => format!("; metrics at http://{}/metrics", http.address),
+        Some(http) => format!(
+            "; web UI at http://{0}/, metrics at http://{0}/metrics",
+            http.address
+        ),
         None => String::new(),
     };
     println!(
@@ -84,6 +95,8 @@ pub struct RunningServer {
     pub address: SocketAddr,
     view: Arc<dyn ClusterView>,
     cluster: Option<Arc<EmbeddedCluster>>,
+    /// What the web UI reads.
+    web_ui: Arc<WebUi>,
     stop: tokio::sync::oneshot::Sender<()>,
     frontend: tokio::task::JoinHandle<()>,
     /// The scheduled jobs' timers.
@@ -180,7 +193,13 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         }
     };
     let scheduled = Arc::new(JobsSlot::default());
-    let frontend = build_frontend(&view, jobs, slots, config, &scheduled, policy, tls)?;
+    let frontend = build_frontend(&view, jobs.clone(), slots, config, &scheduled, policy, tls)?;
+    let web_ui = Arc::new(WebUi {
+        log: Arc::clone(&frontend.queries),
+        cluster: Arc::clone(&view),
+        scheduler: jobs,
+        local_executors: cluster.is_some(),
+    });
     frontend.sessions.restore_catalog().await?;
     // Loaded before the listener serves: a bad jobs file stops the start.
     let job_list = match &config.jobs {
@@ -202,6 +221,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         address,
         view,
         cluster,
+        web_ui,
         stop,
         frontend,
         schedules,

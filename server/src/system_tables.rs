@@ -16,9 +16,9 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 use sluice_engine::system::SystemTable;
-use sluice_scheduler::{ClusterView, JobSummary};
+use sluice_scheduler::{ClusterError, ClusterView, JobSummary};
 
-use crate::query_log::{QueryLog, QueryState};
+use crate::query_log::{QueryLog, QueryProgress, QueryRecord, QueryState};
 
 fn timestamp() -> DataType {
     DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
@@ -94,6 +94,64 @@ impl SystemTable for ExecutorsTable {
     }
 }
 
+/// A query with its progress and the last Ballista job it submitted, as
+/// `sluice.queries` and the web UI show it.
+#[derive(Debug, Clone)]
+pub struct QueryActivity {
+    /// The query.
+    pub record: Arc<QueryRecord>,
+    /// Its progress, with the stage count of its jobs once the scheduler
+    /// told it (0 for a query that ended without a job).
+    pub progress: QueryProgress,
+    /// The last job it submitted, while the scheduler remembers it.
+    pub job: Option<JobSummary>,
+}
+
+/// `records` with their progress and jobs, from `cluster`.
+pub async fn query_activity(
+    records: Vec<Arc<QueryRecord>>,
+    cluster: &dyn ClusterView,
+) -> std::result::Result<Vec<QueryActivity>, ClusterError> {
+    // Stage counts come from the scheduler; once found they are kept on the
+    // record, since the scheduler forgets finished jobs after a while. A
+    // query's jobs (one per attempt) share its name; the last one's status
+    // is shown.
+    let mut jobs: HashMap<String, (u64, JobSummary)> = HashMap::new();
+    for job in cluster.jobs().await? {
+        let stages = job.stages as u64;
+        match jobs.entry(job.job_name.clone()) {
+            Entry::Occupied(mut entry) => {
+                let (total, last) = entry.get_mut();
+                *total += stages;
+                if job.job_id > last.job_id {
+                    *last = job;
+                }
+            }
+            Entry::Vacant(entry) => {
+                entry.insert((stages, job));
+            }
+        }
+    }
+    Ok(records
+        .into_iter()
+        .map(|record| {
+            let job = jobs.get(&record.job_name);
+            if let Some((stages, _)) = job {
+                record.set_stages(*stages);
+            }
+            let mut progress = record.progress();
+            if progress.stages.is_none() && progress.state != QueryState::Running {
+                progress.stages = Some(0);
+            }
+            QueryActivity {
+                job: job.map(|(_, job)| job.clone()),
+                progress,
+                record,
+            }
+        })
+        .collect())
+}
+
 /// `sluice.queries`: this frontend's recent queries.
 #[derive(Debug)]
 pub struct QueriesTable {
@@ -139,45 +197,14 @@ impl SystemTable for QueriesTable {
                 records.retain(|record| record.user == viewer.user);
             }
         }
-        // Stage counts come from the scheduler; once found they are kept on the
-        // record, since the scheduler forgets finished jobs after a while. A
-        // query's jobs (one per attempt) share its name; the last one's status
-        // is shown.
-        let mut jobs: HashMap<String, (u64, JobSummary)> = HashMap::new();
-        for job in self.cluster.jobs().await.map_err(cluster_error)? {
-            let stages = job.stages as u64;
-            match jobs.entry(job.job_name.clone()) {
-                Entry::Occupied(mut entry) => {
-                    let (total, last) = entry.get_mut();
-                    *total += stages;
-                    if job.job_id > last.job_id {
-                        *last = job;
-                    }
-                }
-                Entry::Vacant(entry) => {
-                    entry.insert((stages, job));
-                }
-            }
-        }
-        let job_status: Vec<Option<String>> = records
+        let activity = query_activity(records, self.cluster.as_ref())
+            .await
+            .map_err(cluster_error)?;
+        let records: Vec<_> = activity.iter().map(|a| &a.record).collect();
+        let progress: Vec<_> = activity.iter().map(|a| &a.progress).collect();
+        let job_status: Vec<Option<String>> = activity
             .iter()
-            .map(|record| {
-                jobs.get(&record.job_name)
-                    .map(|(_, job)| job.status.clone())
-            })
-            .collect();
-        let progress: Vec<_> = records
-            .iter()
-            .map(|record| {
-                if let Some((stages, _)) = jobs.get(&record.job_name) {
-                    record.set_stages(*stages);
-                }
-                let mut progress = record.progress();
-                if progress.stages.is_none() && progress.state != QueryState::Running {
-                    progress.stages = Some(0);
-                }
-                progress
-            })
+            .map(|a| a.job.as_ref().map(|job| job.status.clone()))
             .collect();
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(

@@ -90,7 +90,7 @@ impl SluiceServer {
     }
 }
 
-/// The HTTP port in a ready line (`… metrics at http://HOST:PORT/metrics`).
+/// The HTTP port in a ready line (`… web UI at http://HOST:PORT/, …`).
 fn http_port(line: &str) -> Option<u16> {
     let address = line.split("http://").nth(1)?.split('/').next()?;
     address.rsplit_once(':')?.1.parse().ok()
