@@ -10,6 +10,7 @@ pub mod error;
 pub mod frontend;
 pub mod http;
 pub mod jobs;
+pub mod json_lines;
 pub mod metrics;
 pub mod query_log;
 pub mod roles;

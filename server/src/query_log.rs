@@ -1,15 +1,22 @@
-//! The frontend's record of recent queries, behind `sluice.queries`.
+//! The frontend's record of recent queries, behind `sluice.queries` and the
+//! web UI. With a history file ([`QueryLog::open`]) each query is appended
+//! to it when it ends, and the log starts from it again after a restart;
+//! the log keeps the newest `--query-history` queries.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
-/// How many finished queries the log keeps.
-const CAPACITY: usize = 1000;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::json_lines::JsonLines;
 
 /// Lifecycle of a query.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum QueryState {
     /// Planning, executing or streaming rows.
     Running,
@@ -82,12 +89,12 @@ impl QueryRecord {
             .stages = Some(stages);
     }
 
-    /// Marks the query ended, logs one line and returns nothing if it had
-    /// already ended.
-    fn finish(&self, state: QueryState, rows: u64, error: Option<String>) {
+    /// Marks the query ended and logs one line; `false` if it had already
+    /// ended.
+    fn finish(&self, state: QueryState, rows: u64, error: Option<String>) -> bool {
         let mut progress = self.progress.lock().unwrap_or_else(|e| e.into_inner());
         if progress.state != QueryState::Running {
-            return;
+            return false;
         }
         progress.state = state;
         progress.finished_at = Some(SystemTime::now());
@@ -110,6 +117,92 @@ impl QueryRecord {
                 "query failed in {millis:.1} ms: {error}"
             ),
         }
+        true
+    }
+
+    /// The record as the history file keeps it.
+    fn stored(&self) -> StoredQuery {
+        let progress = self.progress();
+        StoredQuery {
+            id: self.id,
+            job_name: self.job_name.clone(),
+            user: self.user.clone(),
+            text: self.text.clone(),
+            started_at: self.started_at,
+            state: progress.state,
+            finished_at: progress.finished_at,
+            rows: progress.rows,
+            stages: progress.stages,
+            error: progress.error,
+        }
+    }
+
+    /// A query of an earlier run, read back from the history file.
+    fn restored(stored: StoredQuery) -> Self {
+        Self {
+            id: stored.id,
+            job_name: stored.job_name,
+            user: stored.user,
+            text: stored.text,
+            started_at: stored.started_at,
+            started: Instant::now(),
+            progress: Mutex::new(QueryProgress {
+                state: stored.state,
+                finished_at: stored.finished_at,
+                rows: stored.rows,
+                stages: stored.stages,
+                error: stored.error,
+            }),
+        }
+    }
+}
+
+/// An ended query in the history file.
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredQuery {
+    id: u64,
+    job_name: String,
+    user: String,
+    text: String,
+    started_at: SystemTime,
+    state: QueryState,
+    finished_at: Option<SystemTime>,
+    rows: u64,
+    stages: Option<u64>,
+    error: Option<String>,
+}
+
+/// The history file and how many records it holds.
+#[derive(Debug)]
+struct QueryHistory {
+    file: JsonLines,
+    /// Records in the file; past twice the log's capacity it is rewritten
+    /// with the newest.
+    lines: AtomicUsize,
+    capacity: usize,
+}
+
+impl QueryHistory {
+    /// Appends an ended query (not synced: a crash may lose the last few).
+    fn append(&self, query: &StoredQuery) {
+        if let Err(e) = self.file.append(query, false) {
+            tracing::warn!("cannot record query {} in the history: {e}", query.id);
+            return;
+        }
+        if self.lines.fetch_add(1, Ordering::Relaxed) + 1 > 2 * self.capacity.max(1) {
+            if let Err(e) = self.compact() {
+                tracing::warn!("cannot compact the query history: {e}");
+            }
+        }
+    }
+
+    /// Keeps only the newest `capacity` records in the file.
+    fn compact(&self) -> Result<Vec<StoredQuery>> {
+        let mut queries: Vec<StoredQuery> = self.file.read()?;
+        queries.drain(..queries.len().saturating_sub(self.capacity));
+        self.file.rewrite(&queries)?;
+        self.lines.store(queries.len(), Ordering::Relaxed);
+        Ok(queries)
     }
 }
 
@@ -119,16 +212,33 @@ pub struct QueryLog {
     frontend_id: String,
     next_id: AtomicU64,
     records: Mutex<VecDeque<Arc<QueryRecord>>>,
+    capacity: usize,
+    history: Option<Arc<QueryHistory>>,
 }
 
 impl QueryLog {
-    /// An empty log; `frontend_id` makes job names unique across frontends.
-    pub fn new(frontend_id: String) -> Self {
-        Self {
+    /// A log of the newest `capacity` queries kept in the history file at
+    /// `path`, starting from the queries the file holds; `frontend_id`
+    /// makes job names unique across frontends.
+    pub fn open(frontend_id: String, path: &Path, capacity: usize) -> Result<Self> {
+        let history = QueryHistory {
+            file: JsonLines::new(path),
+            lines: AtomicUsize::new(0),
+            capacity,
+        };
+        let queries = history.compact()?;
+        let next_id = queries.iter().map(|query| query.id + 1).max().unwrap_or(1);
+        let records = queries
+            .into_iter()
+            .map(|query| Arc::new(QueryRecord::restored(query)))
+            .collect();
+        Ok(Self {
             frontend_id,
-            next_id: AtomicU64::new(1),
-            records: Mutex::new(VecDeque::new()),
-        }
+            next_id: AtomicU64::new(next_id),
+            records: Mutex::new(records),
+            capacity,
+            history: Some(Arc::new(history)),
+        })
     }
 
     /// Starts recording a query; the returned tracker ends it when dropped.
@@ -155,13 +265,14 @@ impl QueryLog {
         crate::metrics::query_started();
         let mut records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.push_back(record.clone());
-        while records.len() > CAPACITY {
+        while records.len() > self.capacity {
             records.pop_front();
         }
         Arc::new(QueryTracker {
             record,
             rows: AtomicU64::new(0),
             outcome: Mutex::new(None),
+            history: self.history.clone(),
         })
     }
 
@@ -179,6 +290,8 @@ pub struct QueryTracker {
     record: Arc<QueryRecord>,
     rows: AtomicU64,
     outcome: Mutex<Option<(QueryState, Option<String>)>>,
+    /// Where the query is recorded when it ends.
+    history: Option<Arc<QueryHistory>>,
 }
 
 impl QueryTracker {
@@ -218,8 +331,12 @@ impl Drop for QueryTracker {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         let (state, error) = outcome.unwrap_or((QueryState::Finished, None));
-        self.record
+        let ended = self
+            .record
             .finish(state, self.rows.load(Ordering::Relaxed), error);
+        if let (true, Some(history)) = (ended, &self.history) {
+            history.append(&self.record.stored());
+        }
     }
 }
 
@@ -267,7 +384,42 @@ fn redact(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact;
+    use super::*;
+
+    fn run(log: &QueryLog, text: &str) {
+        drop(log.start("alice", text));
+    }
+
+    #[test]
+    fn ended_queries_survive_reopening_up_to_the_capacity() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("queries.jsonl");
+        let log = QueryLog::open("a".into(), &path, 3).unwrap();
+        for text in ["q1", "q2", "q3", "q4"] {
+            run(&log, text);
+        }
+        let failed = log.start("bob", "q5");
+        failed.fail("22012: division by zero".into());
+        drop(failed);
+        drop(log);
+
+        let log = QueryLog::open("b".into(), &path, 3).unwrap();
+        let records = log.records();
+        let texts: Vec<&str> = records.iter().map(|r| r.text.as_str()).collect();
+        assert_eq!(texts, ["q3", "q4", "q5"]);
+        let last = records[2].progress();
+        assert_eq!(last.state, QueryState::Failed);
+        assert_eq!(last.error.as_deref(), Some("22012: division by zero"));
+        assert_eq!(records[2].user, "bob");
+        // Numbering goes on; the file is compacted past twice the capacity.
+        run(&log, "q6");
+        assert_eq!(log.records().last().unwrap().id, 6);
+        for n in 7..=12 {
+            run(&log, &format!("q{n}"));
+        }
+        let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+        assert!(lines <= 6, "{lines} lines");
+    }
 
     #[test]
     fn storage_literals_are_masked() {

@@ -35,6 +35,8 @@ use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 const LEGACY_CATALOG_FILE: &str = "catalog.json";
 /// Where `COPY`s into directories are recorded while they run.
 const COPY_JOURNAL_DIR: &str = "copies";
+/// The query history (`sluice.queries`) in the data directory.
+const QUERY_HISTORY_FILE: &str = "queries.jsonl";
 /// The scheduled jobs' run history in the data directory.
 const JOB_RUNS_FILE: &str = "job_runs.jsonl";
 
@@ -284,7 +286,11 @@ fn build_frontend(
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;
     sluice_engine::pg_functions::register(sessions.template());
     let frontend_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let queries = Arc::new(QueryLog::new(frontend_id));
+    let queries = Arc::new(QueryLog::open(
+        frontend_id,
+        &config.data_dir.join(QUERY_HISTORY_FILE),
+        config.query_history,
+    )?);
     let catalog = sessions
         .template()
         .catalog(DEFAULT_CATALOG)

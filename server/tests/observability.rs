@@ -1,12 +1,13 @@
 //! The HTTP endpoint of `sluice serve`, read the way Prometheus and a load
 //! balancer read it: after a multi-stage query over Parquet, `/metrics`
 //! counts the statement, the tasks on both executors, the bytes scanned and
-//! shuffled; `/healthz` and `/readyz` answer 200.
+//! shuffled; `/healthz` and `/readyz` answer 200. `EXPLAIN ANALYZE` shows a
+//! join's stages; `sluice.queries` keeps its history across restarts.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, psql, psql_command, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -224,5 +225,52 @@ async fn explain_analyze_shows_stage_rows_and_executors() {
     // VERBOSE shows every metric of every operator.
     let verbose = explain_analyze(&client, &format!("EXPLAIN ANALYZE VERBOSE {join}")).await;
     assert!(verbose.contains("fetch_requests="), "{verbose}");
+    server.stop().expect("stops");
+}
+
+/// `sluice.queries` keeps the newest `--query-history` queries across a
+/// restart, and a `kill -9`.
+#[test]
+fn query_history_survives_restarts() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let start = || {
+        SluiceServer::start_in(
+            Path::new(BINARY),
+            data_dir.path(),
+            &["--query-history", "3"],
+        )
+        .expect("starts")
+    };
+    let history = "SELECT query_id, user_name, state, rows, query_text, error IS NOT NULL \
+                   FROM sluice.queries WHERE state <> 'running' ORDER BY query_id";
+    let server = start();
+    for statement in [
+        "SELECT 1",
+        "SELECT 2",
+        "SELECT * FROM generate_series(1, 5)",
+    ] {
+        psql(server.port(), &[statement]);
+    }
+    let failed = psql_command(server.port(), &["SELECT 1/0"])
+        .output()
+        .unwrap();
+    assert!(!failed.status.success());
+    server.stop().expect("stops");
+
+    let server = start();
+    // Three queries kept: the two last of the earlier run and this one.
+    let expected = "3|sluice|finished|5|SELECT * FROM generate_series(1, 5)|f\n\
+                    4|sluice|failed|0|SELECT 1/0|t\n";
+    assert_eq!(psql(server.port(), &[history]), expected);
+    drop(server); // kill -9
+
+    // The query that read the history was recorded as well; numbering goes on.
+    let server = start();
+    let shown = psql(server.port(), &[history]);
+    assert!(shown.starts_with("4|"), "{shown}");
+    assert!(
+        shown.ends_with(&format!("5|sluice|finished|2|{history}|f\n")),
+        "{shown}"
+    );
     server.stop().expect("stops");
 }

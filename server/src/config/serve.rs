@@ -121,9 +121,13 @@ pub struct ServeArgs {
     /// none) [default: 0].
     #[arg(long, env = "SLUICE_STATEMENT_TIMEOUT", value_name = "DURATION")]
     pub statement_timeout: Option<String>,
+    /// Queries `sluice.queries` keeps, across restarts (in
+    /// `<data-dir>/queries.jsonl`); older ones are dropped [default: 10000].
+    #[arg(long, env = "SLUICE_QUERY_HISTORY", value_name = "N")]
+    pub query_history: Option<usize>,
     /// TOML file shared by all roles; `serve` reads `[serve]` (listen, data-dir,
     /// executors, slots, scheduler, single-stage-max-bytes, warehouse, catalog,
-    /// jobs),
+    /// jobs, query-history, …),
     /// `[cluster]` and `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -153,6 +157,7 @@ pub(super) struct ServeSection {
     max_query_size: Option<String>,
     statement_timeout: Option<String>,
     http: Option<String>,
+    query_history: Option<usize>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -217,6 +222,8 @@ pub struct ServeConfig {
     pub max_query_size: usize,
     /// Every session's initial `statement_timeout` (PostgreSQL's syntax).
     pub statement_timeout: Option<String>,
+    /// Ended queries `sluice.queries` keeps across restarts.
+    pub query_history: usize,
     /// The HTTP endpoint (metrics, health), if on.
     pub http: Option<SocketAddr>,
     /// Mutual TLS with a remote scheduler and its executors.
@@ -225,6 +232,8 @@ pub struct ServeConfig {
 
 /// Default of `--max-connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 100;
+/// Default of `--query-history`.
+pub const DEFAULT_QUERY_HISTORY: usize = 10_000;
 /// Default of `--max-query-size`.
 pub const DEFAULT_MAX_QUERY_SIZE: u64 = 16 << 20;
 
@@ -374,6 +383,10 @@ impl ServeArgs {
             max_connections,
             max_query_size: usize::try_from(max_query_size).unwrap_or(usize::MAX),
             statement_timeout,
+            query_history: self
+                .query_history
+                .or(section.query_history)
+                .unwrap_or(DEFAULT_QUERY_HISTORY),
             users,
             tls,
             tls_required,

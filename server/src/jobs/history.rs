@@ -3,13 +3,13 @@
 //! an earlier one) and flushed before the run goes on, so it survives
 //! restarts and crashes.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Result, ServerError};
+use crate::error::Result;
+use crate::json_lines::JsonLines;
 
 /// Attempts kept (older ones are dropped when the file is reopened).
 const RETAINED_ATTEMPTS: usize = 10_000;
@@ -67,7 +67,7 @@ pub struct JobRun {
 /// The history and its file.
 #[derive(Debug)]
 pub struct RunHistory {
-    path: PathBuf,
+    file: JsonLines,
     runs: Mutex<Vec<JobRun>>,
 }
 
@@ -75,20 +75,10 @@ impl RunHistory {
     /// Opens the history at `path` (a missing file is an empty history).
     /// Attempts left `running` by a server that stopped are failed.
     pub fn open(path: &Path) -> Result<Self> {
-        let failed = |e: std::io::Error| ServerError::io(format!("reading {}", path.display()), e);
+        let file = JsonLines::new(path);
         let mut runs: Vec<JobRun> = Vec::new();
-        match std::fs::read_to_string(path) {
-            Ok(text) => {
-                for line in text.lines().filter(|line| !line.trim().is_empty()) {
-                    // A line cut short by a crash is the last one: skipped.
-                    let Ok(run) = serde_json::from_str::<JobRun>(line) else {
-                        continue;
-                    };
-                    upsert(&mut runs, run);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(failed(e)),
+        for run in file.read()? {
+            upsert(&mut runs, run);
         }
         for run in runs.iter_mut().filter(|run| run.state == RunState::Running) {
             run.state = RunState::Failed;
@@ -96,46 +86,21 @@ impl RunHistory {
         }
         let keep_from = runs.len().saturating_sub(RETAINED_ATTEMPTS);
         runs.drain(..keep_from);
-        let history = Self {
-            path: path.to_path_buf(),
-            runs: Mutex::new(Vec::new()),
-        };
-        history.rewrite(&runs)?;
-        *history.lock() = runs;
-        Ok(history)
+        file.rewrite(&runs)?;
+        Ok(Self {
+            file,
+            runs: Mutex::new(runs),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<JobRun>> {
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes `runs` as the whole file (compacted), atomically.
-    fn rewrite(&self, runs: &[JobRun]) -> Result<()> {
-        let failed =
-            |e: std::io::Error| ServerError::io(format!("writing {}", self.path.display()), e);
-        let staging = self.path.with_extension("jsonl.tmp");
-        let mut file = std::fs::File::create(&staging).map_err(failed)?;
-        for run in runs {
-            let line = serde_json::to_string(run).expect("a run encodes as JSON");
-            writeln!(file, "{line}").map_err(failed)?;
-        }
-        file.sync_all().map_err(failed)?;
-        std::fs::rename(&staging, &self.path).map_err(failed)
-    }
-
     /// Records `run` (a new attempt or a later state of one) and flushes it.
     pub fn record(&self, run: &JobRun) -> Result<()> {
         let mut runs = self.lock();
-        let line = serde_json::to_string(run).expect("a run encodes as JSON");
-        let failed =
-            |e: std::io::Error| ServerError::io(format!("writing {}", self.path.display()), e);
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(failed)?;
-        writeln!(file, "{line}").map_err(failed)?;
-        file.sync_data().map_err(failed)?;
+        self.file.append(run, true)?;
         upsert(&mut runs, run.clone());
         Ok(())
     }
@@ -207,12 +172,14 @@ mod tests {
             .unwrap()
             .record(&attempt(RunState::Running))
             .unwrap();
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"job\": \"cut")
-            .unwrap();
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .unwrap(),
+            b"{\"job\": \"cut",
+        )
+        .unwrap();
         let runs = RunHistory::open(&path).unwrap().runs();
         assert_eq!(runs.len(), 1);
         assert_eq!(runs[0].state, RunState::Failed);

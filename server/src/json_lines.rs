@@ -1,0 +1,77 @@
+//! A file of JSON records, one per line, for histories the server keeps in
+//! its data directory (scheduled-job runs, queries): appended as records
+//! come, rewritten whole (atomically) to drop old ones.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::{Result, ServerError};
+
+/// One JSON-lines file.
+#[derive(Debug)]
+pub struct JsonLines {
+    path: PathBuf,
+}
+
+impl JsonLines {
+    /// The file at `path` (created when first written).
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+        }
+    }
+
+    fn failed(&self, doing: &str) -> impl Fn(std::io::Error) -> ServerError + '_ {
+        let doing = doing.to_string();
+        move |e| ServerError::io(format!("{doing} {}", self.path.display()), e)
+    }
+
+    /// Every record in the file, oldest first (none when it is missing). A
+    /// line that does not read as a record — the last one, cut short by a
+    /// crash — is skipped.
+    pub fn read<T: DeserializeOwned>(&self) -> Result<Vec<T>> {
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter_map(|line| serde_json::from_str(line).ok())
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(self.failed("reading")(e)),
+        }
+    }
+
+    /// Replaces the file with `records`, atomically (a new file renamed over
+    /// the old one).
+    pub fn rewrite<T: Serialize>(&self, records: &[T]) -> Result<()> {
+        let failed = self.failed("writing");
+        let staging = self.path.with_extension("jsonl.tmp");
+        let mut file = std::fs::File::create(&staging).map_err(&failed)?;
+        for record in records {
+            writeln!(file, "{}", encode(record)).map_err(&failed)?;
+        }
+        file.sync_all().map_err(&failed)?;
+        std::fs::rename(&staging, &self.path).map_err(&failed)
+    }
+
+    /// Appends `record`; with `sync`, waits until it is on disk.
+    pub fn append<T: Serialize>(&self, record: &T, sync: bool) -> Result<()> {
+        let failed = self.failed("writing");
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(&failed)?;
+        writeln!(file, "{}", encode(record)).map_err(&failed)?;
+        if sync {
+            file.sync_data().map_err(&failed)?;
+        }
+        Ok(())
+    }
+}
+
+fn encode<T: Serialize>(record: &T) -> String {
+    serde_json::to_string(record).expect("history records encode as JSON")
+}
