@@ -24,7 +24,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt64Type};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::config::ConfigOptions;
+use datafusion::config::{ConfigNonZeroUsize, ConfigOptions};
 use datafusion::datasource::file_format::csv::CsvSink;
 use datafusion::datasource::file_format::json::JsonSink;
 use datafusion::datasource::listing::ListingTableUrl;
@@ -263,6 +263,8 @@ impl ExecutionPlan for ParallelWriteExec {
             unique_id()
         );
         let sink = relocated(exec.sink(), &dir)?;
+        let partitions = exec.input().output_partitioning().partition_count();
+        let context = writer_context(&context, partitions)?;
         let data = execute_input_stream(
             Arc::clone(exec.input()),
             Arc::clone(sink.schema()),
@@ -284,6 +286,28 @@ impl ExecutionPlan for ParallelWriteExec {
             answer,
         )))
     }
+}
+
+/// `context` for one of `partitions` writers: the files a write keeps open
+/// at once (`datafusion.execution.minimum_parallel_output_files`) are split
+/// between them, so that a write has as many files, each filling up as
+/// fast, as with one writer.
+fn writer_context(context: &Arc<TaskContext>, partitions: usize) -> Result<Arc<TaskContext>> {
+    let mut config = context.session_config().clone();
+    let execution = &mut config.options_mut().execution;
+    let files = execution.minimum_parallel_output_files.get();
+    execution.minimum_parallel_output_files =
+        ConfigNonZeroUsize::try_new(files.div_ceil(partitions.max(1)).max(1))?;
+    Ok(Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    )))
 }
 
 /// What a write answered: the rows it wrote and, for a parallel write, the
