@@ -29,6 +29,8 @@ pub const DEFAULT_SINGLE_STAGE_COLLECT_BYTES: u64 = 64 * 1024 * 1024;
 
 const SINGLE_STAGE_COLLECT_BYTES: &str = "single_stage_collect_bytes";
 
+const PROGRESS: &str = "progress";
+
 /// Settings of the Sluice planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SluiceOptions {
@@ -48,6 +50,9 @@ pub struct SluiceOptions {
     /// table is not copied; larger values trade the parallelism of the
     /// build for the cost of repartitioning the probe side.
     pub single_stage_collect_bytes: u64,
+    /// `sluice.progress`: while a statement's job runs, the client gets a
+    /// NOTICE with its stage progress every few seconds (psql prints them).
+    pub progress: bool,
     /// What `RESET sluice.single_stage_max_bytes` restores: the server's
     /// setting (not shipped with jobs; nothing resets settings there).
     server_single_stage_max_bytes: u64,
@@ -59,6 +64,7 @@ impl SluiceOptions {
         Self {
             single_stage_max_bytes,
             single_stage_collect_bytes: DEFAULT_SINGLE_STAGE_COLLECT_BYTES,
+            progress: false,
             server_single_stage_max_bytes: single_stage_max_bytes,
         }
     }
@@ -79,6 +85,10 @@ impl SluiceOptions {
                 self.single_stage_collect_bytes = DEFAULT_SINGLE_STAGE_COLLECT_BYTES;
                 Ok(())
             }
+            PROGRESS => {
+                self.progress = false;
+                Ok(())
+            }
             _ => Err(unrecognized(key)),
         }
     }
@@ -87,6 +97,21 @@ impl SluiceOptions {
 impl Default for SluiceOptions {
     fn default() -> Self {
         Self::new(DEFAULT_SINGLE_STAGE_MAX_BYTES)
+    }
+}
+
+/// A boolean as PostgreSQL reads one: `on`, `off`, `true`, `false`, `yes`,
+/// `no`, `1`, `0` (any case; `t`, `f`, `y`, `n` too).
+fn parse_bool(value: &str) -> Option<bool> {
+    match value
+        .trim()
+        .trim_matches('\'')
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "on" | "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "off" | "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
     }
 }
 
@@ -118,6 +143,13 @@ impl ExtensionOptions for SluiceOptions {
         match key {
             SINGLE_STAGE_MAX_BYTES => self.single_stage_max_bytes = bytes()?,
             SINGLE_STAGE_COLLECT_BYTES => self.single_stage_collect_bytes = bytes()?,
+            PROGRESS => {
+                self.progress = parse_bool(value).ok_or_else(|| {
+                    DataFusionError::Configuration(format!(
+                        "invalid value for sluice.{key}: '{value}' (expected on or off)"
+                    ))
+                })?
+            }
             _ => return Err(unrecognized(key)),
         }
         Ok(())
@@ -136,6 +168,12 @@ impl ExtensionOptions for SluiceOptions {
                 value: Some(self.single_stage_collect_bytes.to_string()),
                 description: "In a single-stage plan, a hash join side estimated at most \
                               this many bytes is built once for all partitions",
+            },
+            ConfigEntry {
+                key: format!("{}.{PROGRESS}", Self::PREFIX),
+                value: Some(if self.progress { "on" } else { "off" }.to_string()),
+                description: "Send a NOTICE with the running job's stage progress every \
+                              few seconds",
             },
         ]
     }

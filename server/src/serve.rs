@@ -256,12 +256,13 @@ fn build_frontend(
     policy: LoginPolicy,
     tls: Option<TlsAcceptor>,
 ) -> Result<Arc<Frontend>> {
+    let scheduler = Arc::clone(&jobs);
     let sessions = SessionFactory::new(&SessionOptions {
         scheduler_url: cluster.scheduler_url().to_string(),
         target_partitions: slots,
         storage: config.storage.clone(),
         planner: config.planner.clone(),
-        job_control: Some(jobs),
+        job_control: Some(jobs.clone()),
         catalog: Some(CatalogOptions {
             url: config.catalog.clone(),
             legacy_file: Some(config.data_dir.join(LEGACY_CATALOG_FILE)),
@@ -329,7 +330,7 @@ fn build_frontend(
         max_query_size: config.max_query_size,
     };
     Ok(Arc::new(Frontend::new(
-        sessions, queries, policy, tls, limits,
+        sessions, queries, policy, tls, limits, scheduler,
     )))
 }
 

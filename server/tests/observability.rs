@@ -274,3 +274,45 @@ fn query_history_survives_restarts() {
     );
     server.stop().expect("stops");
 }
+
+/// With `SET sluice.progress = on`, psql prints NOTICEs with the stage
+/// progress of a long join while it runs.
+#[test]
+fn psql_users_get_progress_notices() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("numbers");
+    let d = data.display();
+    let output = psql_command(
+        server.port(),
+        &[
+            "SET sluice.single_stage_max_bytes = 0",
+            &format!(
+                "COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
+                 TO '{d}/' (FORMAT parquet)"
+            ),
+            &format!("CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{d}/'"),
+            "SET sluice.progress = on",
+            "SET statement_timeout = '5s'",
+            "SELECT count(*) FROM numbers a JOIN numbers b ON a.bucket = b.bucket",
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("NOTICE:  progress: "))
+        .collect();
+    assert!(notices.len() >= 2, "{stderr}");
+    assert!(
+        notices[0].contains(" of 3 running; stages done "),
+        "{stderr}"
+    );
+    assert!(notices[0].contains(" rows read, "), "{stderr}");
+    assert!(
+        stderr.contains("canceling statement due to statement timeout"),
+        "{stderr}"
+    );
+    server.stop().expect("stops");
+}

@@ -47,6 +47,7 @@ use super::datafusion_ddl::{self, check_query_size, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
+use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
@@ -384,10 +385,16 @@ impl SimpleQueryHandler for SessionHandler {
             }
         });
         let responses = self.interruptible(&watch, &tracker, responses).await?;
-        Ok(tag_empty_results(query, responses)
+        let mut responses: Vec<Response> = tag_empty_results(query, responses)
             .into_iter()
             .map(|r| track(r, &tracker, &watch, &self.signal))
-            .collect())
+            .collect();
+        if let ([response], true) = (responses.as_mut_slice(), progress::wanted(&self.context)) {
+            let taken = std::mem::replace(response, Response::EmptyQuery);
+            *response =
+                progress::report(client, &self.frontend.scheduler, tracker.record(), taken).await?;
+        }
+        Ok(responses)
     }
 }
 

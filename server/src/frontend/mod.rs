@@ -11,6 +11,7 @@ mod datafusion_ddl;
 mod hooks;
 mod interrupt;
 mod managed;
+mod progress;
 mod rename;
 mod rewrite;
 pub(crate) mod settings;
@@ -32,6 +33,7 @@ use interrupt::{watch_disconnect, CancelRegistry, ConnectionSignal};
 pub use startup::{LoginPolicy, DATABASE};
 
 use crate::query_log::QueryLog;
+use sluice_scheduler::RemoteScheduler;
 
 /// State shared by all connections of one frontend.
 pub struct Frontend {
@@ -47,6 +49,9 @@ pub struct Frontend {
     pub tls: Option<TlsAcceptor>,
     /// Connection and statement limits.
     pub limits: Limits,
+    /// The scheduler's API, where `sluice.progress` notices read a job's
+    /// stages.
+    pub scheduler: Arc<RemoteScheduler>,
 }
 
 /// What one client may ask of the frontend.
@@ -60,13 +65,15 @@ pub struct Limits {
 
 impl Frontend {
     /// A frontend building sessions with `sessions`, recording into
-    /// `queries`, letting in whom `policy` says.
+    /// `queries`, letting in whom `policy` says, reading job progress from
+    /// `scheduler`.
     pub fn new(
         sessions: SessionFactory,
         queries: Arc<QueryLog>,
         policy: LoginPolicy,
         tls: Option<TlsAcceptor>,
         limits: Limits,
+        scheduler: Arc<RemoteScheduler>,
     ) -> Self {
         Self {
             sessions,
@@ -75,6 +82,7 @@ impl Frontend {
             policy: Arc::new(policy),
             tls,
             limits,
+            scheduler,
         }
     }
 }
