@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use tokio_postgres::{Client, NoTls};
+use futures::StreamExt;
+use tokio::sync::watch;
+use tokio_postgres::tls::NoTlsStream;
+use tokio_postgres::{AsyncMessage, Client, Connection, NoTls, Socket};
 
 use crate::config::{ServeArgs, DEFAULT_EXECUTORS};
 use crate::error::{Result, ServerError};
@@ -35,9 +38,46 @@ pub async fn connect(server: &ServerAddress) -> Result<Client> {
     connect_database(server, DATABASE).await
 }
 
+/// Connects to Sluice's database like [`connect`]; the receiver holds the
+/// latest NOTICE the server sent (`sluice.progress` sends the progress of
+/// running statements).
+pub async fn connect_with_notices(
+    server: &ServerAddress,
+) -> Result<(Client, watch::Receiver<Option<String>>)> {
+    let (client, connection) = open(server, DATABASE).await?;
+    let (notices, receiver) = watch::channel(None);
+    tokio::spawn(async move {
+        let mut connection = connection;
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(message) = messages.next().await {
+            match message {
+                Ok(AsyncMessage::Notice(notice)) => {
+                    let _ = notices.send(Some(notice.message().to_string()));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("connection closed: {e}");
+                    break;
+                }
+            }
+        }
+    });
+    Ok((client, receiver))
+}
+
 /// Connects to database `dbname` on the Postgres server at `server` (Sluice,
 /// or PostgreSQL itself for a comparison).
 pub async fn connect_database(server: &ServerAddress, dbname: &str) -> Result<Client> {
+    let (client, connection) = open(server, dbname).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// A connection to database `dbname` at `server`, not yet driven.
+async fn open(
+    server: &ServerAddress,
+    dbname: &str,
+) -> Result<(Client, Connection<Socket, NoTlsStream>)> {
     let mut config = tokio_postgres::Config::new();
     config
         .host(&server.host)
@@ -51,14 +91,12 @@ pub async fn connect_database(server: &ServerAddress, dbname: &str) -> Result<Cl
     {
         config.password(password);
     }
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| {
+    config.connect(NoTls).await.map_err(|e| {
         ServerError::Config(format!(
             "connecting to {}:{}: {e}",
             server.host, server.port
         ))
-    })?;
-    tokio::spawn(connection);
-    Ok(client)
+    })
 }
 
 /// The server a client command talks to: one already running, or an

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod bench_stream;
 pub mod catalog_table;
+pub mod cli_progress;
 pub mod client;
 pub mod config;
 pub mod error;

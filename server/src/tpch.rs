@@ -2,9 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use crate::cli_progress::Progress;
 use object_store::ObjectStore;
 use sluice_benches::tpch::bench::{self, LocalDataFusion, QueryResult};
 use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT};
@@ -184,13 +183,7 @@ pub async fn gen(args: GenArgs) -> Result<()> {
         compression: args.compression,
         threads,
     };
-    let bar = ProgressBar::new_spinner().with_message(format!("TPC-H SF {}", args.scale_factor));
-    if let Ok(style) =
-        ProgressStyle::with_template("{spinner} {msg}: {human_pos} rows ({per_sec}) [{elapsed}]")
-    {
-        bar.set_style(style);
-    }
-    bar.enable_steady_tick(Duration::from_millis(200));
+    let progress = Progress::rows(&format!("TPC-H SF {}", args.scale_factor));
     let runtime = tokio::runtime::Handle::current();
     let file_done = |local: &Path, name: &str| -> std::result::Result<(), String> {
         let Some((store, url)) = &upload else {
@@ -200,10 +193,10 @@ pub async fn gen(args: GenArgs) -> Result<()> {
         std::fs::remove_file(local).map_err(|e| format!("removing {}: {e}", local.display()))
     };
     let summary = tokio::task::block_in_place(|| {
-        generate(&options, &|rows| bar.set_position(rows), &file_done)
+        generate(&options, &|rows| progress.set_rows(rows), &file_done)
     })
     .map_err(ServerError::Config)?;
-    bar.finish_and_clear();
+    progress.finish();
     println!(
         "generated TPC-H SF {} in {:.1} s: {} rows, {} files, {:.1} MB in {}",
         args.scale_factor,
@@ -312,13 +305,15 @@ async fn run_bench(
     } else {
         None
     };
+    let progress = Progress::steps("TPC-H", queries.len() as u64);
     let on_result = |result: &QueryResult| {
-        eprintln!(
+        progress.println(&format!(
             "q{:02} {:>6} rows  {}",
             result.query,
             result.rows,
             result.status.lines().next().unwrap_or("")
-        )
+        ));
+        progress.inc();
     };
     let results = bench::run(
         &client,

@@ -219,3 +219,39 @@ fn dry_run_plans_every_statement_and_runs_none() {
     assert!(!output.status.success());
     assert!(stderr.contains("pipeline.sql:3: ERROR 42P01"), "{stderr}");
 }
+
+/// A long statement's stage progress (the server's `sluice.progress`
+/// notices) is shown while it runs: as plain lines on stderr when it is not
+/// a terminal.
+#[test]
+fn a_long_statement_shows_its_stage_progress() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display();
+    let script = dir.path().join("long.sql");
+    std::fs::write(
+        &script,
+        format!(
+            "COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i))\n\
+             TO '{d}/numbers/' (FORMAT parquet);\n\
+             CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{d}/numbers/';\n\
+             SET sluice.single_stage_max_bytes = 0;\n\
+             SET statement_timeout = '9s';\n\
+             SELECT count(*) FROM numbers a JOIN numbers b ON a.bucket = b.bucket;\n"
+        ),
+    )
+    .unwrap();
+    let port = server.port().to_string();
+    let output = sluice_run(&script, &["--port", &port]);
+    let (stdout, stderr) = (text(&output.stdout), text(&output.stderr));
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    let name = script.display().to_string();
+    let progress = format!("[5/5] {name}:6: stage ");
+    let line = stderr
+        .lines()
+        .find(|line| line.starts_with(&progress))
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert!(line.contains(" of 3 running; stages done "), "{line}");
+    assert!(stderr.contains("57014"), "{stderr}");
+    server.stop().expect("stops");
+}

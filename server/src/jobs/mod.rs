@@ -244,9 +244,7 @@ impl Jobs {
         let statements = prepare(&name, &text, &vars)?;
         let client = connect(&self.server).await?;
         let job_name = job.name.clone();
-        run_statements(&client, &name, &statements, &move |line| {
-            tracing::info!("job {job_name}: {line}")
-        })
-        .await
+        let log = move |line: String| tracing::info!("job {job_name}: {line}");
+        run_statements(&client, &name, &statements, &log, None).await
     }
 }

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use futures::TryStreamExt;
+use tokio::sync::watch;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-use crate::client::{connect, ServerAddress, TargetServer};
+use crate::cli_progress::while_running;
+use crate::client::{connect_with_notices, ServerAddress, TargetServer};
 use crate::error::{Result, ServerError};
 use parse::{split, substitute, Statement};
 
@@ -52,11 +54,18 @@ pub async fn run(args: RunArgs) -> Result<()> {
     let statements = prepare(&name, &text, &vars)?;
 
     let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
-    let outcome = match connect(&target.address).await {
-        Ok(client) if args.dry_run => plan_statements(&client, &name, &statements).await,
-        Ok(client) => run_statements(&client, &name, &statements, &|line| println!("{line}"))
-            .await
-            .map(|_| ()),
+    let outcome = match connect_with_notices(&target.address).await {
+        Ok((client, _)) if args.dry_run => plan_statements(&client, &name, &statements).await,
+        Ok((client, notices)) => {
+            // The server's stage progress of each statement, shown while it runs.
+            if let Err(e) = client.batch_execute("SET sluice.progress = on").await {
+                tracing::debug!("no progress notices: {e}");
+            }
+            let print = |line: String| println!("{line}");
+            run_statements(&client, &name, &statements, &print, Some(&notices))
+                .await
+                .map(|_| ())
+        }
         Err(e) => Err(e),
     };
     target.stop().await;
@@ -91,14 +100,17 @@ pub fn prepare(name: &str, text: &str, vars: &BTreeMap<String, String>) -> Resul
 }
 
 /// Runs `statements` of script `name` in order, reporting each one's
-/// outcome through `out`; stops at the first error. Returns the rows the
-/// statements wrote (those that return no rows but report a count: INSERT,
-/// CREATE TABLE AS, COPY).
+/// outcome through `out`; stops at the first error. With `notices` (the
+/// connection's, with `sluice.progress` on), a running statement's progress
+/// is shown ([`while_running`]). Returns the rows the statements wrote
+/// (those that return no rows but report a count: INSERT, CREATE TABLE AS,
+/// COPY).
 pub async fn run_statements(
     client: &Client,
     name: &str,
     statements: &[Statement],
     out: &(dyn Fn(String) + Sync),
+    notices: Option<&watch::Receiver<Option<String>>>,
 ) -> Result<u64> {
     let started = Instant::now();
     let count = statements.len();
@@ -111,7 +123,15 @@ pub async fn run_statements(
             summary(&statement.sql)
         ));
         let statement_started = Instant::now();
-        let outcome = execute(client, &statement.sql).await.map_err(|e| {
+        let execution = execute(client, &statement.sql);
+        let outcome = match notices {
+            Some(notices) => {
+                let label = format!("[{}/{count}] {name}:{}", i + 1, statement.line);
+                while_running(&label, notices, execution).await
+            }
+            None => execution.await,
+        };
+        let outcome = outcome.map_err(|e| {
             ServerError::Script(format!("{name}:{}: {}", statement.line, describe(&e)))
         })?;
         let elapsed = seconds(statement_started.elapsed());
