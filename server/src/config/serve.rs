@@ -112,8 +112,8 @@ pub struct ServeArgs {
     /// Longest statement text accepted; longer ones get 54000 [default: 16MiB].
     #[arg(long, env = "SLUICE_MAX_QUERY_SIZE", value_name = "SIZE", value_parser = parse_size)]
     pub max_query_size: Option<u64>,
-    /// HTTP endpoint for `/metrics` (Prometheus), `/healthz` and `/readyz`,
-    /// covering the embedded cluster too; `off` turns it off
+    /// HTTP endpoint for the web UI (`/`), `/metrics` (Prometheus), `/healthz`
+    /// and `/readyz`, covering the embedded cluster too; `off` turns it off
     /// [default: 127.0.0.1:9433].
     #[arg(long, env = "SLUICE_HTTP", value_name = "HOST:PORT")]
     pub http: Option<String>,
