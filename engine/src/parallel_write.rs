@@ -72,7 +72,11 @@ impl PhysicalOptimizerRule for ParallelWrites {
             let Some(sink) = node.downcast_ref::<DataSinkExec>() else {
                 return Ok(Transformed::no(node));
             };
-            if sink.sort_order().is_some() || relocatable(sink.sink()).is_none() {
+            // DataFusion's own insert into a table leaves `original_url`
+            // empty: only `COPY` plans, which committers write, qualify.
+            let copy =
+                relocatable(sink.sink()).is_some_and(|config| !config.original_url.is_empty());
+            if sink.sort_order().is_some() || !copy {
                 return Ok(Transformed::no(node));
             }
             // The rows gathered into one partition for the single sink are
