@@ -82,8 +82,8 @@ async fn the_web_ui_shows_queries_stages_and_executors() {
         .map(|row| row.get(0))
         .collect();
     assert_eq!(executors.len(), 2);
-    // As psql sends it (the simple protocol keeps the text as typed).
-    client.simple_query(JOIN).await.unwrap();
+    // Through the extended protocol, as drivers send it: shown as sent.
+    assert_eq!(client.query(JOIN, &[]).await.unwrap().len(), 10);
     let id: i64 = client
         .query_one(
             "SELECT query_id FROM sluice.queries WHERE query_text = $1 AND rows = 10",

@@ -182,9 +182,10 @@ impl QueryParser for SluiceParser {
                 return prepared.map(Some);
             }
         }
+        let original = sql;
         let rewritten = rewrite(sql);
         let sql = rewritten.as_deref().unwrap_or(sql);
-        match self.inner.parse_sql(client, sql, types).await {
+        let prepared = match self.inner.parse_sql(client, sql, types).await {
             Err(PgWireError::ApiError(error)) if error.downcast_ref::<ParserError>().is_some() => {
                 match self.external_table(client, sql).await {
                     Some(prepared) => prepared.map(Some),
@@ -192,7 +193,10 @@ impl QueryParser for SluiceParser {
                 }
             }
             result => result,
-        }
+        };
+        // The text is only shown (`sluice.queries`, the web UI, logs): the
+        // client's, not the statement as re-printed after parsing.
+        prepared.map(|prepared| prepared.map(|(_, statement)| (original.to_string(), statement)))
     }
 
     fn get_parameter_types(&self, statement: &Self::Statement) -> PgWireResult<Vec<Type>> {
