@@ -20,53 +20,58 @@ use prometheus::{
     IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
-/// Registers a metric in the default registry; names are constants, so a
-/// failure is a programming error.
-macro_rules! metric {
+/// A metric registered in the default registry on first use, with one of
+/// prometheus' `register_*!` macros (in scope where this is used); names are
+/// constants, so a failure is a programming error. The frontend's metrics
+/// use it too.
+#[macro_export]
+macro_rules! lazy_metric {
     ($register:ident, $($args:expr),+) => {
-        LazyLock::new(|| $register!($($args),+).expect("metric names are unique and valid"))
+        ::std::sync::LazyLock::new(|| {
+            $register!($($args),+).expect("metric names are unique and valid")
+        })
     };
 }
 
-static TASKS: LazyLock<IntCounterVec> = metric!(
+static TASKS: LazyLock<IntCounterVec> = lazy_metric!(
     register_int_counter_vec,
     "sluice_tasks_total",
     "Query stage tasks that ended, by executor and state (finished, failed)",
     &["executor", "state"]
 );
-static TASKS_RUNNING: LazyLock<IntGaugeVec> = metric!(
+static TASKS_RUNNING: LazyLock<IntGaugeVec> = lazy_metric!(
     register_int_gauge_vec,
     "sluice_tasks_running",
     "Query stage tasks running now, by executor",
     &["executor"]
 );
-static SCAN_BYTES: LazyLock<IntCounter> = metric!(
+static SCAN_BYTES: LazyLock<IntCounter> = lazy_metric!(
     register_int_counter,
     "sluice_scan_bytes_total",
     "Bytes read from Parquet files by finished tasks"
 );
-static SCAN_ROWS: LazyLock<IntCounter> = metric!(
+static SCAN_ROWS: LazyLock<IntCounter> = lazy_metric!(
     register_int_counter,
     "sluice_scan_rows_total",
     "Rows produced by the Parquet scans of finished tasks"
 );
-static SHUFFLE_WRITTEN: LazyLock<IntCounter> = metric!(
+static SHUFFLE_WRITTEN: LazyLock<IntCounter> = lazy_metric!(
     register_int_counter,
     "sluice_shuffle_bytes_written_total",
     "Bytes of shuffle and result files written by finished tasks"
 );
-static SHUFFLE_READ: LazyLock<IntCounter> = metric!(
+static SHUFFLE_READ: LazyLock<IntCounter> = lazy_metric!(
     register_int_counter,
     "sluice_shuffle_bytes_read_total",
     "Bytes of shuffle data read (decoded) by finished tasks"
 );
-static SPILL_BYTES: LazyLock<IntCounter> = metric!(
+static SPILL_BYTES: LazyLock<IntCounter> = lazy_metric!(
     register_int_counter,
     "sluice_spill_bytes_total",
     "Bytes spilled to disk by the operators of finished tasks"
 );
 
-static MEMORY_RESERVED: LazyLock<IntGauge> = metric!(
+static MEMORY_RESERVED: LazyLock<IntGauge> = lazy_metric!(
     register_int_gauge,
     "sluice_memory_reserved_bytes",
     "Memory reserved now by the operators of running tasks (hash tables, sort buffers)"

@@ -11,39 +11,33 @@ use prometheus::{
     IntGauge,
 };
 
+use sluice_scheduler::lazy_metric;
+
 use crate::query_log::QueryState;
 
-/// Registers a metric in the default registry; names are constants, so a
-/// failure is a programming error.
-macro_rules! metric {
-    ($register:ident, $($args:expr),+) => {
-        LazyLock::new(|| $register!($($args),+).expect("metric names are unique and valid"))
-    };
-}
-
-static QUERIES: LazyLock<IntCounterVec> = metric!(
+static QUERIES: LazyLock<IntCounterVec> = lazy_metric!(
     register_int_counter_vec,
     "sluice_queries_total",
     "Statements that ended, by state (finished, failed, cancelled)",
     &["state"]
 );
-static QUERY_DURATION: LazyLock<Histogram> = metric!(
+static QUERY_DURATION: LazyLock<Histogram> = lazy_metric!(
     register_histogram,
     "sluice_query_duration_seconds",
     "Time from a statement's arrival to its last row or error",
     vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]
 );
-static QUERIES_RUNNING: LazyLock<IntGauge> = metric!(
+static QUERIES_RUNNING: LazyLock<IntGauge> = lazy_metric!(
     register_int_gauge,
     "sluice_queries_running",
     "Statements running now (planning, executing or sending rows)"
 );
-static CONNECTIONS: LazyLock<IntGauge> = metric!(
+static CONNECTIONS: LazyLock<IntGauge> = lazy_metric!(
     register_int_gauge,
     "sluice_connections",
     "Client connections open now"
 );
-static EXECUTORS: LazyLock<IntGauge> = metric!(
+static EXECUTORS: LazyLock<IntGauge> = lazy_metric!(
     register_int_gauge,
     "sluice_executors",
     "Executors registered with the scheduler and alive"
@@ -78,7 +72,7 @@ impl Drop for OpenConnection {
     }
 }
 
-static TASK_SLOTS: LazyLock<IntGauge> = metric!(
+static TASK_SLOTS: LazyLock<IntGauge> = lazy_metric!(
     register_int_gauge,
     "sluice_task_slots",
     "Task slots the live executors offer"
