@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, create_numbers_table, psql, psql_command, SluiceServer};
+use sluice_sql_tests::{
+    connect, create_numbers_table, executor_ids, psql, psql_command, SluiceServer,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -164,14 +166,7 @@ async fn explain_analyze_shows_stage_rows_and_executors() {
     create_numbers_table(&client, &dir.path().join("numbers"))
         .await
         .expect("COPY and CREATE EXTERNAL TABLE");
-    let mut executors: Vec<String> = client
-        .query("SELECT executor_id FROM sluice.executors", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
-    executors.sort();
+    let executors = executor_ids(&client).await.unwrap();
     assert_eq!(executors.len(), 2);
 
     let join = "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, executor_ids, SluiceServer};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -74,13 +74,7 @@ async fn the_web_ui_shows_queries_stages_and_executors() {
     create_numbers_table(&client, &dir.path().join("numbers"))
         .await
         .expect("COPY and CREATE EXTERNAL TABLE");
-    let executors: Vec<String> = client
-        .query("SELECT executor_id FROM sluice.executors", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let executors = executor_ids(&client).await.unwrap();
     assert_eq!(executors.len(), 2);
     // Through the extended protocol, as drivers send it: shown as sent.
     assert_eq!(client.query(JOIN, &[]).await.unwrap().len(), 10);

@@ -49,6 +49,17 @@ pub async fn create_numbers_table(
         .await
 }
 
+/// The ids of the executors `sluice.executors` lists, sorted.
+pub async fn executor_ids(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT executor_id FROM sluice.executors ORDER BY executor_id",
+            &[],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
 /// One Postgres-protocol connection to a Sluice server.
 pub struct PostgresDb {
     client: Client,
