@@ -211,6 +211,7 @@ impl ClusterView for EmbeddedCluster {
             .into_iter()
             .map(|(meta, heartbeat, _)| ExecutorInfo {
                 tasks_completed: Some(self.task_counts.completed(&meta.id)),
+                tasks_running: Some(crate::metrics::tasks_running(&meta.id).max(0) as u64),
                 executor_id: meta.id,
                 host: meta.host,
                 flight_port: meta.port,

@@ -95,6 +95,7 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
         override_execution_engine: Some(counts.engine(&id)),
         override_arrow_flight_service: Some(flight_service_provider(
+            id.clone(),
             counts.counter(&id),
             options.tls.clone(),
         )),

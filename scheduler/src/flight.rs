@@ -1,6 +1,7 @@
 //! An executor's Arrow Flight service: Ballista's (shuffle and result
-//! transfer) plus one action, [`TASKS_COMPLETED_ACTION`], that answers how many
-//! tasks the executor has completed. A frontend in another process reaches
+//! transfer) plus two actions, [`TASKS_COMPLETED_ACTION`] and
+//! [`TASKS_RUNNING_ACTION`], that answer how many tasks the executor has
+//! completed and is running. A frontend in another process reaches
 //! every executor's Flight port already (it fetches results there), so asking
 //! there needs no extra port or discovery.
 
@@ -25,10 +26,15 @@ use crate::tls::ClusterTls;
 /// The Flight action that returns the completed-task count as decimal text.
 pub const TASKS_COMPLETED_ACTION: &str = "sluice.tasks_completed";
 
+/// The Flight action that returns the running-task count as decimal text.
+pub const TASKS_RUNNING_ACTION: &str = "sluice.tasks_running";
+
 /// Serves Ballista's Flight service plus [`TASKS_COMPLETED_ACTION`] reading
-/// `completed`, over mutual TLS when `tls` is given.
+/// `completed` and [`TASKS_RUNNING_ACTION`] for executor `executor_id`, over
+/// mutual TLS when `tls` is given.
 /// Message size limits are Ballista's executor defaults.
 pub fn flight_service_provider(
+    executor_id: String,
     completed: Arc<AtomicU64>,
     tls: Option<ClusterTls>,
 ) -> Arc<ArrowFlightServerProvider> {
@@ -38,6 +44,7 @@ pub fn flight_service_provider(
     Arc::new(move |work_dir, address: SocketAddr, mut shutdown, grpc| {
         let service = CountingFlightService {
             inner: BallistaFlightService::new(work_dir),
+            executor_id: executor_id.clone(),
             completed: completed.clone(),
         };
         let tls = tls.clone();
@@ -61,13 +68,22 @@ pub fn flight_service_provider(
     })
 }
 
+/// How many tasks an executor has completed and is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TaskCountsAnswer {
+    /// Tasks completed successfully.
+    pub completed: u64,
+    /// Tasks running now.
+    pub running: u64,
+}
+
 /// Asks the executor whose Flight service listens on `host:port` how many
-/// tasks it has completed.
-pub async fn fetch_tasks_completed(
+/// tasks it has completed and is running.
+pub async fn fetch_task_counts(
     host: &str,
     port: u16,
     tls: Option<&ClusterTls>,
-) -> Result<u64, String> {
+) -> Result<TaskCountsAnswer, String> {
     let mut endpoint = tonic::transport::Endpoint::from_shared(format!("http://{host}:{port}"))
         .map_err(|e| e.to_string())?;
     if let Some(tls) = tls {
@@ -78,8 +94,16 @@ pub async fn fetch_tasks_completed(
         .timeout(Duration::from_secs(5));
     let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
     let mut client = arrow_flight::FlightClient::new(channel);
+    Ok(TaskCountsAnswer {
+        completed: count(&mut client, TASKS_COMPLETED_ACTION).await?,
+        running: count(&mut client, TASKS_RUNNING_ACTION).await?,
+    })
+}
+
+/// The number `action` answers.
+async fn count(client: &mut arrow_flight::FlightClient, action: &str) -> Result<u64, String> {
     let mut results = client
-        .do_action(Action::new(TASKS_COMPLETED_ACTION, ""))
+        .do_action(Action::new(action, ""))
         .await
         .map_err(|e| e.to_string())?;
     let body = match results.next().await {
@@ -90,11 +114,12 @@ pub async fn fetch_tasks_completed(
     std::str::from_utf8(&body)
         .ok()
         .and_then(|text| text.parse().ok())
-        .ok_or_else(|| "malformed task count".to_string())
+        .ok_or_else(|| format!("malformed answer to {action}"))
 }
 
 struct CountingFlightService {
     inner: BallistaFlightService,
+    executor_id: String,
     completed: Arc<AtomicU64>,
 }
 
@@ -114,10 +139,16 @@ impl FlightService for CountingFlightService {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        if request.get_ref().r#type == TASKS_COMPLETED_ACTION {
-            let count = self.completed.load(Ordering::Relaxed).to_string();
+        let count = match request.get_ref().r#type.as_str() {
+            TASKS_COMPLETED_ACTION => Some(self.completed.load(Ordering::Relaxed)),
+            TASKS_RUNNING_ACTION => {
+                Some(crate::metrics::tasks_running(&self.executor_id).max(0) as u64)
+            }
+            _ => None,
+        };
+        if let Some(count) = count {
             let answer = arrow_flight::Result {
-                body: count.into_bytes().into(),
+                body: count.to_string().into_bytes().into(),
             };
             return Ok(Response::new(stream::once(async { Ok(answer) }).boxed()));
         }

@@ -14,7 +14,7 @@ use sluice_engine::explain_analyze::stage_executors;
 use sluice_engine::recovery::JobControl;
 
 use crate::error::{ClusterError, Result};
-use crate::flight::fetch_tasks_completed;
+use crate::flight::fetch_task_counts;
 use crate::tls::ClusterTls;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary, StageProgress};
 
@@ -303,17 +303,25 @@ impl ClusterView for RemoteScheduler {
 
     async fn executors(&self) -> Result<Vec<ExecutorInfo>> {
         let executors: Vec<ExecutorResponse> = self.get("/api/executors").await?;
-        let counts = futures::future::join_all(executors.iter().map(|executor| {
-            fetch_tasks_completed(&executor.host, executor.port, self.tls.as_ref())
-        }))
-        .await;
+        let counts =
+            futures::future::join_all(executors.iter().map(|executor| {
+                fetch_task_counts(&executor.host, executor.port, self.tls.as_ref())
+            }))
+            .await;
         Ok(executors
             .into_iter()
             .zip(counts)
-            .map(|(executor, count)| ExecutorInfo {
-                tasks_completed: count
-                    .inspect_err(|e| tracing::debug!("task count of executor {}: {e}", executor.id))
-                    .ok(),
+            .map(|(executor, counts)| {
+                let counts = counts
+                    .inspect_err(|e| {
+                        tracing::debug!("task counts of executor {}: {e}", executor.id)
+                    })
+                    .ok();
+                (executor, counts)
+            })
+            .map(|(executor, counts)| ExecutorInfo {
+                tasks_completed: counts.map(|counts| counts.completed),
+                tasks_running: counts.map(|counts| counts.running),
                 executor_id: executor.id,
                 host: executor.host,
                 flight_port: executor.port,

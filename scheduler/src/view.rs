@@ -22,6 +22,8 @@ pub struct ExecutorInfo {
     /// Tasks the executor has completed successfully; `None` when the
     /// executor did not answer.
     pub tasks_completed: Option<u64>,
+    /// Tasks it is running now; `None` when it did not answer.
+    pub tasks_running: Option<u64>,
     /// Time of the executor's last heartbeat.
     pub last_seen: Option<SystemTime>,
 }

@@ -200,7 +200,6 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         log: Arc::clone(&frontend.queries),
         cluster: Arc::clone(&view),
         scheduler: jobs,
-        local_executors: cluster.is_some(),
     });
     frontend.sessions.restore_catalog().await?;
     // Loaded before the listener serves: a bad jobs file stops the start.

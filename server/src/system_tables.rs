@@ -50,6 +50,7 @@ impl ExecutorsTable {
             Field::new("flight_port", DataType::Int32, false),
             Field::new("task_slots", DataType::Int32, false),
             Field::new("tasks_completed", DataType::Int64, true),
+            Field::new("tasks_running", DataType::Int64, true),
             Field::new("last_seen", timestamp(), true),
         ]));
         Self { cluster, schema }
@@ -82,6 +83,9 @@ impl SystemTable for ExecutorsTable {
                 executors
                     .iter()
                     .map(|e| e.tasks_completed.map(|n| n as i64)),
+            )),
+            Arc::new(Int64Array::from_iter(
+                executors.iter().map(|e| e.tasks_running.map(|n| n as i64)),
             )),
             Arc::new(
                 TimestampMicrosecondArray::from_iter(

@@ -35,9 +35,6 @@ pub struct WebUi {
     pub cluster: Arc<dyn ClusterView>,
     /// The scheduler's API, for the stages of a job.
     pub scheduler: Arc<RemoteScheduler>,
-    /// Whether the executors run in this process (their running tasks are
-    /// counted here).
-    pub local_executors: bool,
 }
 
 impl WebUi {
@@ -115,7 +112,7 @@ async fn overview(State(ui): State<Arc<WebUi>>) -> Markup {
         html! {
             h2 { "Executors" }
             @match &executors {
-                Ok(executors) => (executor_table(executors, ui.local_executors)),
+                Ok(executors) => (executor_table(executors)),
                 Err(e) => p.error { "The scheduler does not answer: " (e) },
             }
             h2 { "Running queries" }
@@ -171,7 +168,7 @@ async fn overview(State(ui): State<Arc<WebUi>>) -> Markup {
     )
 }
 
-fn executor_table(executors: &[ExecutorInfo], local: bool) -> Markup {
+fn executor_table(executors: &[ExecutorInfo]) -> Markup {
     html! {
         @if executors.is_empty() {
             p.error { "No executor is alive." }
@@ -180,7 +177,7 @@ fn executor_table(executors: &[ExecutorInfo], local: bool) -> Markup {
                 tr { th { "executor" } th { "address" } th { "task slots" } th { "running tasks" }
                      th { "load" } th { "tasks completed" } th { "last heartbeat" } }
                 @for executor in executors {
-                    @let running = local.then(|| sluice_scheduler::metrics::tasks_running(&executor.executor_id).max(0) as usize);
+                    @let running = executor.tasks_running.map(|running| running as usize);
                     tr {
                         td { (executor.executor_id) }
                         td { (executor.host) ":" (executor.flight_port) }

@@ -132,7 +132,8 @@ async fn cluster_roles_speak_only_mutual_tls() {
     }
     let executors = client
         .query(
-            "SELECT flight_port, tasks_completed FROM sluice.executors ORDER BY executor_id",
+            "SELECT flight_port, tasks_completed, tasks_running FROM sluice.executors \
+             ORDER BY executor_id",
             &[],
         )
         .await
@@ -144,6 +145,8 @@ async fn cluster_roles_speak_only_mutual_tls() {
             tasks.unwrap_or(0) > 0,
             "each executor ran tasks (read over TLS): {tasks:?}"
         );
+        let running: Option<i64> = executor.get(2);
+        assert_eq!(running, Some(0), "no task runs now (read over TLS)");
     }
     let flight_port: i32 = executors[0].get(0);
 
