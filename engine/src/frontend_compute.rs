@@ -66,22 +66,36 @@ pub fn on_compute_threads(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn Execut
 /// without ever yielding: an interrupted plan would run on to its end before
 /// the abort could take effect.
 fn cooperative_operators(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    if plan.children().is_empty() {
-        return Ok(plan);
+    wrap_operator_inputs(plan, &|input, _| Arc::new(CooperativeExec::new(input)))
+}
+
+/// `plan` with the output of every operator below its root passed through
+/// `wrap` (told whether the operator is an input of the root), for wrappers
+/// that keep their input's properties: cooperative operators here,
+/// cancellable ones on the executors.
+pub fn wrap_operator_inputs(
+    plan: Arc<dyn ExecutionPlan>,
+    wrap: &dyn Fn(Arc<dyn ExecutionPlan>, bool) -> Arc<dyn ExecutionPlan>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    fn wrap_inputs(
+        plan: Arc<dyn ExecutionPlan>,
+        wrap: &dyn Fn(Arc<dyn ExecutionPlan>, bool) -> Arc<dyn ExecutionPlan>,
+        root: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if plan.children().is_empty() {
+            return Ok(plan);
+        }
+        let children = plan
+            .children()
+            .into_iter()
+            .map(|child| Ok(wrap(wrap_inputs(Arc::clone(child), wrap, false)?, root)))
+            .collect::<Result<Vec<_>>>()?;
+        plan.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
+        )
     }
-    let children = plan
-        .children()
-        .into_iter()
-        .map(|child| {
-            let child = cooperative_operators(Arc::clone(child))?;
-            Ok(Arc::new(CooperativeExec::new(child)) as Arc<dyn ExecutionPlan>)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    // A CooperativeExec has its input's properties.
-    plan.replace_children(
-        children,
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
-    )
+    wrap_inputs(plan, wrap, true)
 }
 
 /// Runs its input on the frontend's compute threads and passes the batches

@@ -21,13 +21,14 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
-use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
+
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use futures::StreamExt;
 use sluice_engine::compact::compact_views;
+use sluice_engine::frontend_compute::wrap_operator_inputs;
 
 /// Raised when a task must stop.
 #[derive(Debug, Clone, Default)]
@@ -62,34 +63,13 @@ pub fn cancellable(
     plan: Arc<dyn ExecutionPlan>,
     flag: &CancelFlag,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    wrap_children(plan, flag, true)
-}
-
-fn wrap_children(
-    plan: Arc<dyn ExecutionPlan>,
-    flag: &CancelFlag,
-    stage_output: bool,
-) -> Result<Arc<dyn ExecutionPlan>> {
-    if plan.children().is_empty() {
-        return Ok(plan);
-    }
-    let children = plan
-        .children()
-        .into_iter()
-        .map(|child| {
-            let child = wrap_children(Arc::clone(child), flag, false)?;
-            Ok(Arc::new(CancellableExec {
-                input: child,
-                flag: flag.clone(),
-                stage_output,
-            }) as Arc<dyn ExecutionPlan>)
+    wrap_operator_inputs(plan, &|input, stage_output| {
+        Arc::new(CancellableExec {
+            input,
+            flag: flag.clone(),
+            stage_output,
         })
-        .collect::<Result<Vec<_>>>()?;
-    // A CancellableExec has its child's properties.
-    plan.replace_children(
-        children,
-        ReplaceChildrenOptions::new(ChildrenPropertiesMode::Keep),
-    )
+    })
 }
 
 /// Passes its input's batches through until the task is cancelled.
