@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sluice_sql_tests::{
-    connect, create_numbers_table, executor_ids, psql, psql_command, SluiceServer,
+    connect, create_numbers_table, executor_ids, psql, psql_command, SluiceServer, NUMBERS_JOIN,
 };
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
@@ -46,14 +46,7 @@ async fn metrics_count_queries_tasks_scans_and_shuffles() {
     create_numbers_table(&client, &data)
         .await
         .expect("COPY and CREATE EXTERNAL TABLE");
-    let rows = client
-        .query(
-            "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \
-             GROUP BY a.bucket",
-            &[],
-        )
-        .await
-        .unwrap();
+    let rows = client.query(NUMBERS_JOIN, &[]).await.unwrap();
     assert_eq!(rows.len(), 10);
     client
         .simple_query("SELECT * FROM no_such_table")
@@ -169,8 +162,7 @@ async fn explain_analyze_shows_stage_rows_and_executors() {
     let executors = executor_ids(&client).await.unwrap();
     assert_eq!(executors.len(), 2);
 
-    let join = "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \
-                GROUP BY a.bucket";
+    let join = NUMBERS_JOIN;
     let report = explain_analyze(&client, &format!("EXPLAIN ANALYZE {join}")).await;
     assert!(
         report.starts_with("Distributed query: 10 rows in "),

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, create_numbers_table, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, SluiceServer, NUMBERS_JOIN};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
@@ -128,14 +128,7 @@ async fn prometheus_scrapes_the_series_of_a_query() {
     create_numbers_table(&client, &data)
         .await
         .expect("COPY and CREATE EXTERNAL TABLE");
-    let rows = client
-        .query(
-            "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \
-             GROUP BY a.bucket",
-            &[],
-        )
-        .await
-        .unwrap();
+    let rows = client.query(NUMBERS_JOIN, &[]).await.unwrap();
     assert_eq!(rows.len(), 10);
 
     let positive = |values: &[f64]| values.iter().all(|value| *value > 0.0);

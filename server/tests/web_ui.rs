@@ -8,12 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{connect, create_numbers_table, executor_ids, SluiceServer};
+use sluice_sql_tests::{connect, create_numbers_table, executor_ids, SluiceServer, NUMBERS_JOIN};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
-const JOIN: &str = "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b ON a.id = b.id \
-                    GROUP BY a.bucket";
 /// A join of a billion rows: still running when the page is loaded.
 const LONG_JOIN: &str = "SELECT count(*) FROM numbers a JOIN numbers b ON a.bucket = b.bucket";
 
@@ -77,11 +75,11 @@ async fn the_web_ui_shows_queries_stages_and_executors() {
     let executors = executor_ids(&client).await.unwrap();
     assert_eq!(executors.len(), 2);
     // Through the extended protocol, as drivers send it: shown as sent.
-    assert_eq!(client.query(JOIN, &[]).await.unwrap().len(), 10);
+    assert_eq!(client.query(NUMBERS_JOIN, &[]).await.unwrap().len(), 10);
     let id: i64 = client
         .query_one(
             "SELECT query_id FROM sluice.queries WHERE query_text = $1 AND rows = 10",
-            &[&JOIN],
+            &[&NUMBERS_JOIN],
         )
         .await
         .unwrap()
@@ -94,12 +92,12 @@ async fn the_web_ui_shows_queries_stages_and_executors() {
         assert!(listed.contains(executor.as_str()), "{executor}: {dom}");
     }
     let recent = section(&dom, "Recent queries");
-    assert!(recent.contains(JOIN), "{dom}");
+    assert!(recent.contains(NUMBERS_JOIN), "{dom}");
     assert!(recent.contains(&format!("href=\"/query/{id}\"")), "{dom}");
 
     // The join's page: its stage graph and the executors of each stage.
     let page = dump_dom(format!("{ui}/query/{id}")).await;
-    assert!(page.contains(JOIN), "{page}");
+    assert!(page.contains(NUMBERS_JOIN), "{page}");
     assert!(page.contains("<svg"), "{page}");
     for stage in ["Stage 1 · Successful", "Stage 2 · Successful"] {
         assert!(page.contains(stage), "{stage}: {page}");

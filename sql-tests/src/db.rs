@@ -49,6 +49,11 @@ pub async fn create_numbers_table(
         .await
 }
 
+/// A multi-stage join over the table [`create_numbers_table`] makes: ten
+/// rows, one per bucket, from tasks on every executor.
+pub const NUMBERS_JOIN: &str = "SELECT a.bucket, count(*) FROM numbers a JOIN numbers b \
+                                ON a.id = b.id GROUP BY a.bucket";
+
 /// The ids of the executors `sluice.executors` lists, sorted.
 pub async fn executor_ids(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client

@@ -13,7 +13,7 @@ mod server;
 
 use std::path::{Path, PathBuf};
 
-pub use db::{connect, create_numbers_table, executor_ids, DbError, PostgresDb};
+pub use db::{connect, create_numbers_table, executor_ids, DbError, PostgresDb, NUMBERS_JOIN};
 pub use psql::{psql, psql_command};
 pub use server::SluiceServer;
 
