@@ -174,6 +174,25 @@ struct Entry {
     directories: Option<Vec<String>>,
 }
 
+impl Entry {
+    /// Whether the entry has the shape [`stage_copy`] gives its records: the
+    /// staging directory one `_sluice-copy-<id>/` level inside the target,
+    /// and every reported directory inside the staging directory.
+    fn is_consistent(&self) -> bool {
+        let CopyTarget { target, staging } = &self.copy;
+        let staged_inside = staging
+            .strip_prefix(target.as_str())
+            .and_then(|rest| rest.strip_prefix(STAGING_PREFIX))
+            .and_then(|rest| rest.strip_suffix('/'))
+            .is_some_and(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()));
+        let directories_inside = self.directories.iter().flatten().all(|dir| {
+            dir.strip_prefix(staging.as_str())
+                .is_some_and(|rest| !rest.split('/').any(|part| part == ".." || part == "."))
+        });
+        target.ends_with('/') && staged_inside && directories_inside
+    }
+}
+
 impl CopyJournal {
     /// The journal in directory `dir` (created when first written).
     pub fn new(dir: &Path) -> Self {
@@ -246,6 +265,16 @@ impl CopyJournal {
                 let _ = std::fs::remove_file(&path);
                 continue;
             };
+            if !entry.is_consistent() {
+                // Not an entry this server wrote: it would remove or move
+                // files that no COPY staged. Left alone, and reported.
+                tracing::warn!(
+                    "ignoring {}: not a record of a COPY (its staging directory is not a \
+                     `{STAGING_PREFIX}` directory inside its target)",
+                    path.display()
+                );
+                continue;
+            }
             let finished = async {
                 let store = runtime.object_store(ListingTableUrl::parse(&entry.copy.target)?)?;
                 if entry.publishing {

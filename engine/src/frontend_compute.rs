@@ -40,11 +40,16 @@ use tokio::task::JoinHandle;
 /// Batches computed ahead of the connection reading them.
 const CHANNEL_CAPACITY: usize = 2;
 
+/// Stack of the compute threads: evaluating an expression recurses once per
+/// level of its nesting (bounded by the frontend before planning).
+const COMPUTE_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 /// The frontend's compute threads: one per core, apart from the runtime
 /// serving connections.
 static COMPUTE: LazyLock<Runtime> = LazyLock::new(|| {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .thread_stack_size(COMPUTE_STACK_BYTES)
         .thread_name("sluice-compute")
         .enable_all()
         .build()

@@ -7,6 +7,7 @@ pub mod atomic_copy;
 pub mod catalog;
 pub mod codec;
 pub mod compact;
+pub mod complexity;
 pub mod error;
 pub mod explain_analyze;
 pub mod file_caches;
@@ -24,6 +25,7 @@ pub mod session;
 pub mod single_stage;
 pub mod storage;
 pub mod system;
+pub mod value_limits;
 
 pub use error::{EngineError, Result};
 pub use options::SluiceOptions;

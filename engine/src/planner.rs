@@ -91,7 +91,7 @@ pub struct SluiceQueryPlanner {
     warehouse: Option<String>,
     /// Where staged `COPY`s are recorded until they finish.
     copies: Option<Arc<CopyJournal>>,
-    /// The locations plans may read and write, when restricted.
+    /// The locations plans may read and write.
     sandbox: Option<Arc<LocationSandbox>>,
 }
 
@@ -121,8 +121,8 @@ impl SluiceQueryPlanner {
     }
 
     /// Refuses plans that read or write outside `sandbox`.
-    pub fn with_sandbox(mut self, sandbox: Option<Arc<LocationSandbox>>) -> Self {
-        self.sandbox = sandbox;
+    pub fn with_sandbox(mut self, sandbox: Arc<LocationSandbox>) -> Self {
+        self.sandbox = Some(sandbox);
         self
     }
 

@@ -21,6 +21,8 @@ use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
 use crate::single_stage::SingleStagePlanner;
 use crate::storage::{runtime_env, StorageOptions};
+use crate::value_limits::{cap_all, capped};
+use ballista_core::registry::BallistaFunctionRegistry;
 
 /// The configuration every role starts from: Ballista's defaults and
 /// restrictions plus Sluice's extensions. Executors and the scheduler rebuild a
@@ -58,10 +60,22 @@ pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
         .with_query_planner(Arc::new(SingleStagePlanner::default()))
         .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
         .with_physical_optimizer_rule(Arc::new(ParallelWrites))
-        .with_scalar_functions(ballista_scalar_functions())
+        .with_scalar_functions(cap_all(ballista_scalar_functions()))
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
         .build())
+}
+
+/// The functions executors decode task plans with: Ballista's, with the
+/// amplifying ones capped ([`crate::value_limits`]).
+pub fn executor_functions() -> Arc<BallistaFunctionRegistry> {
+    let mut registry = BallistaFunctionRegistry::default();
+    for function in registry.scalar_functions.values_mut() {
+        if let Some(capped) = capped(function) {
+            *function = capped;
+        }
+    }
+    Arc::new(registry)
 }
 
 /// An executor's runtime for a session: object stores from the session's

@@ -1,23 +1,28 @@
-//! The location sandbox: once a server has users, statements may read and
-//! write files only under its allowed prefixes (the data dir, the warehouse
-//! and each `--allow-location`), so that SQL cannot become a way to read the
-//! host's files.
+//! The location sandbox: statements may read and write files only under the
+//! server's allowed prefixes (once it has users: the data dir, the warehouse
+//! and each `--allow-location`), and never the server's own state (the
+//! catalog, the COPY journal, the query and job histories, the executors'
+//! work directories), whatever the allowed prefixes.
 //!
-//! Local paths are resolved as the operating system would open them: the
-//! longest existing ancestor is canonicalized (following symlinks and `..`),
-//! and what follows it may not climb with `..`. Object-store URLs are
-//! compared as text, segment by segment, and may not contain `.` or `..`
-//! segments. Checks happen where locations enter plans: tables created over
-//! files ([`SandboxedTableFactory`]) and, in the query planner, every scan,
-//! `COPY` and `INSERT` of a file-backed table ([`LocationSandbox::check_plan`]).
+//! A location is interpreted once, the way DataFusion will open it
+//! ([`ListingTableUrl::parse`]: scheme case, `file:` forms, relative paths,
+//! `..` and globs), then checked. Local paths are resolved as the operating
+//! system would open them: the longest existing ancestor is canonicalized
+//! (following symlinks), and the rest may not climb with `..`; a directory's
+//! files are each resolved too, so a symlink inside an allowed directory
+//! cannot lead out of it. Object-store URLs are compared segment by segment.
+//! Checks happen where locations enter plans: tables created over files
+//! ([`SandboxedTableFactory`]) and, in the query planner, every scan, `COPY`
+//! and `INSERT` of a file-backed table ([`LocationSandbox::check_plan`]).
 
+use std::collections::HashSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan, TableScan, WriteOp};
@@ -26,86 +31,187 @@ use datafusion::logical_expr::{CreateExternalTable, LogicalPlan, TableScan, Writ
 /// SQLSTATE 42501).
 pub const PERMISSION_DENIED: &str = "permission denied";
 
-/// An allowed prefix.
+/// Most files of one directory location resolved by [`LocationSandbox::check`]
+/// before it gives up (a directory that large is refused, not walked for
+/// ever).
+const MAX_LISTED_FILES: usize = 100_000;
+
+/// An allowed or reserved prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Root {
-    /// A canonical local directory.
+    /// A canonical local path.
     Local(PathBuf),
-    /// An object-store URL prefix, ending in `/`.
+    /// An object-store URL prefix (`scheme://host/path`), ending in `/`.
     Remote(String),
 }
 
-/// The prefixes statements may use.
+/// Where a location leads, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// A local path with its symlinks followed.
+    Local(PathBuf),
+    /// `scheme://host/path`, ending in `/`.
+    Remote(String),
+}
+
+impl Root {
+    /// Whether `target` lies at or under this prefix.
+    fn contains(&self, target: &Target) -> bool {
+        match (self, target) {
+            (Root::Local(root), Target::Local(path)) => path.starts_with(root),
+            (Root::Remote(root), Target::Remote(url)) => url.starts_with(root.as_str()),
+            _ => false,
+        }
+    }
+
+    /// Whether this prefix lies under `target` (a directory location that
+    /// would list it).
+    fn is_inside(&self, target: &Target) -> bool {
+        match (self, target) {
+            (Root::Local(root), Target::Local(path)) => root.starts_with(path),
+            (Root::Remote(root), Target::Remote(url)) => root.starts_with(url.as_str()),
+            _ => false,
+        }
+    }
+}
+
+/// The prefixes statements may use, and the server's own state they may
+/// never touch.
 #[derive(Debug, Clone)]
 pub struct LocationSandbox {
-    roots: Vec<Root>,
-    /// The prefixes as configured, for error messages.
+    /// `None`: any location (a server without users), but the reserved ones.
+    roots: Option<Vec<Root>>,
+    /// The server's state: refused even under an allowed prefix.
+    reserved: Vec<Root>,
+    /// The allowed prefixes as configured, for error messages.
     described: String,
 }
 
 impl LocationSandbox {
-    /// A sandbox allowing what is under each of `prefixes` (directories or
-    /// object-store URLs). A local directory that does not exist yet is
-    /// created, so that it can be resolved.
-    pub fn new(prefixes: &[String]) -> crate::Result<Self> {
-        let mut roots = Vec::new();
-        for prefix in prefixes {
-            let root = match remote_url(prefix) {
-                Some(url) => {
-                    Root::Remote(with_slash(&normalized_remote(&url).ok_or_else(|| {
-                        crate::EngineError::Catalog(format!("invalid allowed location {prefix}"))
-                    })?))
-                }
-                None => {
-                    let path = local_path(prefix).ok_or_else(|| {
-                        crate::EngineError::Catalog(format!("invalid allowed location {prefix}"))
-                    })?;
-                    std::fs::create_dir_all(&path)
-                        .and_then(|()| path.canonicalize())
-                        .map(Root::Local)
-                        .map_err(|e| {
-                            crate::EngineError::Catalog(format!(
-                                "allowed location {}: {e}",
-                                path.display()
-                            ))
-                        })?
-                }
-            };
-            roots.push(root);
-        }
+    /// A sandbox allowing what is under each of `allowed` (directories or
+    /// object-store URLs; `None` allows every location), except what is under
+    /// each of `reserved`. An allowed local directory that does not exist yet
+    /// is created, so that it can be resolved.
+    pub fn new(allowed: Option<&[String]>, reserved: &[String]) -> crate::Result<Self> {
+        let invalid = |prefix: &str, e: String| {
+            crate::EngineError::Catalog(format!("invalid location {prefix}: {e}"))
+        };
+        let roots = match allowed {
+            Some(prefixes) => Some(
+                prefixes
+                    .iter()
+                    .map(|prefix| {
+                        if let Some(path) = local_path(prefix) {
+                            std::fs::create_dir_all(&path).map_err(|e| {
+                                invalid(prefix, format!("creating {}: {e}", path.display()))
+                            })?;
+                        }
+                        root(prefix).map_err(|e| invalid(prefix, e.to_string()))
+                    })
+                    .collect::<crate::Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        let reserved = reserved
+            .iter()
+            .map(|prefix| root(prefix).map_err(|e| invalid(prefix, e.to_string())))
+            .collect::<crate::Result<Vec<_>>>()?;
         Ok(Self {
             roots,
-            described: prefixes.join(", "),
+            reserved,
+            described: allowed
+                .map(|prefixes| prefixes.join(", "))
+                .unwrap_or_default(),
         })
     }
 
     /// `Ok` when `location` (a path, `file://` or object-store URL, maybe
-    /// with a glob) lies under an allowed prefix.
+    /// with a glob) lies under an allowed prefix and neither is nor holds the
+    /// server's state; for a local directory, every file in it too.
     pub fn check(&self, location: &str) -> Result<()> {
-        let allowed = match remote_url(location) {
-            Some(url) => normalized_remote(&url).is_some_and(|url| {
-                self.roots.iter().any(|root| match root {
-                    Root::Remote(prefix) => with_slash(&url).starts_with(prefix.as_str()),
-                    Root::Local(_) => false,
-                })
-            }),
-            None => local_path(location)
-                .and_then(|path| resolve(&without_glob(&path)))
-                .is_some_and(|path| {
-                    self.roots.iter().any(|root| match root {
-                        Root::Local(dir) => path.starts_with(dir),
-                        Root::Remote(_) => false,
-                    })
-                }),
-        };
-        if allowed {
-            return Ok(());
+        let target = resolve_location(location).map_err(|e| {
+            DataFusionError::Plan(format!("{PERMISSION_DENIED}: location {location}: {e}"))
+        })?;
+        self.check_target(location, &target)?;
+        if let Target::Local(path) = &target {
+            if path.is_dir() {
+                self.check_files_under(location, path)?;
+            }
         }
-        Err(DataFusionError::Plan(format!(
-            "{PERMISSION_DENIED}: location {location} is outside the locations this server \
-             allows ({})",
-            self.described
-        )))
+        Ok(())
+    }
+
+    /// Checks one resolved target.
+    fn check_target(&self, location: &str, target: &Target) -> Result<()> {
+        if self
+            .reserved
+            .iter()
+            .any(|reserved| reserved.contains(target) || reserved.is_inside(target))
+        {
+            return Err(DataFusionError::Plan(format!(
+                "{PERMISSION_DENIED}: location {location} is or holds the server's own state \
+                 (catalog, COPY journal, query and job histories, work directories)"
+            )));
+        }
+        match &self.roots {
+            Some(roots) if !roots.iter().any(|root| root.contains(target)) => {
+                Err(DataFusionError::Plan(format!(
+                    "{PERMISSION_DENIED}: location {location} is outside the locations this \
+                     server allows ({})",
+                    self.described
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Resolves every file under local directory `dir` (as a listing would
+    /// return it, symlinked directories followed) and checks it.
+    fn check_files_under(&self, location: &str, dir: &Path) -> Result<()> {
+        let mut pending = vec![dir.to_path_buf()];
+        let mut visited = HashSet::new();
+        let mut files = 0usize;
+        while let Some(dir) = pending.pop() {
+            let Ok(canonical) = dir.canonicalize() else {
+                continue;
+            };
+            if !visited.insert(canonical) {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                files += 1;
+                if files > MAX_LISTED_FILES {
+                    return Err(DataFusionError::Plan(format!(
+                        "{PERMISSION_DENIED}: location {location} holds more than \
+                         {MAX_LISTED_FILES} files to check"
+                    )));
+                }
+                let path = entry.path();
+                // A dangling symlink is skipped, as a listing skips it.
+                let Ok(resolved) = path.canonicalize() else {
+                    continue;
+                };
+                self.check_target(
+                    &path.display().to_string(),
+                    &Target::Local(resolved.clone()),
+                )
+                .map_err(|e| {
+                    DataFusionError::Plan(format!(
+                        "{PERMISSION_DENIED}: location {location} lists {}, which leads \
+                             to {}: {e}",
+                        path.display(),
+                        resolved.display()
+                    ))
+                })?;
+                if resolved.is_dir() {
+                    pending.push(path);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Checks every location `plan` reads or writes: scans of tables over
@@ -158,48 +264,41 @@ impl LocationSandbox {
     }
 }
 
-/// `url` when it names an object store (not a local file).
-fn remote_url(location: &str) -> Option<url::Url> {
-    let url = url::Url::parse(location).ok()?;
-    (url.scheme() != "file" && location.contains("://")).then_some(url)
+/// A prefix as a [`Root`]: a local path resolved as far as it exists, or an
+/// object-store URL prefix.
+fn root(prefix: &str) -> Result<Root> {
+    Ok(match resolve_location(prefix)? {
+        Target::Local(path) => Root::Local(path),
+        Target::Remote(url) => Root::Remote(url),
+    })
 }
 
-/// `scheme://host/path` with `.` and `..` refused (None) and no query.
-fn normalized_remote(url: &url::Url) -> Option<String> {
-    let raw_path = url.path();
-    if raw_path
-        .split('/')
-        .any(|segment| segment == "." || segment == ".." || segment.contains("%2e%2e"))
-    {
-        return None;
-    }
-    let host = url.host_str().unwrap_or_default();
-    Some(format!("{}://{host}{}", url.scheme(), raw_path))
-}
-
-fn with_slash(text: &str) -> String {
-    if text.ends_with('/') {
-        text.to_string()
-    } else {
-        format!("{text}/")
-    }
-}
-
-/// The absolute local path of a plain path or `file://` URL.
+/// The local path `location` names, when it names one (for creating it).
 fn local_path(location: &str) -> Option<PathBuf> {
-    let path = if location.starts_with("file:") {
-        url::Url::parse(location).ok()?.to_file_path().ok()?
-    } else {
-        PathBuf::from(location)
-    };
-    std::path::absolute(path).ok()
+    let url = ListingTableUrl::parse(location).ok()?;
+    (url.scheme() == "file").then(|| PathBuf::from(format!("/{}", url.prefix().as_ref())))
 }
 
-/// The part of `path` before its first component with a glob character.
-fn without_glob(path: &Path) -> PathBuf {
-    path.components()
-        .take_while(|c| !c.as_os_str().to_string_lossy().contains(['*', '?', '[']))
-        .collect()
+/// Where `location` leads, interpreted as DataFusion interprets it: the
+/// part before any glob, `..` resolved, the scheme in lower case; a local
+/// path then has its symlinks followed.
+fn resolve_location(location: &str) -> Result<Target> {
+    let url = ListingTableUrl::parse(location)?;
+    let prefix = url.prefix().as_ref();
+    match url.scheme() {
+        "file" => resolve(&PathBuf::from(format!("/{prefix}")))
+            .map(Target::Local)
+            .ok_or_else(|| DataFusionError::Plan("the path cannot be resolved".into())),
+        scheme => {
+            let host = url.get_url().host_str().unwrap_or_default();
+            let path = if prefix.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}/")
+            };
+            Ok(Target::Remote(format!("{scheme}://{host}/{path}")))
+        }
+    }
 }
 
 /// Where `path` leads: its longest existing ancestor canonicalized, then
@@ -262,16 +361,24 @@ impl TableProviderFactory for SandboxedTableFactory {
 mod tests {
     use super::*;
 
+    fn denied(sandbox: &LocationSandbox, location: &str) {
+        let error = sandbox.check(location).unwrap_err().to_string();
+        assert!(error.contains(PERMISSION_DENIED), "{location}: {error}");
+    }
+
     #[test]
     fn only_locations_under_the_allowed_prefixes_pass() {
         let dir = tempfile::tempdir().unwrap();
         let allowed = dir.path().join("allowed");
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(outside.join("secret")).unwrap();
-        let sandbox = LocationSandbox::new(&[
-            allowed.display().to_string(),
-            "s3://lake/shared".to_string(),
-        ])
+        let sandbox = LocationSandbox::new(
+            Some(&[
+                allowed.display().to_string(),
+                "s3://lake/shared".to_string(),
+            ]),
+            &[],
+        )
         .unwrap();
         std::os::unix::fs::symlink(&outside, allowed.join("escape")).unwrap();
         let a = allowed.display();
@@ -279,26 +386,74 @@ mod tests {
             format!("{a}/t/"),
             format!("{a}/new/dir/file.csv"),
             format!("file://{a}/t/*.parquet"),
+            format!("FILE://{a}/t/x.csv"),
             "s3://lake/shared/t/".to_string(),
             "s3://lake/shared".to_string(),
+            "S3://lake/shared/t/".to_string(),
         ] {
             assert!(sandbox.check(&ok).is_ok(), "{ok}");
         }
-        for denied in [
+        for location in [
             "/etc/".to_string(),
             "/etc/passwd".to_string(),
             "file:///root".to_string(),
+            "FILE:///etc/passwd".to_string(),
+            "File:/etc/passwd".to_string(),
             format!("{a}/../outside/secret/"),
             format!("{a}/escape/secret/"),
             format!("{a}/nothing/../../outside/"),
-            format!("{a}/missing/../t/"),
             "s3://lake/sharedother/".to_string(),
             "s3://lake/shared/../private/".to_string(),
+            "s3://lake/shared/%2E%2E/private/".to_string(),
             "s3://other/shared/".to_string(),
             "gs://lake/shared/".to_string(),
         ] {
-            let error = sandbox.check(&denied).unwrap_err().to_string();
-            assert!(error.contains(PERMISSION_DENIED), "{denied}: {error}");
+            denied(&sandbox, &location);
         }
+    }
+
+    #[test]
+    fn the_servers_state_is_never_a_location() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("copies")).unwrap();
+        std::fs::create_dir_all(data.join("mine")).unwrap();
+        let reserved = [
+            data.join("copies").display().to_string(),
+            data.join("queries.jsonl").display().to_string(),
+            "s3://lake/catalog".to_string(),
+        ];
+        for allowed in [Some(vec![data.display().to_string()]), None] {
+            let sandbox = LocationSandbox::new(allowed.as_deref(), &reserved).unwrap();
+            let d = data.display();
+            assert!(sandbox.check(&format!("{d}/mine/t.csv")).is_ok());
+            for location in [
+                format!("{d}/copies/aaaa.json"),
+                format!("{d}/copies/"),
+                format!("{d}/queries.jsonl"),
+                format!("file://{d}/QUERIES.jsonl/../queries.jsonl"),
+                format!("{d}/"),
+                format!("{d}/*.jsonl"),
+                "s3://lake/catalog/snapshot-1.json".to_string(),
+                "s3://lake/".to_string(),
+            ] {
+                denied(&sandbox, &location);
+            }
+        }
+    }
+
+    #[test]
+    fn a_symlinked_file_inside_a_directory_cannot_lead_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed = dir.path().join("allowed");
+        std::fs::create_dir_all(allowed.join("d/nested")).unwrap();
+        std::fs::write(dir.path().join("secret.csv"), "x\n").unwrap();
+        std::fs::write(allowed.join("d/ok.csv"), "x\n").unwrap();
+        let sandbox = LocationSandbox::new(Some(&[allowed.display().to_string()]), &[]).unwrap();
+        let d = allowed.join("d");
+        assert!(sandbox.check(&format!("{}/", d.display())).is_ok());
+        std::os::unix::fs::symlink(dir.path().join("secret.csv"), d.join("nested/p.csv")).unwrap();
+        denied(&sandbox, &format!("{}/", d.display()));
+        denied(&sandbox, &format!("{}/*.csv", d.display()));
     }
 }

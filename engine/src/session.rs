@@ -21,7 +21,7 @@ use crate::planner::SluiceQueryPlanner;
 use crate::recovery::JobControl;
 use crate::roles::base_config;
 use crate::sandbox::{LocationSandbox, SandboxedTableFactory};
-use crate::storage::{runtime_env, StorageOptions};
+use crate::storage::{runtime_env_with, StorageOptions};
 use datafusion::datasource::listing::ListingTableUrl;
 use std::path::PathBuf;
 
@@ -56,6 +56,14 @@ pub struct SessionOptions {
     /// With users configured: the only locations statements may read and
     /// write (see [`crate::sandbox`]); `None` allows any.
     pub allowed_locations: Option<Vec<String>>,
+    /// The server's own state (catalog, COPY journal, histories, work
+    /// directories): locations no statement may read or write, whatever
+    /// `allowed_locations` says.
+    pub reserved_locations: Vec<String>,
+    /// The memory pool of the plans the frontend runs itself (catalog and
+    /// system tables, table functions, constants): over it a query fails
+    /// with "resources exhausted" (53200). `None`: [`default_frontend_memory`].
+    pub frontend_memory: Option<u64>,
     /// In a cluster secured by mutual TLS: Ballista's hook that puts TLS on
     /// every connection to the scheduler and the executors; `None` connects
     /// in plaintext.
@@ -76,6 +84,14 @@ fn warehouse_url(options: &SessionOptions) -> Result<Option<String>> {
     Ok(Some(url.as_str().to_string()))
 }
 
+/// The frontend's memory pool when none is configured: a tenth of the
+/// host's memory (the embedded executors' pools share 70%), at least 256 MiB.
+pub fn default_frontend_memory() -> u64 {
+    let mut system = sysinfo::System::new();
+    system.refresh_memory();
+    (system.total_memory() / 10).max(256 * 1024 * 1024)
+}
+
 /// Builds the per-connection sessions of one frontend from a shared template.
 #[derive(Clone)]
 pub struct SessionFactory {
@@ -88,12 +104,10 @@ impl SessionFactory {
     /// Creates the template session: DataFusion's default features, Ballista's
     /// configuration and functions, and the Sluice query planner.
     pub fn new(options: &SessionOptions) -> Result<Self> {
-        let sandbox = options
-            .allowed_locations
-            .as_deref()
-            .map(LocationSandbox::new)
-            .transpose()?
-            .map(Arc::new);
+        let sandbox = Arc::new(LocationSandbox::new(
+            options.allowed_locations.as_deref(),
+            &options.reserved_locations,
+        )?);
         let copies = options
             .copy_journal
             .as_deref()
@@ -137,7 +151,7 @@ impl SessionFactory {
             options.job_control.clone(),
         )
         .with_atomic_copies(warehouse_url(options)?, copies.clone())
-        .with_sandbox(sandbox.clone());
+        .with_sandbox(Arc::clone(&sandbox));
         *config
             .options_mut()
             .extensions
@@ -149,7 +163,16 @@ impl SessionFactory {
             .get_mut::<SluiceOptions>()
             .expect("base_config registers the Sluice options") = options.planner.clone();
         let config = config.with_ballista_query_planner(Arc::new(planner));
-        let runtime = runtime_env(&config, None)
+        let storage = config
+            .options()
+            .extensions
+            .get::<StorageOptions>()
+            .cloned()
+            .unwrap_or_default();
+        let memory = options
+            .frontend_memory
+            .unwrap_or_else(default_frontend_memory);
+        let runtime = runtime_env_with(storage, None, Some(memory as usize))
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
         let state = SessionStateBuilder::new()
             .with_default_features()
@@ -159,15 +182,24 @@ impl SessionFactory {
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
         let mut state = state;
-        if let Some(sandbox) = &sandbox {
-            for factory in state.table_factories_mut().values_mut() {
-                *factory = Arc::new(SandboxedTableFactory::new(
-                    Arc::clone(factory),
-                    Arc::clone(sandbox),
-                ));
-            }
+        for factory in state.table_factories_mut().values_mut() {
+            *factory = Arc::new(SandboxedTableFactory::new(
+                Arc::clone(factory),
+                Arc::clone(&sandbox),
+            ));
         }
         let template = SessionContext::new_with_state(state);
+        // Before any plan is built or folded, the amplifying functions
+        // are capped (see [`crate::value_limits`]).
+        let capped: Vec<_> = template
+            .state()
+            .scalar_functions()
+            .values()
+            .filter_map(crate::value_limits::capped)
+            .collect();
+        for function in capped {
+            template.register_udf(function.as_ref().clone());
+        }
         let catalog = match &options.catalog {
             Some(options) => {
                 let catalog = Arc::new(PersistentCatalog::new(options)?);

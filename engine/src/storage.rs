@@ -366,21 +366,26 @@ pub fn runtime_env(config: &SessionConfig, temp_dir: Option<&Path>) -> Result<Ar
         .get::<StorageOptions>()
         .cloned()
         .unwrap_or_default();
-    runtime_env_with(options, temp_dir)
+    runtime_env_with(options, temp_dir, None)
 }
 
 /// A runtime whose object stores follow `options`, with spill files under
-/// `temp_dir` when given, sharing the process's Parquet metadata and file
+/// `temp_dir` when given, a memory pool of `memory_limit` bytes when given
+/// (unbounded otherwise), sharing the process's Parquet metadata and file
 /// statistics caches ([`crate::file_caches`]).
 pub fn runtime_env_with(
     options: StorageOptions,
     temp_dir: Option<&Path>,
+    memory_limit: Option<usize>,
 ) -> Result<Arc<RuntimeEnv>> {
     let mut builder = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(StorageRegistry::new(options)))
         .with_cache_manager(shared_cache_config());
     if let Some(dir) = temp_dir {
         builder = builder.with_temp_file_path(dir);
+    }
+    if let Some(bytes) = memory_limit {
+        builder = builder.with_memory_limit(bytes, 1.0);
     }
     builder.build_arc()
 }

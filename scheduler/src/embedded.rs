@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,6 +25,8 @@ const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 const SIGNAL_GRACE: Duration = Duration::from_millis(500);
 /// How long [`EmbeddedCluster::shutdown`] waits for a stopping executor.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a stopped embedded executor waits before it starts again.
+const RESTART_PAUSE: Duration = Duration::from_secs(1);
 /// Fraction of host memory shared by all embedded executors' memory pools.
 const MEMORY_FRACTION: f64 = 0.7;
 
@@ -43,16 +46,22 @@ pub struct EmbeddedClusterOptions {
     pub slot_memory: Option<u64>,
 }
 
+/// An embedded executor's id, which changes when it is restarted.
+type CurrentId = Arc<Mutex<String>>;
+
 /// A running in-process cluster.
 pub struct EmbeddedCluster {
     scheduler_url: String,
     scheduler: Scheduler,
     scheduler_port: u16,
     scheduler_task: Mutex<Option<JoinHandle<()>>>,
-    executor_tasks: Mutex<Vec<(String, JoinHandle<()>)>>,
+    /// Each executor's current id (a restarted one has a new id) and task.
+    executor_tasks: Mutex<Vec<(CurrentId, JoinHandle<()>)>>,
     task_counts: Arc<TaskCounts>,
     slots: usize,
     work_dir: PathBuf,
+    /// Set once shutting down: executors that stop are not started again.
+    stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for EmbeddedCluster {
@@ -89,6 +98,7 @@ impl EmbeddedCluster {
         let scheduler_port = scheduler.address.port();
 
         let task_counts = Arc::new(TaskCounts::default());
+        let stopping = Arc::new(AtomicBool::new(false));
         let mut executor_tasks = Vec::with_capacity(executors);
         for index in 0..executors {
             let executor = ExecutorOptions {
@@ -106,16 +116,13 @@ impl EmbeddedCluster {
                 timings: options.timings,
                 tls: None,
             };
-            let executor_id = executor.executor_id.clone();
-            let task = {
-                let executor_id = executor_id.clone();
-                let counts = task_counts.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = run_executor(executor, counts).await {
-                        tracing::error!("executor {executor_id} stopped: {e}");
-                    }
-                })
-            };
+            let executor_id = Arc::new(Mutex::new(executor.executor_id.clone()));
+            let task = tokio::spawn(supervise_executor(
+                executor,
+                Arc::clone(&executor_id),
+                task_counts.clone(),
+                Arc::clone(&stopping),
+            ));
             executor_tasks.push((executor_id, task));
         }
 
@@ -128,6 +135,7 @@ impl EmbeddedCluster {
             task_counts,
             slots: executors * slots_per_executor,
             work_dir: options.work_dir,
+            stopping,
         };
         cluster.wait_for_executors(executors).await?;
         Ok(cluster)
@@ -163,6 +171,7 @@ impl EmbeddedCluster {
     /// Stops the executors (any still running after a grace period are
     /// aborted), then the scheduler, and removes the work directories.
     pub async fn shutdown(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let executors = std::mem::take(&mut *lock(&self.executor_tasks));
         for (executor_id, mut task) in executors {
             // Executors stop by themselves on SIGINT/SIGTERM once their signal
@@ -172,6 +181,7 @@ impl EmbeddedCluster {
             if tokio::time::timeout(SIGNAL_GRACE, &mut task).await.is_ok() {
                 continue;
             }
+            let executor_id = lock(&executor_id).clone();
             self.scheduler
                 .state
                 .executor_manager
@@ -190,6 +200,49 @@ impl EmbeddedCluster {
             let _ = task.await;
         }
         remove_dir(&self.work_dir);
+    }
+}
+
+/// Runs an embedded executor, and runs it again whenever it stops before the
+/// cluster shuts down: when the scheduler declares it dead (it missed its
+/// heartbeats) it asks it to stop, and an embedded cluster must not be left
+/// without executors until the server restarts. The new one has a new id and
+/// ports, and registers like a new executor; its lost work is the scheduler's
+/// to recompute.
+async fn supervise_executor(
+    mut options: ExecutorOptions,
+    current_id: CurrentId,
+    counts: Arc<TaskCounts>,
+    stopping: Arc<AtomicBool>,
+) {
+    loop {
+        let executor_id = options.executor_id.clone();
+        match run_executor(options.clone(), Arc::clone(&counts)).await {
+            Ok(()) => tracing::warn!("executor {executor_id} stopped"),
+            Err(e) => tracing::error!("executor {executor_id} stopped: {e}"),
+        }
+        // A shutdown (a signal stops executors before `shutdown` runs) sets
+        // `stopping` within this pause.
+        tokio::time::sleep(RESTART_PAUSE).await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        options.executor_id = new_executor_id();
+        match (free_port(), free_port()) {
+            (Ok(flight), Ok(grpc)) => {
+                options.flight_port = flight;
+                options.grpc_port = grpc;
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::error!("cannot restart executor {executor_id}: {e}");
+                continue;
+            }
+        }
+        tracing::warn!(
+            "restarting embedded executor {executor_id} as {}",
+            options.executor_id
+        );
+        *lock(&current_id) = options.executor_id.clone();
     }
 }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use ballista_core::utils::GrpcClientConfig;
 use ballista_executor::executor_process::{start_executor_process, ExecutorProcessConfig};
-use sluice_engine::roles::{config_producer, executor_runtime_producer, physical_codec};
+use sluice_engine::roles::{
+    config_producer, executor_functions, executor_runtime_producer, physical_codec,
+};
 
 use crate::error::{ClusterError, Result};
 use crate::flight::flight_service_provider;
@@ -92,6 +94,7 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
             .as_ref()
             .map(|tls| tls.endpoint_override(GrpcClientConfig::default())),
         override_physical_codec: Some(physical_codec()),
+        override_function_registry: Some(executor_functions()),
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
         override_execution_engine: Some(counts.engine(&id)),
         override_arrow_flight_service: Some(flight_service_provider(

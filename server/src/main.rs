@@ -25,6 +25,9 @@ ballista_executor::executor=error";
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// Stack of the main runtime's threads (the embedded cluster's, a role's).
+const MAIN_STACK_BYTES: usize = 64 * 1024 * 1024;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
@@ -88,6 +91,9 @@ fn main() -> std::process::ExitCode {
         }
     }));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // The scheduler plans and executors evaluate deep expressions
+        // (nesting bounded by the frontend): room to recurse.
+        .thread_stack_size(MAIN_STACK_BYTES)
         .enable_all()
         .build()
     {

@@ -39,6 +39,8 @@ const COPY_JOURNAL_DIR: &str = "copies";
 const QUERY_HISTORY_FILE: &str = "queries.jsonl";
 /// The scheduled jobs' run history in the data directory.
 const JOB_RUNS_FILE: &str = "job_runs.jsonl";
+/// The embedded executors' work directories (shuffle files, results).
+const WORK_DIR: &str = "work";
 
 /// Runs the server until SIGINT or SIGTERM, then shuts everything down.
 pub async fn run(config: ServeConfig) -> Result<()> {
@@ -159,7 +161,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
                 EmbeddedCluster::start(EmbeddedClusterOptions {
                     executors: *executors,
                     slots_per_executor: *slots,
-                    work_dir: config.data_dir.join("work"),
+                    work_dir: config.data_dir.join(WORK_DIR),
                     timings: config.timings,
                     slot_memory: config.query_memory,
                 })
@@ -208,9 +210,10 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
         None => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let frontend = tokio::spawn(frontend::serve(listener, frontend, async {
+    let frontend = frontend::spawn(listener, frontend, async {
         let _ = stopped.await;
-    }));
+    })
+    .map_err(|e| ServerError::io("serving connections", e))?;
     let mut schedules = Vec::new();
     if let Some(job_list) = job_list {
         let history = RunHistory::open(&config.data_dir.join(JOB_RUNS_FILE))?;
@@ -277,6 +280,8 @@ fn build_frontend(
             allowed.extend(config.allowed_locations.iter().cloned());
             allowed
         }),
+        reserved_locations: reserved_locations(config),
+        frontend_memory: config.query_memory,
         cluster_tls: config
             .cluster_tls
             .as_ref()
@@ -327,10 +332,30 @@ fn build_frontend(
     let limits = Limits {
         max_connections: config.max_connections,
         max_query_size: config.max_query_size,
+        max_statement_depth: sluice_engine::complexity::DEFAULT_MAX_DEPTH,
     };
     Ok(Arc::new(Frontend::new(
         sessions, queries, policy, tls, limits, scheduler,
     )))
+}
+
+/// The server's own state, which no statement may read or write: the
+/// catalog, the COPY journal, the histories and the executors' work
+/// directories (the data dir itself is an allowed location).
+fn reserved_locations(config: &ServeConfig) -> Vec<String> {
+    let mut reserved: Vec<String> = [
+        LEGACY_CATALOG_FILE,
+        COPY_JOURNAL_DIR,
+        QUERY_HISTORY_FILE,
+        JOB_RUNS_FILE,
+        WORK_DIR,
+    ]
+    .iter()
+    .map(|name| config.data_dir.join(name).display().to_string())
+    .collect();
+    // A directory or object-store prefix, shared or not.
+    reserved.push(config.catalog.clone());
+    reserved
 }
 
 /// The user scheduled jobs log in as when users are configured: an admin

@@ -296,7 +296,7 @@ async fn run_bench(
     );
     let local = if args.compare_local {
         let storage: StorageOptions = storage_options(args.config.as_deref())?;
-        let runtime = runtime_env_with(storage, None)
+        let runtime = runtime_env_with(storage, None, None)
             .map_err(|e| ServerError::Config(format!("creating the local runtime: {e}")))?;
         let local = LocalDataFusion::new(data, runtime)
             .await

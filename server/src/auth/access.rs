@@ -99,16 +99,23 @@ pub fn needed_role(statement: &Statement) -> (Role, &'static str) {
 /// PostgreSQL session parameters (`DateStyle`, `search_path`, …) are any
 /// reader's to set; the engine's settings need a writer.
 fn set_role(set: &Set) -> (Role, &'static str) {
-    let session_parameter =
-        |name: &str| PARAMETERS.iter().any(|p| p.name.eq_ignore_ascii_case(name));
     match set {
-        Set::SingleAssignment { variable, .. } if session_parameter(&variable.to_string()) => {
-            (Role::Reader, "SET")
-        }
+        Set::SingleAssignment { variable, .. } => setting_role(&variable.to_string()),
         Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetNamesDefault {} => {
             (Role::Reader, "SET")
         }
         _ => (Role::Writer, "SET of an engine setting"),
+    }
+}
+
+/// The role changing setting `name` needs, by `SET` or `set_config()`:
+/// PostgreSQL session parameters are any reader's, engine settings a
+/// writer's.
+pub fn setting_role(name: &str) -> (Role, &'static str) {
+    if PARAMETERS.iter().any(|p| p.name.eq_ignore_ascii_case(name)) {
+        (Role::Reader, "SET")
+    } else {
+        (Role::Writer, "SET of an engine setting")
     }
 }
 

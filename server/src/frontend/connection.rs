@@ -43,7 +43,7 @@ use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
-use super::datafusion_ddl::{self, check_query_size, SluiceParser};
+use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
@@ -90,7 +90,7 @@ impl Connection {
         let parser = Arc::new(SluiceParser::new(
             inner.query_parser(),
             context.clone(),
-            frontend.limits.max_query_size,
+            frontend.limits,
         ));
         let session = Arc::new(SessionHandler {
             inner,
@@ -366,7 +366,7 @@ impl SimpleQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        check_query_size(query, self.frontend.limits.max_query_size)?;
+        check_statement_limits(query, &self.frontend.limits)?;
         let tracker = self.begin(client, query);
         let watch = self.watch();
         // Tables other frontends created or changed since the last statement.

@@ -23,7 +23,9 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::Parser;
 
 use super::rewrite::rewrite;
+use super::Limits;
 use crate::auth::access::{check, needed_role_datafusion};
+use sluice_engine::complexity::check_depth;
 use sluice_engine::parallel_write::WriteAnswer;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
@@ -82,17 +84,17 @@ type PreparedStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan
 pub struct SluiceParser {
     inner: Arc<Parser>,
     context: Arc<SessionContext>,
-    max_query_size: usize,
+    limits: Limits,
 }
 
 impl SluiceParser {
     /// Wraps `inner`, planning fallback statements in `context`, refusing
-    /// statements longer than `max_query_size` bytes.
-    pub fn new(inner: Arc<Parser>, context: Arc<SessionContext>, max_query_size: usize) -> Self {
+    /// statements over `limits`.
+    pub fn new(inner: Arc<Parser>, context: Arc<SessionContext>, limits: Limits) -> Self {
         Self {
             inner,
             context,
-            max_query_size,
+            limits,
         }
     }
 
@@ -130,22 +132,31 @@ impl SluiceParser {
     }
 }
 
-/// `54000` (program_limit_exceeded) when `sql` is longer than `max` bytes.
-pub fn check_query_size(sql: &str, max: usize) -> PgWireResult<()> {
-    if sql.len() <= max {
-        return Ok(());
-    }
-    Err(PgWireError::UserError(Box::new(
-        datafusion_postgres::pgwire::error::ErrorInfo::new(
-            "ERROR".into(),
-            "54000".into(),
+/// `54000` (program_limit_exceeded) when `sql` is longer than the limit,
+/// `54001` (statement_too_complex) when it nests deeper than the limit (see
+/// [`sluice_engine::complexity`]): checked before anything parses it.
+pub fn check_statement_limits(sql: &str, limits: &Limits) -> PgWireResult<()> {
+    let error = |code: &str, message: String| {
+        PgWireError::UserError(Box::new(
+            datafusion_postgres::pgwire::error::ErrorInfo::new(
+                "ERROR".into(),
+                code.into(),
+                message,
+            ),
+        ))
+    };
+    let max = limits.max_query_size;
+    if sql.len() > max {
+        return Err(error(
+            "54000",
             format!(
                 "statement too long: {} bytes, and this server takes at most {max} \
                  (--max-query-size)",
                 sql.len()
             ),
-        ),
-    )))
+        ));
+    }
+    check_depth(sql, limits.max_statement_depth).map_err(|e| error("54001", e.to_string()))
 }
 
 /// Whether `sql` begins with `words` (any case, any whitespace between).
@@ -171,7 +182,7 @@ impl QueryParser for SluiceParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        check_query_size(sql, self.max_query_size)?;
+        check_statement_limits(sql, &self.limits)?;
         // Planned over the catalog as other frontends left it.
         sluice_engine::catalog::refresh(&self.context).await;
         // The Postgres dialect reads some `CREATE EXTERNAL TABLE` statements

@@ -20,13 +20,14 @@ mod startup;
 pub mod tls;
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion_postgres::pgwire::tokio::process_socket;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 use sluice_engine::SessionFactory;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::runtime::Runtime;
+use tokio::task::{JoinHandle, JoinSet};
 
 use connection::Connection;
 use interrupt::{watch_disconnect, CancelRegistry, ConnectionSignal};
@@ -61,6 +62,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Longest statement text, in bytes; longer ones get 54000.
     pub max_query_size: usize,
+    /// Deepest statement nesting (see [`sluice_engine::complexity`]); deeper
+    /// ones get 54001.
+    pub max_statement_depth: usize,
 }
 
 impl Frontend {
@@ -87,13 +91,49 @@ impl Frontend {
     }
 }
 
-/// Accepts connections on `listener` until `shutdown` completes, then closes
-/// every open connection.
-pub async fn serve(
+/// Stack of the threads that serve connections. Parsing, planning and
+/// optimizing recurse once per level of a statement's nesting (bounded by
+/// [`Limits::max_statement_depth`]), several kilobytes a level in places;
+/// only the pages a deep statement touches are ever used.
+const CONNECTION_STACK_BYTES: usize = 256 * 1024 * 1024;
+
+/// The threads connections run on, apart from the runtime of the embedded
+/// cluster: a statement that plans for long (constant folding, a deep plan)
+/// holds one of these, never the threads that run tasks and send the
+/// executors' heartbeats. More threads than cores, so that a few such
+/// statements leave others served.
+static CONNECTIONS: LazyLock<Runtime> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads((2 * cores).max(4))
+        .thread_stack_size(CONNECTION_STACK_BYTES)
+        .thread_name("sluice-connection")
+        .enable_all()
+        .build()
+        .expect("the connection runtime starts")
+});
+
+/// Serves connections on `listener` on the connection threads until
+/// `shutdown` completes (see [`serve`]).
+pub fn spawn(
     listener: TcpListener,
     frontend: Arc<Frontend>,
-    shutdown: impl Future<Output = ()>,
-) {
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    // Registered again with the connection runtime's reactor, so that its
+    // sockets are driven there too.
+    let listener = listener.into_std()?;
+    Ok(CONNECTIONS.spawn(async move {
+        match TcpListener::from_std(listener) {
+            Ok(listener) => serve(listener, frontend, shutdown).await,
+            Err(e) => tracing::error!("cannot serve connections: {e}"),
+        }
+    }))
+}
+
+/// Accepts connections on `listener` until `shutdown` completes, then closes
+/// every open connection.
+async fn serve(listener: TcpListener, frontend: Arc<Frontend>, shutdown: impl Future<Output = ()>) {
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {

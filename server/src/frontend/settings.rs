@@ -35,6 +35,7 @@ use sluice_engine::pg_settings::{Parameter, SettingError};
 use sluice_engine::{PgSettings, SluiceOptions, StorageOptions};
 
 use super::hooks::PlanSource;
+use crate::auth::access::{check, setting_role};
 
 /// Recognises `SHOW` of a dotted engine setting name.
 pub fn show_engine_setting(statement: &Statement) -> Option<PlanSource> {
@@ -51,13 +52,20 @@ pub fn refuse_storage_set(statement: &Statement) -> Option<PlanSource> {
     let Statement::Set(Set::SingleAssignment { variable, .. }) = statement else {
         return None;
     };
-    let name = variable.to_string().to_ascii_lowercase();
+    storage_setting_refusal(&variable.to_string()).map(PlanSource::Unsupported)
+}
+
+/// Why setting `name` may not be changed by SQL, when it is an object
+/// storage option (a server setting: its endpoint and credentials are the
+/// server's, and SQL must never point them elsewhere).
+fn storage_setting_refusal(name: &str) -> Option<String> {
+    let name = name.trim().to_ascii_lowercase();
     name.starts_with(&format!("{}.", <StorageOptions as ConfigExtension>::PREFIX))
         .then(|| {
-            PlanSource::Unsupported(format!(
+            format!(
                 "{name} is a server setting: set object storage options in the [storage.*] \
                  sections of the config file or in the environment (AWS_*, GOOGLE_*, AZURE_*)"
-            ))
+            )
         })
 }
 
@@ -404,6 +412,16 @@ async fn apply_set_config(
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
     for (name, value) in set_config_calls(statement, params) {
+        // Exactly the rules of `SET`.
+        if let Some(refusal) = storage_setting_refusal(&name) {
+            return Some(Err(PgWireError::ApiError(Box::new(
+                datafusion::error::DataFusionError::NotImplemented(refusal),
+            ))));
+        }
+        let (needed, what) = setting_role(&name);
+        if let Err(e) = check(&*client, needed, what) {
+            return Some(Err(e));
+        }
         if name.contains('.') {
             let state = context.state_ref();
             let result = state.write().config_mut().options_mut().set(&name, &value);

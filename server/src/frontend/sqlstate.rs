@@ -48,6 +48,8 @@ pub const CONNECTION_FAILURE: &str = "08006";
 pub const INVALID_PARAMETER_VALUE: &str = "22023";
 /// `insufficient_privilege`
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// `program_limit_exceeded`: a value or statement over the server's limits.
+pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 /// `internal_error`: only for real internal errors.
 pub const INTERNAL_ERROR: &str = "XX000";
 
@@ -59,6 +61,15 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
         sluice_engine::sandbox::PERMISSION_DENIED,
         INSUFFICIENT_PRIVILEGE,
     ),
+    // A function call that would build too large a value
+    // (sluice_engine::value_limits), and regular expressions too large to
+    // compile.
+    (
+        sluice_engine::value_limits::VALUE_TOO_LARGE,
+        PROGRAM_LIMIT_EXCEEDED,
+    ),
+    ("compiledtoobig", PROGRAM_LIMIT_EXCEEDED),
+    ("compiled regex exceeds size limit", PROGRAM_LIMIT_EXCEEDED),
     ("divide by zero", DIVISION_BY_ZERO),
     ("dividebyzero", DIVISION_BY_ZERO),
     ("division by zero", DIVISION_BY_ZERO),
