@@ -60,10 +60,6 @@ pub struct SessionOptions {
     /// directories): locations no statement may read or write, whatever
     /// `allowed_locations` says.
     pub reserved_locations: Vec<String>,
-    /// The memory pool of the plans the frontend runs itself (catalog and
-    /// system tables, table functions, constants): over it a query fails
-    /// with "resources exhausted" (53200). `None`: [`default_frontend_memory`].
-    pub frontend_memory: Option<u64>,
     /// In a cluster secured by mutual TLS: Ballista's hook that puts TLS on
     /// every connection to the scheduler and the executors; `None` connects
     /// in plaintext.
@@ -84,9 +80,9 @@ fn warehouse_url(options: &SessionOptions) -> Result<Option<String>> {
     Ok(Some(url.as_str().to_string()))
 }
 
-/// The frontend's memory pool when none is configured: a tenth of the
-/// host's memory (the embedded executors' pools share 70%), at least 256 MiB.
-pub fn default_frontend_memory() -> u64 {
+/// The frontend's memory pool: a tenth of the host's memory (the embedded
+/// executors' pools share 70%), at least 256 MiB.
+fn frontend_memory() -> u64 {
     let mut system = sysinfo::System::new();
     system.refresh_memory();
     (system.total_memory() / 10).max(256 * 1024 * 1024)
@@ -169,10 +165,10 @@ impl SessionFactory {
             .get::<StorageOptions>()
             .cloned()
             .unwrap_or_default();
-        let memory = options
-            .frontend_memory
-            .unwrap_or_else(default_frontend_memory);
-        let runtime = runtime_env_with(storage, None, Some(memory as usize))
+        // The plans the frontend runs itself (catalog and system tables,
+        // table functions, constants) share one memory pool: over it a
+        // query fails with "resources exhausted" (53200).
+        let runtime = runtime_env_with(storage, None, Some(frontend_memory() as usize))
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
         let state = SessionStateBuilder::new()
             .with_default_features()

@@ -281,7 +281,6 @@ fn build_frontend(
             allowed
         }),
         reserved_locations: reserved_locations(config),
-        frontend_memory: config.query_memory,
         cluster_tls: config
             .cluster_tls
             .as_ref()

@@ -3,40 +3,21 @@
 //! with SCRAM-SHA-256 (over TLS with `sslmode=verify-full`), and each role
 //! runs what it may and gets `42501` for the rest.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use sluice_sql_tests::certs::{TestCa, TestCertificate};
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{users, SluiceServer};
 use tokio_postgres::error::SqlState;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// `sluice user add name --role role` (and `extra` flags) with the password
-/// `<name>-pw` on its standard input.
 fn add_user(config: &Path, name: &str, role: &str, extra: &[&str]) {
-    let mut add = Command::new(BINARY)
-        .args(["user", "add", name, "--role", role, "--config"])
-        .arg(config)
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    writeln!(add.stdin.take().unwrap(), "{name}-pw").unwrap();
-    assert!(add.wait().unwrap().success());
-    let text = std::fs::read_to_string(config).unwrap();
-    assert!(!text.contains("-pw"), "a password was stored: {text}");
+    users::add_user(Path::new(BINARY), config, name, role, extra);
 }
 
-/// Users `ada` (admin), `wes` (writer) and `rita` (reader), each with the
-/// password `<name>-pw`, added to `config` with `sluice user add`.
 fn add_users(config: &Path) {
-    for (name, role) in [("ada", "admin"), ("wes", "writer"), ("rita", "reader")] {
-        add_user(config, name, role, &[]);
-    }
+    users::add_users(Path::new(BINARY), config);
 }
 
 /// psql as `user` with `password` on `connection` (a libpq connection

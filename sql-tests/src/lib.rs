@@ -10,6 +10,7 @@ mod db;
 pub mod process;
 mod psql;
 mod server;
+pub mod users;
 
 use std::path::{Path, PathBuf};
 

@@ -27,16 +27,17 @@ use datafusion_postgres::pgwire::api::query::{
     send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
 };
 use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
     DEFAULT_NAME, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::extendedquery::Execute;
+use datafusion_postgres::pgwire::messages::extendedquery::{Bind, Execute, Parse, ParseComplete};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::{FutureExt, Stream};
+use futures::{FutureExt, SinkExt, Stream};
 
 use super::access::AccessHook;
 use super::call::RunJob;
@@ -47,10 +48,12 @@ use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
+use super::prepared::NameCap;
 use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
+use super::slots::ConnectionSlot;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
 use super::Frontend;
@@ -77,14 +80,17 @@ fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
 pub struct Connection {
     frontend: Arc<Frontend>,
     session: Arc<SessionHandler>,
-    /// Whether the server has its most connections already: the client is
-    /// told so (53300) at startup.
-    over_limit: bool,
+    /// The connection's place among the server's connections.
+    slot: Arc<ConnectionSlot>,
 }
 
 impl Connection {
     /// Handlers for a new connection with a fresh session.
-    pub fn new(frontend: Arc<Frontend>, signal: Arc<ConnectionSignal>, over_limit: bool) -> Self {
+    pub fn new(
+        frontend: Arc<Frontend>,
+        signal: Arc<ConnectionSignal>,
+        slot: Arc<ConnectionSlot>,
+    ) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
         let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks());
         let parser = Arc::new(SluiceParser::new(
@@ -98,11 +104,13 @@ impl Connection {
             context,
             frontend: frontend.clone(),
             signal,
+            statements: NameCap::new("prepared statements"),
+            portals: NameCap::new("portals"),
         });
         Self {
             frontend,
             session,
-            over_limit,
+            slot,
         }
     }
 }
@@ -122,7 +130,7 @@ impl PgWireServerHandlers for Connection {
             self.frontend.cancels.clone(),
             self.session.signal.clone(),
             self.frontend.policy.clone(),
-            self.over_limit,
+            self.slot.clone(),
         ))
     }
 
@@ -142,6 +150,10 @@ pub struct SessionHandler {
     context: Arc<SessionContext>,
     frontend: Arc<Frontend>,
     signal: Arc<ConnectionSignal>,
+    /// The connection's named prepared statements, capped.
+    statements: NameCap,
+    /// The connection's named portals, capped.
+    portals: NameCap,
 }
 
 impl SessionHandler {
@@ -405,6 +417,53 @@ impl ExtendedQueryHandler for SessionHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         self.parser.clone()
+    }
+
+    /// pgwire's own `Parse`, within the connection's cap on prepared
+    /// statements.
+    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.statements.admit(message.name.as_deref(), |name| {
+            client.portal_store().get_statement(name).is_some()
+        })?;
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            None => client.portal_store().put_empty_statement(name),
+        }
+        client
+            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .await?;
+        Ok(())
+    }
+
+    /// pgwire's own `Bind`, within the connection's cap on portals.
+    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.portals.admit(message.portal_name.as_deref(), |name| {
+            client.portal_store().get_portal(name).is_some()
+        })?;
+        self.inner.on_bind(client, message).await
     }
 
     /// pgwire 0.41 answers an `Execute` without a row limit by collecting

@@ -11,10 +11,12 @@ mod datafusion_ddl;
 mod hooks;
 mod interrupt;
 mod managed;
+mod prepared;
 mod progress;
 mod rename;
 mod rewrite;
 pub(crate) mod settings;
+pub mod slots;
 pub mod sqlstate;
 mod startup;
 pub mod tls;
@@ -50,6 +52,8 @@ pub struct Frontend {
     pub tls: Option<TlsAcceptor>,
     /// Connection and statement limits.
     pub limits: Limits,
+    /// The connections' places, within `limits.max_connections`.
+    pub slots: Arc<slots::ConnectionSlots>,
     /// The scheduler's API, where `sluice.progress` notices read a job's
     /// stages.
     pub scheduler: Arc<RemoteScheduler>,
@@ -85,6 +89,7 @@ impl Frontend {
             cancels: Arc::default(),
             policy: Arc::new(policy),
             tls,
+            slots: Arc::new(slots::ConnectionSlots::new(limits.max_connections)),
             limits,
             scheduler,
         }
@@ -140,6 +145,13 @@ async fn serve(listener: TcpListener, frontend: Arc<Frontend>, shutdown: impl Fu
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {
+                    let Some(slot) = frontend.slots.accept() else {
+                        tracing::warn!(
+                            "closing the connection from {peer}: too many connections are \
+                             logging in"
+                        );
+                        continue;
+                    };
                     let _ = socket.set_nodelay(true);
                     let signal = Arc::new(ConnectionSignal::default());
                     let watcher = match second_handle(&socket) {
@@ -149,15 +161,22 @@ async fn serve(listener: TcpListener, frontend: Arc<Frontend>, shutdown: impl Fu
                             None
                         }
                     };
-                    // Over the limit, the client still gets an answer: 53300.
-                    while connections.try_join_next().is_some() {}
-                    let over_limit = connections.len() >= frontend.limits.max_connections;
-                    let handlers = Connection::new(frontend.clone(), signal, over_limit);
+                    // Over the limit, the client still gets an answer at
+                    // login: 53300.
+                    let handlers = Connection::new(frontend.clone(), signal, slot.clone());
                     let tls = frontend.tls.clone();
                     connections.spawn(async move {
                         let _open = crate::metrics::OpenConnection::open();
-                        if let Err(e) = process_socket(socket, tls, handlers).await {
-                            tracing::debug!("connection from {peer} ended: {e}");
+                        tokio::select! {
+                            ended = process_socket(socket, tls, handlers) => {
+                                if let Err(e) = ended {
+                                    tracing::debug!("connection from {peer} ended: {e}");
+                                }
+                            }
+                            () = slot.authentication_expired() => tracing::info!(
+                                "closing the connection from {peer}: not logged in within {:?}",
+                                slots::AUTHENTICATION_TIMEOUT
+                            ),
                         }
                         if let Some(watcher) = watcher {
                             watcher.abort();

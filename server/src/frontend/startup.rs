@@ -25,6 +25,7 @@ use futures::{Sink, SinkExt};
 
 use super::interrupt::{CancelRegistry, ConnectionSignal};
 use super::settings::{formatting_key, with_settings};
+use super::slots::{ConnectionSlot, Refusal, RESERVED_FOR_ADMINS};
 use crate::auth::access::{role_of, ROLE_KEY};
 use crate::auth::scram::{self, Exchange, ScramError, Verifier};
 use crate::auth::{Principal, Role, StoredPassword, User, Users};
@@ -78,8 +79,8 @@ pub struct Startup {
     /// This connection's SCRAM exchange (one handler per connection, so
     /// concurrent logins never share it).
     login: tokio::sync::Mutex<Login>,
-    /// The server has its most connections: this one is turned away.
-    over_limit: bool,
+    /// This connection's place among the server's connections.
+    slot: Arc<ConnectionSlot>,
 }
 
 /// A `FATAL` error with `code`: the connection ends.
@@ -176,25 +177,9 @@ impl StartupHandler for Startup {
             _ => return Ok(()),
         };
         protocol_negotiation(client, startup).await?;
-        if self.over_limit {
-            return Err(fatal(
-                TOO_MANY_CONNECTIONS,
-                "sorry, too many clients already (--max-connections)".into(),
-            ));
-        }
         save_startup_parameters_to_metadata(client, startup);
         // The role is the server's to say, never the startup packet's.
         client.metadata_mut().remove(ROLE_KEY);
-        let database = client.metadata().get(METADATA_DATABASE).cloned();
-        if let Some(other) = database.filter(|name| name != DATABASE) {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "FATAL".into(),
-                "3D000".into(),
-                format!(
-                    "database \"{other}\" does not exist (this server has database \"{DATABASE}\")"
-                ),
-            ))));
-        }
         if self.policy.tls_required && !client.is_secure() {
             return Err(fatal(
                 INVALID_AUTHORIZATION,
@@ -235,7 +220,7 @@ impl Startup {
         cancels: Arc<CancelRegistry>,
         signal: Arc<ConnectionSignal>,
         policy: Arc<LoginPolicy>,
-        over_limit: bool,
+        slot: Arc<ConnectionSlot>,
     ) -> Self {
         Self {
             session,
@@ -243,7 +228,7 @@ impl Startup {
             signal,
             policy,
             login: tokio::sync::Mutex::default(),
-            over_limit,
+            slot,
         }
     }
 
@@ -371,13 +356,36 @@ impl Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        // Told only to clients that logged in, as PostgreSQL does.
+        let database = client.metadata().get(METADATA_DATABASE).cloned();
+        if let Some(other) = database.filter(|name| name != DATABASE) {
+            return Err(fatal(
+                "3D000",
+                format!(
+                    "database \"{other}\" does not exist (this server has database \"{DATABASE}\")"
+                ),
+            ));
+        }
+        let role = role_of(client);
+        self.slot.log_in(role == Role::Admin).map_err(|refusal| {
+            fatal(
+                TOO_MANY_CONNECTIONS,
+                match refusal {
+                    Refusal::Full => "sorry, too many clients already (--max-connections)".into(),
+                    Refusal::ReservedForAdmins => format!(
+                        "remaining connection slots are reserved for users with role admin \
+                         ({RESERVED_FOR_ADMINS} of --max-connections)"
+                    ),
+                },
+            )
+        })?;
         let principal = Principal {
             user: client
                 .metadata()
                 .get(METADATA_USER)
                 .cloned()
                 .unwrap_or_default(),
-            role: role_of(client),
+            role,
         };
         self.session
             .state_ref()

@@ -1,0 +1,85 @@
+//! A per-connection cap on named prepared statements and portals: each holds
+//! a plan in the server's memory until the client closes it, and a client
+//! that never does (10,000 statements took a server from 274 MB to 4.2 GB)
+//! would otherwise grow the server without bound. PostgreSQL has no such
+//! cap; drivers keep a few hundred at most (pgjdbc 256, psycopg 100).
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use datafusion_postgres::pgwire::api::DEFAULT_NAME;
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+
+/// Most named prepared statements (and, apart, named portals) one
+/// connection keeps.
+pub const MAX_PER_CONNECTION: usize = 1000;
+
+/// The names a connection has stored of one kind (statements or portals).
+#[derive(Debug)]
+pub struct NameCap {
+    /// What the names are, for the error message.
+    kind: &'static str,
+    names: Mutex<BTreeSet<String>>,
+}
+
+impl NameCap {
+    /// An empty set of names of `kind` ("prepared statements", "portals").
+    pub fn new(kind: &'static str) -> Self {
+        Self {
+            kind,
+            names: Mutex::default(),
+        }
+    }
+
+    /// Records that `name` is about to be stored. `stored` tells whether a
+    /// name is still in the connection's store (closed ones are forgotten
+    /// when the cap is reached). `Err` (54000) when the connection already
+    /// keeps [`MAX_PER_CONNECTION`] others.
+    pub fn admit(&self, name: Option<&str>, stored: impl Fn(&str) -> bool) -> PgWireResult<()> {
+        let name = name.unwrap_or(DEFAULT_NAME);
+        // The unnamed one is replaced each time.
+        if name == DEFAULT_NAME {
+            return Ok(());
+        }
+        let mut names = self.names.lock().unwrap_or_else(|e| e.into_inner());
+        if names.contains(name) {
+            return Ok(());
+        }
+        if names.len() >= MAX_PER_CONNECTION {
+            names.retain(|name| stored(name));
+        }
+        if names.len() >= MAX_PER_CONNECTION {
+            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+                "ERROR".into(),
+                "54000".into(),
+                format!(
+                    "too many {}: this connection keeps {MAX_PER_CONNECTION} already; close \
+                     some (Close, DEALLOCATE, CLOSE) before making more",
+                    self.kind
+                ),
+            ))));
+        }
+        names.insert(name.to_string());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_capped_and_closed_ones_forgotten() {
+        let cap = NameCap::new("prepared statements");
+        let open = |_: &str| true;
+        for i in 0..MAX_PER_CONNECTION {
+            cap.admit(Some(&format!("s{i}")), open).unwrap();
+        }
+        cap.admit(Some("s1"), open).unwrap();
+        cap.admit(None, open).unwrap();
+        assert!(cap.admit(Some("one more"), open).is_err());
+        // Once the client closed some, there is room again.
+        cap.admit(Some("one more"), |name| name != "s7").unwrap();
+        assert!(cap.admit(Some("and another"), open).is_err());
+    }
+}
