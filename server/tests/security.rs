@@ -3,6 +3,7 @@
 //! with SCRAM-SHA-256 (over TLS with `sslmode=verify-full`), and each role
 //! runs what it may and gets `42501` for the rest.
 
+use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output};
 
