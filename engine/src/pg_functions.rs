@@ -84,6 +84,17 @@ pub fn register(context: &SessionContext) {
     context.register_udf(ScalarUDF::new_from_impl(SetConfig::new()));
 }
 
+/// Makes `current_user` and `session_user` (which datafusion-pg-catalog
+/// answers with `postgres`) return `user`, the login of the connection whose
+/// session `context` is.
+pub fn register_session_user(context: &SessionContext, user: &str) {
+    context.register_udf(ScalarUDF::new_from_impl(Constant {
+        name: "session_user",
+        signature: Signature::nullary(Volatility::Stable),
+        value: ScalarValue::Utf8(Some(user.to_string())),
+    }));
+}
+
 /// A function that returns one value whatever its arguments.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Constant {

@@ -217,9 +217,12 @@ async fn supervise_executor(
 ) {
     loop {
         let executor_id = options.executor_id.clone();
-        match run_executor(options.clone(), Arc::clone(&counts)).await {
-            Ok(()) => tracing::warn!("executor {executor_id} stopped"),
-            Err(e) => tracing::error!("executor {executor_id} stopped: {e}"),
+        let ended = run_executor(options.clone(), Arc::clone(&counts)).await;
+        if stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = ended {
+            tracing::error!("executor {executor_id} stopped: {e}");
         }
         // A shutdown (a signal stops executors before `shutdown` runs) sets
         // `stopping` within this pause.

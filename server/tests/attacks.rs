@@ -273,7 +273,13 @@ fn attacks_are_refused_and_the_server_stays_up() {
             assert!(prepared.len() <= 1000, "no cap on prepared statements");
         };
         assert_eq!(refusal.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED));
+        // 9. What a pooled connection's reset sends closes them all.
+        reader.simple_query("DEALLOCATE ALL").await.unwrap();
+        reader.prepare("select 1").await.expect("room again");
         drop(prepared);
+        // 9. current_user is the login.
+        let who = reader.query_one("select current_user", &[]).await.unwrap();
+        assert_eq!(who.get::<_, String>(0), "rita");
 
         // 7. Sockets that never log in lock nobody out, and are closed after
         // the authentication timeout; admins keep reserved slots.

@@ -48,7 +48,7 @@ use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
-use super::prepared::NameCap;
+use super::prepared::{DeallocateHook, NameCap};
 use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
@@ -59,10 +59,14 @@ use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
 
-/// datafusion-postgres' statement hooks plus Sluice's own.
-fn query_hooks() -> Vec<Arc<dyn QueryHook>> {
+/// datafusion-postgres' statement hooks plus Sluice's own, for a connection
+/// whose prepared statements are `statements`.
+fn query_hooks(statements: &Arc<NameCap>) -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(AccessHook),
+        Arc::new(DeallocateHook {
+            statements: Arc::clone(statements),
+        }),
         Arc::new(CursorStatementHook),
         Arc::new(PgSettingsHook),
         Arc::new(PlanningHook::new(show_engine_setting)),
@@ -92,7 +96,8 @@ impl Connection {
         slot: Arc<ConnectionSlot>,
     ) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
-        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks());
+        let statements = Arc::new(NameCap::new("prepared statements"));
+        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks(&statements));
         let parser = Arc::new(SluiceParser::new(
             inner.query_parser(),
             context.clone(),
@@ -104,7 +109,7 @@ impl Connection {
             context,
             frontend: frontend.clone(),
             signal,
-            statements: NameCap::new("prepared statements"),
+            statements,
             portals: NameCap::new("portals"),
         });
         Self {
@@ -151,7 +156,7 @@ pub struct SessionHandler {
     frontend: Arc<Frontend>,
     signal: Arc<ConnectionSignal>,
     /// The connection's named prepared statements, capped.
-    statements: NameCap,
+    statements: Arc<NameCap>,
     /// The connection's named portals, capped.
     portals: NameCap,
 }

@@ -5,9 +5,17 @@
 //! cap; drivers keep a few hundred at most (pgjdbc 256, psycopg 100).
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use datafusion_postgres::pgwire::api::DEFAULT_NAME;
+use async_trait::async_trait;
+use datafusion::common::{DFSchema, ParamValues};
+use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::{ClientInfo, DEFAULT_NAME};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
 /// Most named prepared statements (and, apart, named portals) one
@@ -61,6 +69,85 @@ impl NameCap {
         }
         names.insert(name.to_string());
         Ok(())
+    }
+}
+
+impl NameCap {
+    /// Every name recorded, forgetting them.
+    fn take_all(&self) -> BTreeSet<String> {
+        std::mem::take(&mut *self.names.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Forgets `name`.
+    fn forget(&self, name: &str) {
+        self.names
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+    }
+}
+
+/// `DEALLOCATE name | ALL` of the statements a client prepared over the
+/// extended protocol (what drivers do when they reset a pooled connection);
+/// statements made with SQL `PREPARE` are left to DataFusion.
+pub struct DeallocateHook {
+    /// The connection's prepared statements.
+    pub statements: Arc<NameCap>,
+}
+
+impl DeallocateHook {
+    fn run(&self, statement: &Statement, client: &dyn HookClient) -> Option<Response> {
+        let Statement::Deallocate { name, .. } = statement else {
+            return None;
+        };
+        let store = client.portal_store();
+        if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
+            for name in self.statements.take_all() {
+                store.rm_statement(&name);
+            }
+            return Some(Response::Execution(Tag::new("DEALLOCATE ALL")));
+        }
+        store.get_statement(&name.value)?;
+        store.rm_statement(&name.value);
+        self.statements.forget(&name.value);
+        Some(Response::Execution(Tag::new("DEALLOCATE")))
+    }
+}
+
+#[async_trait]
+impl QueryHook for DeallocateHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement, client).map(Ok)
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _context: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        matches!(statement, Statement::Deallocate { .. }).then(|| {
+            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
+                produce_one_row: false,
+                schema: Arc::new(DFSchema::empty()),
+            }))
+        })
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _context: &SessionContext,
+        client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        self.run(statement, client).map(Ok)
     }
 }
 

@@ -387,6 +387,7 @@ impl Startup {
                 .unwrap_or_default(),
             role,
         };
+        sluice_engine::pg_functions::register_session_user(&self.session, &principal.user);
         self.session
             .state_ref()
             .write()
