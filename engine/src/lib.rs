@@ -18,6 +18,7 @@ pub mod parallel_write;
 pub mod pg_functions;
 pub mod pg_settings;
 pub mod planner;
+pub mod planning_interrupt;
 pub mod recovery;
 pub mod roles;
 pub mod sandbox;

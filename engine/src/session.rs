@@ -18,11 +18,13 @@ use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
 use crate::options::SluiceOptions;
 use crate::planner::SluiceQueryPlanner;
+use crate::planning_interrupt::{interruptible_optimizer_rules, CheckInterrupt, PlanningInterrupt};
 use crate::recovery::JobControl;
 use crate::roles::base_config;
 use crate::sandbox::{LocationSandbox, SandboxedTableFactory};
 use crate::storage::{runtime_env_with, StorageOptions};
 use datafusion::datasource::listing::ListingTableUrl;
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use std::path::PathBuf;
 
 /// The catalog (Postgres database) every table lives in.
@@ -170,10 +172,16 @@ impl SessionFactory {
         // query fails with "resources exhausted" (53200).
         let runtime = runtime_env_with(storage, None, Some(frontend_memory() as usize))
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
+        let config = config.with_option_extension(PlanningInterrupt::default());
+        let physical_rules = std::iter::once(Arc::new(CheckInterrupt) as _)
+            .chain(PhysicalOptimizer::new().rules)
+            .collect();
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(config)
             .with_runtime_env(runtime)
+            .with_optimizer_rules(interruptible_optimizer_rules())
+            .with_physical_optimizer_rules(physical_rules)
             .build()
             .upgrade_for_ballista(options.scheduler_url.clone())
             .map_err(|e| EngineError::datafusion("configuring the session for Ballista", e))?;
@@ -241,10 +249,12 @@ impl SessionFactory {
     /// template's functions and the shared catalog.
     pub fn new_session(&self) -> SessionContext {
         let template: SessionState = self.template.state();
+        // A flag of its own, not the template's.
         let config = template
             .config()
             .clone()
-            .with_create_default_catalog_and_schema(false);
+            .with_create_default_catalog_and_schema(false)
+            .with_option_extension(PlanningInterrupt::default());
         let state = SessionStateBuilder::new_from_existing(template)
             .with_config(config)
             .with_session_id(uuid::Uuid::new_v4().to_string())

@@ -207,6 +207,27 @@ fn attacks_are_refused_and_the_server_stays_up() {
             refused_extended(&reader, &sql, &SqlState::STATEMENT_TOO_COMPLEX).await;
         }
 
+        // statement_timeout while a statement plans (a long UNION chain
+        // optimizes for seconds without yielding).
+        reader
+            .simple_query("SET statement_timeout = '300ms'")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        refused(&reader, &union(900), &SqlState::QUERY_CANCELED).await;
+        let took = started.elapsed();
+        reader
+            .simple_query("RESET statement_timeout")
+            .await
+            .unwrap();
+        let planned = Instant::now();
+        reader.simple_query(&union(900)).await.unwrap();
+        assert!(
+            took < planned.elapsed(),
+            "the timeout ({took:?}) came after planning would have ended ({:?})",
+            planned.elapsed()
+        );
+
         // 3. Values too large to build.
         let alternation = (0..100_000)
             .map(|i| format!("a{i}"))

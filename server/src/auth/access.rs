@@ -2,7 +2,7 @@
 //! connection's role does not allow (SQLSTATE `42501`).
 
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{CopyTarget, Set, Statement};
+use datafusion::sql::sqlparser::ast::{CopyTarget, Reset, Set, Statement};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use sluice_engine::pg_settings::PARAMETERS;
@@ -91,6 +91,12 @@ pub fn needed_role(statement: &Statement) -> (Role, &'static str) {
         } => (Role::Reader, "COPY TO STDOUT"),
         Statement::Copy { .. } => (Role::Writer, "COPY to or from a file"),
         Statement::Set(set) => set_role(set),
+        // Back to the default: the rules of `SET` (`RESET ALL` resets only
+        // what the session itself set).
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::ALL => (Role::Reader, "RESET"),
+            Reset::ConfigurationParameter(name) => setting_role(&name.to_string()),
+        },
         Statement::Call(_) => (Role::Admin, "CALL (running jobs)"),
         _ => (Role::Writer, "a statement that changes data or the catalog"),
     }
@@ -165,6 +171,8 @@ mod tests {
             "SET search_path = public",
             "SET DateStyle TO 'ISO'",
             "SET TIME ZONE 'UTC'",
+            "RESET statement_timeout",
+            "RESET ALL",
             "BEGIN",
             "COMMIT",
             "COPY t TO STDOUT",
@@ -185,6 +193,7 @@ mod tests {
             "COPY t TO '/tmp/t.csv'",
             "COPY (SELECT 1) TO '/tmp/x.parquet' STORED AS PARQUET",
             "SET datafusion.execution.batch_size = 1024",
+            "RESET datafusion.execution.batch_size",
             "PREPARE p AS INSERT INTO t VALUES (1)",
         ] {
             assert_eq!(role(sql), Role::Writer, "{sql}");

@@ -58,6 +58,7 @@ use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
+use sluice_engine::planning_interrupt::PlanningInterrupt;
 
 /// datafusion-postgres' statement hooks plus Sluice's own, for a connection
 /// whose prepared statements are `statements`.
@@ -171,13 +172,51 @@ impl SessionHandler {
         tracker: &QueryTracker,
         statement: impl Future<Output = PgWireResult<T>>,
     ) -> PgWireResult<T> {
-        tokio::select! {
+        // Planning computes without yielding: it is told from another
+        // thread, and stops at its next optimizer rule.
+        let planning = self
+            .context
+            .state_ref()
+            .read()
+            .config()
+            .options()
+            .extensions
+            .get::<PlanningInterrupt>()
+            .cloned()
+            .unwrap_or_default();
+        planning.lower();
+        let raiser = {
+            let (planning, interrupted) = (planning.clone(), watch.interrupted());
+            tokio::spawn(async move {
+                let interruption = interrupted.await;
+                planning.raise();
+                interruption
+            })
+        };
+        let result = tokio::select! {
             result = statement => result,
-            interruption = watch.interrupted() => {
-                tracker.cancel();
-                Err(watch.reason(&self.signal, interruption).error())
-            }
+            interruption = watch.interrupted() => Err(self.interrupted(watch, tracker, interruption)),
+        };
+        raiser.abort();
+        match result {
+            Err(_) if planning.is_raised() => match raiser.await {
+                Ok(interruption) => Err(self.interrupted(watch, tracker, interruption)),
+                Err(_) => result,
+            },
+            result => result,
         }
+    }
+
+    /// Records `interruption` of the statement `watch` watches and returns
+    /// the error its client gets.
+    fn interrupted(
+        &self,
+        watch: &StatementWatch,
+        tracker: &QueryTracker,
+        interruption: Interruption,
+    ) -> PgWireError {
+        tracker.cancel();
+        watch.reason(&self.signal, interruption).error()
     }
 
     /// A watch for a statement starting now, under the session's
