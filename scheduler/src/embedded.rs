@@ -17,6 +17,7 @@ use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
 use ballista_core::serde::protobuf::job_status;
+use ballista_executor::executor_server::TERMINATING;
 
 /// How long [`EmbeddedCluster::start`] waits for every executor to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -230,6 +231,12 @@ async fn supervise_executor(
         if stopping.load(Ordering::SeqCst) {
             return;
         }
+        // Ballista marks the whole process as terminating when one executor
+        // stops (a global flag), and every executor of the process then
+        // heartbeats as terminating: the scheduler would never offer them
+        // tasks again. The process is not terminating; its executors are
+        // back in service.
+        TERMINATING.store(false, Ordering::Release);
         options.executor_id = new_executor_id();
         match (free_port(), free_port()) {
             (Ok(flight), Ok(grpc)) => {
@@ -323,5 +330,48 @@ fn remove_dir(dir: &Path) {
         if e.kind() != std::io::ErrorKind::NotFound {
             tracing::warn!("could not remove {}: {e}", dir.display());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An executor the scheduler declared dead (it asks it to stop) comes back
+    /// as a new executor: the cluster is whole again without a restart.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_executor_declared_dead_is_started_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let cluster = EmbeddedCluster::start(EmbeddedClusterOptions {
+            executors: 2,
+            slots_per_executor: 1,
+            work_dir: dir.path().join("work"),
+            timings: ClusterTimings::default(),
+            slot_memory: Some(64 * 1024 * 1024),
+        })
+        .await
+        .unwrap();
+        let ids = |executors: Vec<ExecutorInfo>| -> Vec<String> {
+            executors.into_iter().map(|e| e.executor_id).collect()
+        };
+        let before = ids(cluster.executors().await.unwrap());
+        let stopped = before[0].clone();
+        cluster
+            .scheduler
+            .state
+            .executor_manager
+            .stop_executor(&stopped, "declared dead by a test".into())
+            .await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = ids(cluster.executors().await.unwrap());
+            if now.len() == 2 && !now.contains(&stopped) {
+                assert!(now.contains(&before[1]), "{now:?}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "not back: {now:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        cluster.shutdown().await;
     }
 }
