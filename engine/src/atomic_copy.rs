@@ -541,6 +541,43 @@ mod tests {
         Some(copy.0)
     }
 
+    #[tokio::test]
+    async fn the_journal_acts_only_on_entries_shaped_like_its_own() {
+        let copy = staged(
+            "COPY (SELECT 1 AS a) TO '/out/dir/' STORED AS parquet",
+            None,
+        )
+        .await
+        .unwrap();
+        let entry = |copy: CopyTarget, directories: Option<Vec<String>>| Entry {
+            copy,
+            publishing: true,
+            directories,
+        };
+        let task = format!("{}task-1/", copy.staging);
+        assert!(entry(copy.clone(), None).is_consistent());
+        assert!(entry(copy.clone(), Some(vec![task])).is_consistent());
+        let forged = [
+            CopyTarget {
+                target: "file:///etc/".into(),
+                staging: "file:///etc/".into(),
+            },
+            CopyTarget {
+                target: copy.target.clone(),
+                staging: "file:///elsewhere/_sluice-copy-1/".into(),
+            },
+            CopyTarget {
+                target: copy.target.clone(),
+                staging: format!("{}_sluice-copy-../", copy.target),
+            },
+        ];
+        for forged in forged {
+            assert!(!entry(forged.clone(), None).is_consistent(), "{forged:?}");
+        }
+        let outside = format!("{}../../etc/", copy.staging);
+        assert!(!entry(copy, Some(vec![outside])).is_consistent());
+    }
+
     #[test]
     fn staged_copies_are_written_in_parallel() {
         assert!(STAGING_PREFIX.starts_with(crate::parallel_write::COMMITTED_WRITE_PREFIX));

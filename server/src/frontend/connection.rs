@@ -48,6 +48,7 @@ use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
+use super::off_worker::OffWorker;
 use super::prepared::{DeallocateHook, NameCap};
 use super::progress;
 use super::rename::RenameTable;
@@ -194,7 +195,7 @@ impl SessionHandler {
             })
         };
         let result = tokio::select! {
-            result = statement => result,
+            result = OffWorker(Box::pin(statement)) => result,
             interruption = watch.interrupted() => Err(self.interrupted(watch, tracker, interruption)),
         };
         raiser.abort();
@@ -481,7 +482,14 @@ impl ExtendedQueryHandler for SessionHandler {
             client.portal_store().get_statement(name).is_some()
         })?;
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        match StoredStatement::parse(client, &message, self.query_parser()).await? {
+        // Parse plans the statement: off the worker, as every statement.
+        let parsed = OffWorker(Box::pin(StoredStatement::parse(
+            client,
+            &message,
+            self.query_parser(),
+        )))
+        .await?;
+        match parsed {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
             None => client.portal_store().put_empty_statement(name),
         }

@@ -11,6 +11,7 @@ mod datafusion_ddl;
 mod hooks;
 mod interrupt;
 mod managed;
+mod off_worker;
 mod prepared;
 mod progress;
 mod rename;

@@ -69,6 +69,9 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
         PROGRAM_LIMIT_EXCEEDED,
     ),
     ("compiledtoobig", PROGRAM_LIMIT_EXCEEDED),
+    // A string or list column over Arrow's 2 GiB per array (`string_agg` of
+    // large values).
+    ("offset overflow", PROGRAM_LIMIT_EXCEEDED),
     ("compiled regex exceeds size limit", PROGRAM_LIMIT_EXCEEDED),
     ("divide by zero", DIVISION_BY_ZERO),
     ("dividebyzero", DIVISION_BY_ZERO),
