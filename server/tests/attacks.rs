@@ -282,6 +282,13 @@ fn attacks_are_refused_and_the_server_stays_up() {
             let sql = format!("select set_config('{name}', 'http://127.0.0.1:9', false)");
             refused(client, &sql, &expected).await;
         }
+        for sql in [
+            "SET \"storage.s3.aws_endpoint\" = 'http://127.0.0.1:9'",
+            "SET storage.\"s3\".\"aws_endpoint\" = 'http://127.0.0.1:9'",
+            "RESET \"storage.s3.aws_endpoint\"",
+        ] {
+            refused(&writer, sql, &SqlState::FEATURE_NOT_SUPPORTED).await;
+        }
         let shown = reader
             .query_one("select set_config('search_path', 'public', false)", &[])
             .await

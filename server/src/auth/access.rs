@@ -2,7 +2,7 @@
 //! connection's role does not allow (SQLSTATE `42501`).
 
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{CopyTarget, Reset, Set, Statement};
+use datafusion::sql::sqlparser::ast::{CopyTarget, ObjectName, Reset, Set, Statement};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
 use sluice_engine::pg_settings::PARAMETERS;
@@ -95,7 +95,7 @@ pub fn needed_role(statement: &Statement) -> (Role, &'static str) {
         // what the session itself set).
         Statement::Reset(reset) => match &reset.reset {
             Reset::ALL => (Role::Reader, "RESET"),
-            Reset::ConfigurationParameter(name) => setting_role(&name.to_string()),
+            Reset::ConfigurationParameter(name) => setting_role(&setting_name(name)),
         },
         Statement::Call(_) => (Role::Admin, "CALL (running jobs)"),
         _ => (Role::Writer, "a statement that changes data or the catalog"),
@@ -106,12 +106,27 @@ pub fn needed_role(statement: &Statement) -> (Role, &'static str) {
 /// reader's to set; the engine's settings need a writer.
 fn set_role(set: &Set) -> (Role, &'static str) {
     match set {
-        Set::SingleAssignment { variable, .. } => setting_role(&variable.to_string()),
+        Set::SingleAssignment { variable, .. } => setting_role(&setting_name(variable)),
         Set::SetTimeZone { .. } | Set::SetNames { .. } | Set::SetNamesDefault {} => {
             (Role::Reader, "SET")
         }
         _ => (Role::Writer, "SET of an engine setting"),
     }
+}
+
+/// The name of the setting `name` stands for, as DataFusion reads it: its
+/// parts unquoted (`"storage.s3.x"` and `storage.s3.x` are one setting),
+/// joined with dots, in lower case.
+pub fn setting_name(name: &ObjectName) -> String {
+    name.0
+        .iter()
+        .map(|part| match part.as_ident() {
+            Some(ident) => ident.value.clone(),
+            None => part.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+        .to_ascii_lowercase()
 }
 
 /// The role changing setting `name` needs, by `SET` or `set_config()`:

@@ -35,7 +35,7 @@ use sluice_engine::pg_settings::{Parameter, SettingError};
 use sluice_engine::{PgSettings, SluiceOptions, StorageOptions};
 
 use super::hooks::PlanSource;
-use crate::auth::access::{check, setting_role};
+use crate::auth::access::{check, setting_name, setting_role};
 
 /// Recognises `SHOW` of a dotted engine setting name.
 pub fn show_engine_setting(statement: &Statement) -> Option<PlanSource> {
@@ -47,12 +47,18 @@ pub fn show_engine_setting(statement: &Statement) -> Option<PlanSource> {
         .then_some(PlanSource::Statement)
 }
 
-/// Recognises `SET storage.…` and refuses it.
+/// Recognises `SET storage.…` and `RESET storage.…` (however quoted) and
+/// refuses them.
 pub fn refuse_storage_set(statement: &Statement) -> Option<PlanSource> {
-    let Statement::Set(Set::SingleAssignment { variable, .. }) = statement else {
-        return None;
+    let name = match statement {
+        Statement::Set(Set::SingleAssignment { variable, .. }) => variable,
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::ConfigurationParameter(name) => name,
+            Reset::ALL => return None,
+        },
+        _ => return None,
     };
-    storage_setting_refusal(&variable.to_string()).map(PlanSource::Unsupported)
+    storage_setting_refusal(&setting_name(name)).map(PlanSource::Unsupported)
 }
 
 /// Why setting `name` may not be changed by SQL, when it is an object
