@@ -309,6 +309,25 @@ fn attacks_are_refused_and_the_server_stays_up() {
         reader.simple_query("DEALLOCATE ALL").await.unwrap();
         reader.prepare("select 1").await.expect("room again");
         drop(prepared);
+        // The same over SQL: PREPARE, and cursors.
+        for (make, closed) in [
+            ("PREPARE p{} AS SELECT 1", "DEALLOCATE ALL"),
+            ("DECLARE c{} CURSOR FOR SELECT 1", "CLOSE c7"),
+        ] {
+            let mut refusal = None;
+            for i in 0..=1000 {
+                let sql = make.replace("{}", &i.to_string());
+                if let Err(e) = reader.simple_query(&sql).await {
+                    refusal = Some(e);
+                    break;
+                }
+            }
+            let refusal = refusal.unwrap_or_else(|| panic!("no cap on {make}"));
+            assert_eq!(refusal.code(), Some(&SqlState::PROGRAM_LIMIT_EXCEEDED));
+            reader.simple_query(closed).await.unwrap();
+            let sql = make.replace("{}", "_again");
+            reader.simple_query(&sql).await.expect("room again");
+        }
         // 9. current_user is the login.
         let who = reader.query_one("select current_user", &[]).await.unwrap();
         assert_eq!(who.get::<_, String>(0), "rita");

@@ -49,7 +49,7 @@ use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
 use super::off_worker::OffWorker;
-use super::prepared::{DeallocateHook, NameCap};
+use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
@@ -62,12 +62,12 @@ use crate::query_log::QueryTracker;
 use sluice_engine::planning_interrupt::PlanningInterrupt;
 
 /// datafusion-postgres' statement hooks plus Sluice's own, for a connection
-/// whose prepared statements are `statements`.
-fn query_hooks(statements: &Arc<NameCap>) -> Vec<Arc<dyn QueryHook>> {
+/// with `caps`.
+fn query_hooks(caps: &Arc<ConnectionCaps>) -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(AccessHook),
-        Arc::new(DeallocateHook {
-            statements: Arc::clone(statements),
+        Arc::new(CapsHook {
+            caps: Arc::clone(caps),
         }),
         Arc::new(CursorStatementHook),
         Arc::new(PgSettingsHook),
@@ -98,8 +98,8 @@ impl Connection {
         slot: Arc<ConnectionSlot>,
     ) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
-        let statements = Arc::new(NameCap::new("prepared statements"));
-        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks(&statements));
+        let caps = Arc::new(ConnectionCaps::default());
+        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks(&caps));
         let parser = Arc::new(SluiceParser::new(
             inner.query_parser(),
             context.clone(),
@@ -111,8 +111,7 @@ impl Connection {
             context,
             frontend: frontend.clone(),
             signal,
-            statements,
-            portals: NameCap::new("portals"),
+            caps,
         });
         Self {
             frontend,
@@ -157,10 +156,8 @@ pub struct SessionHandler {
     context: Arc<SessionContext>,
     frontend: Arc<Frontend>,
     signal: Arc<ConnectionSignal>,
-    /// The connection's named prepared statements, capped.
-    statements: Arc<NameCap>,
-    /// The connection's named portals, capped.
-    portals: NameCap,
+    /// The connection's caps on prepared statements and portals.
+    caps: Arc<ConnectionCaps>,
 }
 
 impl SessionHandler {
@@ -478,9 +475,11 @@ impl ExtendedQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        self.statements.admit(message.name.as_deref(), |name| {
-            client.portal_store().get_statement(name).is_some()
-        })?;
+        self.caps
+            .statements
+            .admit(message.name.as_deref(), |name| {
+                client.portal_store().get_statement(name).is_some()
+            })?;
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         // Parse plans the statement: off the worker, as every statement.
         let parsed = OffWorker(Box::pin(StoredStatement::parse(
@@ -512,9 +511,11 @@ impl ExtendedQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        self.portals.admit(message.portal_name.as_deref(), |name| {
-            client.portal_store().get_portal(name).is_some()
-        })?;
+        self.caps
+            .portals
+            .admit(message.portal_name.as_deref(), |name| {
+                client.portal_store().get_portal(name).is_some()
+            })?;
         self.inner.on_bind(client, message).await
     }
 

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use datafusion::common::{DFSchema, ParamValues};
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::store::PortalStore;
@@ -87,42 +87,123 @@ impl NameCap {
     }
 }
 
-/// `DEALLOCATE name | ALL` of the statements a client prepared over the
-/// extended protocol (what drivers do when they reset a pooled connection);
-/// statements made with SQL `PREPARE` are left to DataFusion.
-pub struct DeallocateHook {
-    /// The connection's prepared statements.
-    pub statements: Arc<NameCap>,
+/// The caps of one connection: its prepared statements (protocol `Parse`
+/// and SQL `PREPARE`, counted apart) and portals (`Bind` and `DECLARE`).
+pub struct ConnectionCaps {
+    /// Statements prepared over the extended protocol.
+    pub statements: NameCap,
+    /// Statements prepared with SQL `PREPARE` (kept by DataFusion).
+    pub sql_statements: NameCap,
+    /// Portals bound over the extended protocol and cursors.
+    pub portals: NameCap,
 }
 
-impl DeallocateHook {
-    fn run(&self, statement: &Statement, client: &dyn HookClient) -> Option<Response> {
-        let Statement::Deallocate { name, .. } = statement else {
-            return None;
-        };
-        let store = client.portal_store();
-        if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") {
-            for name in self.statements.take_all() {
-                store.rm_statement(&name);
-            }
-            return Some(Response::Execution(Tag::new("DEALLOCATE ALL")));
+impl Default for ConnectionCaps {
+    fn default() -> Self {
+        Self {
+            statements: NameCap::new("prepared statements"),
+            sql_statements: NameCap::new("prepared statements (PREPARE)"),
+            portals: NameCap::new("portals and cursors"),
         }
-        store.get_statement(&name.value)?;
-        store.rm_statement(&name.value);
-        self.statements.forget(&name.value);
-        Some(Response::Execution(Tag::new("DEALLOCATE")))
     }
 }
 
+/// The name DataFusion keeps a SQL-prepared statement under: unquoted
+/// names in lower case.
+fn sql_name(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+/// Counts `PREPARE` and `DECLARE … CURSOR` against the connection's caps
+/// before DataFusion and the cursor hook keep them, and runs `DEALLOCATE
+/// name | ALL` (what drivers send when they reset a pooled connection).
+pub struct CapsHook {
+    /// The connection's caps.
+    pub caps: Arc<ConnectionCaps>,
+}
+
+impl CapsHook {
+    /// `Some` with the answer when the statement is handled here, `Some(Err)`
+    /// when it is over a cap; `None` passes it on.
+    async fn run(
+        &self,
+        statement: &Statement,
+        context: &SessionContext,
+        client: &dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        let store = client.portal_store();
+        let caps = &self.caps;
+        match statement {
+            Statement::Prepare { name, .. } => {
+                // Counted until DEALLOCATE: a PREPARE that fails counts too.
+                caps.sql_statements
+                    .admit(Some(&sql_name(name)), |_| true)
+                    .err()
+                    .map(Err)
+            }
+            Statement::Declare { stmts } => stmts
+                .iter()
+                .flat_map(|declare| &declare.names)
+                .find_map(|name| {
+                    caps.portals
+                        .admit(Some(&name.value), |name| store.get_portal(name).is_some())
+                        .err()
+                })
+                .map(Err),
+            Statement::Deallocate { name, .. }
+                if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
+            {
+                for name in caps.statements.take_all() {
+                    store.rm_statement(&name);
+                }
+                for name in caps.sql_statements.take_all() {
+                    let deallocate = format!("DEALLOCATE \"{}\"", name.replace('"', "\"\""));
+                    if let Err(e) = run_sql(context, &deallocate).await {
+                        return Some(Err(e));
+                    }
+                }
+                Some(Ok(Response::Execution(Tag::new("DEALLOCATE ALL"))))
+            }
+            Statement::Deallocate { name, .. } => {
+                if store.get_statement(&name.value).is_some() {
+                    store.rm_statement(&name.value);
+                    caps.statements.forget(&name.value);
+                    return Some(Ok(Response::Execution(Tag::new("DEALLOCATE"))));
+                }
+                // DataFusion's own: forgotten here, deallocated there.
+                caps.sql_statements.forget(&sql_name(name));
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Runs `sql` in `context` to its end.
+async fn run_sql(context: &SessionContext, sql: &str) -> PgWireResult<()> {
+    let api = |e| PgWireError::ApiError(Box::new(e));
+    context
+        .sql(sql)
+        .await
+        .map_err(api)?
+        .collect()
+        .await
+        .map_err(api)?;
+    Ok(())
+}
+
 #[async_trait]
-impl QueryHook for DeallocateHook {
+impl QueryHook for CapsHook {
     async fn handle_simple_query(
         &self,
         statement: &Statement,
-        _context: &SessionContext,
+        context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.run(statement, client).map(Ok)
+        self.run(statement, context, client).await
     }
 
     async fn handle_extended_parse_query(
@@ -144,10 +225,10 @@ impl QueryHook for DeallocateHook {
         statement: &Statement,
         _plan: &LogicalPlan,
         _params: &ParamValues,
-        _context: &SessionContext,
+        context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        self.run(statement, client).map(Ok)
+        self.run(statement, context, client).await
     }
 }
 
