@@ -48,7 +48,7 @@ use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
-use super::off_worker::OffWorker;
+use super::off_worker::{off_worker, OffWorker};
 use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
 use super::rename::RenameTable;
@@ -420,12 +420,14 @@ impl SimpleQueryHandler for SessionHandler {
         C::Error: Debug,
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
-        check_statement_limits(query, &self.frontend.limits)?;
+        // Both read the whole text, up to --max-query-size.
+        let rewritten = off_worker(|| {
+            check_statement_limits(query, &self.frontend.limits).map(|()| rewrite(query))
+        })?;
         let tracker = self.begin(client, query);
         let watch = self.watch();
         // Tables other frontends created or changed since the last statement.
         sluice_engine::catalog::refresh(&self.context).await;
-        let rewritten = rewrite(query);
         let planned = rewritten.as_deref().unwrap_or(query);
         let responses = guarded(&tracker, async {
             match SimpleQueryHandler::do_query(&self.inner, client, planned).await {

@@ -20,11 +20,16 @@ impl<F: Future> Future for OffWorker<F> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let inner = self.0.as_mut();
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| inner.poll(cx))
-            }
-            _ => inner.poll(cx),
-        }
+        off_worker(|| inner.poll(cx))
+    }
+}
+
+/// Runs `work` with the worker's other duties handed off (on a
+/// multi-threaded runtime; directly elsewhere): for work on a whole
+/// statement's text, such as checking its depth.
+pub fn off_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
     }
 }
