@@ -81,12 +81,6 @@ impl Watch {
                     let started = Instant::now();
                     client.simple_query("select 1").await.expect("select 1");
                     let took = started.elapsed().as_millis() as u64;
-                    if took >= 100 {
-                        eprintln!(
-                            "select 1 took {took} ms, answered at {:?}",
-                            std::time::SystemTime::now()
-                        );
-                    }
                     slowest.fetch_max(took, Ordering::SeqCst);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
@@ -145,11 +139,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             .await
             .unwrap();
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "1. The server's o",
-            std::time::SystemTime::now()
-        );
         // 1. The server's own files: journal, histories, catalog, work dirs.
         for sql in [
             format!(
@@ -168,11 +157,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
         ] {
             refused(&writer, &sql, &SqlState::INSUFFICIENT_PRIVILEGE).await;
         }
-        eprintln!(
-            "PHASE {} at {:?}",
-            "5. Other spelling",
-            std::time::SystemTime::now()
-        );
         // 5. Other spellings of file URLs, outside the allowed roots.
         for target in [
             format!("FILE://{o}/x.csv"),
@@ -183,11 +167,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             let sql = format!("COPY (SELECT 1 AS a) TO '{target}'");
             refused(&writer, &sql, &SqlState::INSUFFICIENT_PRIVILEGE).await;
         }
-        eprintln!(
-            "PHASE {} at {:?}",
-            "6. A symlinked fi",
-            std::time::SystemTime::now()
-        );
         // 6. A symlinked file inside an allowed directory.
         std::os::unix::fs::symlink(outside.join("secret.csv"), allowed.join("d/p.csv")).unwrap();
         refused(
@@ -213,11 +192,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
         .await;
         std::fs::remove_file(allowed.join("d/q.csv")).unwrap();
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "2. Statements too",
-            std::time::SystemTime::now()
-        );
         // 2. Statements too deep to plan.
         let sum = |terms: usize| format!("select 1{}", "+1".repeat(terms));
         let union = |ways: usize| vec!["select 1"; ways].join(" union all ");
@@ -233,11 +207,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             refused_extended(&reader, &sql, &SqlState::STATEMENT_TOO_COMPLEX).await;
         }
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "statement_timeout",
-            std::time::SystemTime::now()
-        );
         // statement_timeout while a statement plans (a long UNION chain
         // optimizes without yielding): a quarter of the way in, it ends it.
         let planned = Instant::now();
@@ -264,11 +233,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
              running all of it took {full:?}"
         );
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "3. Values too lar",
-            std::time::SystemTime::now()
-        );
         // 3. Values too large to build.
         let alternation = (0..100_000)
             .map(|i| format!("a{i}"))
@@ -291,11 +255,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             refused(&reader, &sql, &SqlState::PROGRAM_LIMIT_EXCEEDED).await;
         }
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "4. set_config()",
-            std::time::SystemTime::now()
-        );
         // 4. set_config() under the rules of SET; storage settings are the
         // server's alone.
         for (client, name, expected) in [
@@ -341,11 +300,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             .unwrap();
         assert_eq!(shown.get::<_, String>(0), "public");
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "8. Prepared state",
-            std::time::SystemTime::now()
-        );
         // 8. Prepared statements, capped per connection.
         let mut prepared = Vec::new();
         let refusal = loop {
@@ -383,11 +337,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
         let who = reader.query_one("select current_user", &[]).await.unwrap();
         assert_eq!(who.get::<_, String>(0), "rita");
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "7. Sockets that n",
-            std::time::SystemTime::now()
-        );
         // 7. Sockets that never log in lock nobody out, and are closed after
         // the authentication timeout; admins keep reserved slots.
         let idle: Vec<_> =
@@ -426,11 +375,6 @@ fn attacks_are_refused_and_the_server_stays_up() {
             );
         }
 
-        eprintln!(
-            "PHASE {} at {:?}",
-            "Nothing outside t",
-            std::time::SystemTime::now()
-        );
         // Nothing outside the roots changed; the cluster is whole.
         let mut left: Vec<_> = std::fs::read_dir(&outside)
             .unwrap()
