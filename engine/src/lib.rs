@@ -22,6 +22,7 @@ pub mod planning_interrupt;
 pub mod recovery;
 pub mod roles;
 pub mod sandbox;
+pub mod semi_join_pushdown;
 pub mod session;
 pub mod single_stage;
 pub mod storage;

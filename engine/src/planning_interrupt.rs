@@ -20,6 +20,8 @@ use datafusion::optimizer::{Optimizer, OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::semi_join_pushdown::with_semi_join_pushdown;
+
 /// The message planning stops with when interrupted.
 pub const PLANNING_INTERRUPTED: &str = "planning interrupted";
 
@@ -85,10 +87,10 @@ impl ConfigExtension for PlanningInterrupt {
     const PREFIX: &'static str = "sluice_planning";
 }
 
-/// DataFusion's optimizer rules with an interrupt check after each.
+/// The frontend's optimizer rules: DataFusion's and Sluice's
+/// ([`crate::semi_join_pushdown`]), with an interrupt check after each.
 pub fn interruptible_optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    Optimizer::new()
-        .rules
+    with_semi_join_pushdown(Optimizer::new().rules)
         .into_iter()
         .flat_map(|rule| [rule, Arc::new(CheckInterrupt) as _])
         .collect()

@@ -19,6 +19,7 @@ use crate::codec::SluicePhysicalCodec;
 use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
+use crate::semi_join_pushdown::with_semi_join_pushdown;
 use crate::single_stage::SingleStagePlanner;
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
@@ -58,7 +59,9 @@ pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
         .with_config(config)
         .with_runtime_env(runtime)
         .with_query_planner(Arc::new(SingleStagePlanner::default()))
-        .with_optimizer_rules(ballista_core::optimizer::ballista_default_optimizer_rules())
+        .with_optimizer_rules(with_semi_join_pushdown(
+            ballista_core::optimizer::ballista_default_optimizer_rules(),
+        ))
         .with_physical_optimizer_rule(Arc::new(ParallelWrites))
         .with_scalar_functions(cap_all(ballista_scalar_functions()))
         .with_aggregate_functions(ballista_aggregate_functions())

@@ -17,6 +17,9 @@ use crate::client::{connect, ServerAddress, TargetServer};
 use crate::config::storage_options;
 use crate::error::{Result, ServerError};
 
+/// Rows per Parquet row group `sluice tpch gen` writes by default.
+const DEFAULT_ROW_GROUP_ROWS: usize = 262_144;
+
 /// `sluice tpch …`
 #[derive(Debug, clap::Subcommand)]
 pub enum TpchCommand {
@@ -51,7 +54,7 @@ pub struct GenArgs {
     /// Rows per Parquet row group. A reader holds a whole row group's column
     /// chunks while it decodes them: 256 Ki rows keeps that near 9 MB per
     /// lineitem scan while still pruning by row-group statistics.
-    #[arg(long, value_name = "R", default_value_t = 262_144)]
+    #[arg(long, value_name = "R", default_value_t = DEFAULT_ROW_GROUP_ROWS)]
     pub row_group_rows: usize,
     /// Parquet compression: zstd, snappy or none.
     #[arg(long, default_value = "snappy")]
@@ -75,9 +78,14 @@ pub struct RegisterArgs {
 /// Flags of `sluice bench tpch`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// Directory (or URL) the data was generated into.
-    #[arg(long, value_name = "URL")]
-    pub data: String,
+    /// Directory (or URL) the data was generated into [default with `--sf`:
+    /// `tpch-data/sf<SF>`].
+    #[arg(long, value_name = "URL", required_unless_present = "scale_factor")]
+    pub data: Option<String>,
+    /// Scale factor of the data; a local `--data` directory without the
+    /// tables is generated first (as `sluice tpch gen` does, a file per core).
+    #[arg(long = "sf", value_name = "SF")]
+    pub scale_factor: Option<f64>,
     #[command(flatten)]
     pub server: ServerAddress,
     /// Start an embedded server (2 executors) instead of connecting to one.
@@ -241,7 +249,28 @@ pub async fn register(args: RegisterArgs) -> Result<()> {
 
 /// `sluice bench tpch`.
 pub async fn bench(args: BenchArgs) -> Result<()> {
-    let data = DataLocation::parse(&args.data)?.sql();
+    let data = match (&args.data, args.scale_factor) {
+        (Some(data), _) => data.clone(),
+        (None, Some(scale_factor)) => format!("tpch-data/sf{scale_factor}"),
+        (None, None) => {
+            return Err(ServerError::Config("--data or --sf is required".into()));
+        }
+    };
+    let location = DataLocation::parse(&data)?;
+    if let (DataLocation::Local(path), Some(scale_factor)) = (&location, args.scale_factor) {
+        if !path.join("lineitem").is_dir() {
+            gen(GenArgs {
+                scale_factor,
+                out: path.display().to_string(),
+                files_per_table: None,
+                row_group_rows: DEFAULT_ROW_GROUP_ROWS,
+                compression: Compression::default(),
+                config: args.config.clone(),
+            })
+            .await?;
+        }
+    }
+    let data = location.sql();
     let target = TargetServer::start(&args.server, args.embedded, args.config.clone()).await?;
     let outcome = run_bench(&target.address, &data, &args).await;
     target.stop().await;

@@ -58,6 +58,8 @@ CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{d}/b/';
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
 \echo @@explain_scan
 EXPLAIN SELECT * FROM a WHERE id > 5;
+\echo @@explain_semi
+EXPLAIN SELECT b.label, a.id FROM b JOIN a ON a.k = b.k WHERE a.id IN (SELECT id FROM a GROUP BY id HAVING count(*) > 1);
 SET sluice.single_stage_collect_bytes = 0;
 \echo @@explain_partitioned
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
@@ -117,6 +119,17 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
     assert!(!explain.contains("SingleStageExec"), "{explain}");
     assert!(explain.contains("partitions=2"), "{explain}");
+    // The IN subquery filters `a` before the join, not the join's rows.
+    let explain = section("explain_semi");
+    let position = |needle: &str| {
+        explain
+            .find(needle)
+            .unwrap_or_else(|| panic!("no {needle}: {explain}"))
+    };
+    assert!(
+        position("Inner Join") < position("LeftSemi Join"),
+        "{explain}"
+    );
     let explain = section("explain");
     assert!(explain.contains("distributed_plan"), "{explain}");
     assert!(explain.matches("Stage[stage_id=").count() >= 2, "{explain}");
