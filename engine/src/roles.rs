@@ -20,7 +20,7 @@ use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
 use crate::semi_join_pushdown::with_semi_join_pushdown;
-use crate::single_stage::SingleStagePlanner;
+use crate::single_stage::{ExecutorCores, SingleStagePlanner};
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
 use ballista_core::registry::BallistaFunctionRegistry;
@@ -47,18 +47,29 @@ pub fn config_producer() -> ConfigProducer {
     Arc::new(base_config)
 }
 
+/// The scheduler's session builder for a cluster whose executors share cores
+/// as `executor_cores` says: [`scheduler_session`] for each job.
+pub fn scheduler_session_builder(
+    executor_cores: ExecutorCores,
+) -> Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync> {
+    Arc::new(move |config| scheduler_session(config, executor_cores))
+}
+
 /// The scheduler's session for a job: its configuration, Ballista's optimizer
 /// rules and functions, object stores from the job's storage options (the
 /// scheduler lists a table's files while planning), the planner that runs
-/// small jobs as a single stage, and writes by every executor
-/// ([`ParallelWrites`]).
-pub fn scheduler_session(config: SessionConfig) -> Result<SessionState> {
+/// jobs as a single stage where stages would not pay, and writes by every
+/// executor ([`ParallelWrites`]).
+pub fn scheduler_session(
+    config: SessionConfig,
+    executor_cores: ExecutorCores,
+) -> Result<SessionState> {
     let runtime = runtime_env(&config, None)?;
     Ok(SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(Arc::new(SingleStagePlanner::default()))
+        .with_query_planner(Arc::new(SingleStagePlanner::new(executor_cores)))
         .with_optimizer_rules(with_semi_join_pushdown(
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))

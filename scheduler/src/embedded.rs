@@ -18,6 +18,7 @@ use crate::timings::ClusterTimings;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
 use ballista_core::serde::protobuf::job_status;
 use ballista_executor::executor_server::TERMINATING;
+use sluice_engine::single_stage::ExecutorCores;
 
 /// How long [`EmbeddedCluster::start`] waits for every executor to register.
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
@@ -93,6 +94,8 @@ impl EmbeddedCluster {
                 external_host: "127.0.0.1".into(),
                 timings: options.timings,
                 tls: None,
+                // Every executor runs in this process, on this machine's cores.
+                executor_cores: ExecutorCores::Shared,
             },
         )
         .await?;

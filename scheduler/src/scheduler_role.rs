@@ -11,7 +11,8 @@ use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
 use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service_with_listener};
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
-use sluice_engine::roles::{config_producer, physical_codec, scheduler_session};
+use sluice_engine::roles::{config_producer, physical_codec, scheduler_session_builder};
+use sluice_engine::single_stage::ExecutorCores;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -33,6 +34,9 @@ pub struct SchedulerOptions {
     /// Mutual TLS for its listener and its clients; executors then poll for
     /// tasks (see [`crate::tls`]).
     pub tls: Option<ClusterTls>,
+    /// Whether its executors share one process's cores (the embedded
+    /// cluster), which decides when a job is split into stages.
+    pub executor_cores: ExecutorCores,
 }
 
 /// A scheduler serving in the background.
@@ -71,7 +75,7 @@ pub async fn start_scheduler(
         finished_job_data_clean_up_interval_seconds: 0,
         finished_job_state_clean_up_interval_seconds: timings.job_state_retention.as_secs().max(1),
         override_config_producer: Some(config_producer()),
-        override_session_builder: Some(Arc::new(scheduler_session)),
+        override_session_builder: Some(scheduler_session_builder(options.executor_cores)),
         override_physical_codec: Some(physical_codec()),
         override_create_grpc_client_endpoint: options
             .tls
@@ -81,7 +85,7 @@ pub async fn start_scheduler(
     };
     let cluster = BallistaCluster::new_memory(
         config.scheduler_endpoint(),
-        Arc::new(scheduler_session),
+        scheduler_session_builder(options.executor_cores),
         config_producer(),
     );
     let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))

@@ -13,6 +13,7 @@ use crate::config::{ExecutorConfig, SchedulerConfig};
 use crate::error::Result;
 use crate::http::serve_http;
 use crate::serve::shutdown_signal;
+use sluice_engine::single_stage::ExecutorCores;
 
 /// Runs a scheduler until SIGINT or SIGTERM.
 pub async fn scheduler(config: SchedulerConfig) -> Result<()> {
@@ -24,6 +25,7 @@ pub async fn scheduler(config: SchedulerConfig) -> Result<()> {
             external_host: config.external_host.clone(),
             timings: config.timings,
             tls: config.tls.clone(),
+            executor_cores: ExecutorCores::Separate,
         },
     )
     .await?;

@@ -149,9 +149,11 @@ async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
             &format!("127.0.0.1:{scheduler_port}"),
             "--config",
             config.to_str().unwrap(),
-            // Stages across the executors even for this small data set.
+            // Stages across the executors even for this small data set: the
+            // executors are separate processes, so a job over the budget is
+            // split (the embedded cluster would run it as one stage).
             "--single-stage-max-bytes",
-            "0",
+            "1",
         ],
     )
     .expect("frontend starts");

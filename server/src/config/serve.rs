@@ -46,9 +46,11 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub cluster_tls: ClusterTlsArgs,
     /// Jobs whose files total at most this many bytes run as a single stage
-    /// on one executor, without shuffles [default: 1073741824, i.e. 1 GiB;
-    /// 0 always splits jobs into stages]. A session may change it with
-    /// `SET sluice.single_stage_max_bytes = N`.
+    /// on one executor, without shuffles, when the executors are separate
+    /// processes (`--scheduler`); the embedded cluster, whose executors share
+    /// this machine's cores, runs every job as a single stage [default:
+    /// 1073741824, i.e. 1 GiB; 0 always splits jobs into stages]. A session
+    /// may change it with `SET sluice.single_stage_max_bytes = N`.
     #[arg(long, env = "SLUICE_SINGLE_STAGE_MAX_BYTES", value_name = "BYTES")]
     pub single_stage_max_bytes: Option<u64>,
     /// Where `CREATE TABLE` writes managed Parquet tables: a directory or an
