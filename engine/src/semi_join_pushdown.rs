@@ -139,16 +139,7 @@ fn push_down(semi: Join) -> Result<Option<LogicalPlan>> {
             } else {
                 return Ok(None);
             };
-            let joined = Join::try_new(
-                left,
-                right,
-                inner.on.clone(),
-                inner.filter.clone(),
-                inner.join_type,
-                inner.join_constraint,
-                inner.null_equality,
-                inner.null_aware,
-            )?;
+            let joined = with_inputs(inner, left, right)?;
             Ok(Some(LogicalPlan::Join(joined)))
         }
         _ => Ok(None),
@@ -166,15 +157,20 @@ fn semi_onto(semi: &Join, input: &Arc<LogicalPlan>) -> Result<Arc<LogicalPlan>> 
 
 /// `semi` over a new left input.
 fn rebuild(semi: &Join, left: Arc<LogicalPlan>) -> Result<Join> {
+    with_inputs(semi, left, Arc::clone(&semi.right))
+}
+
+/// `join` with the same conditions over new inputs.
+fn with_inputs(join: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<Join> {
     Join::try_new(
         left,
-        Arc::clone(&semi.right),
-        semi.on.clone(),
-        semi.filter.clone(),
-        semi.join_type,
-        semi.join_constraint,
-        semi.null_equality,
-        semi.null_aware,
+        right,
+        join.on.clone(),
+        join.filter.clone(),
+        join.join_type,
+        join.join_constraint,
+        join.null_equality,
+        join.null_aware,
     )
 }
 
