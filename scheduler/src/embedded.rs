@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::error::{ClusterError, Result};
 use crate::executor_role::{new_executor_id, run_executor, ExecutorOptions};
 use crate::scheduler_role::{nodelay_listener, start_scheduler, Scheduler, SchedulerOptions};
+use crate::shuffle_memory::ShuffleMemory;
 use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary};
@@ -46,6 +47,9 @@ pub struct EmbeddedClusterOptions {
     /// Memory each task slot may use; `None` splits 70% of the host's
     /// memory across all slots.
     pub slot_memory: Option<u64>,
+    /// Memory all executors keep stage outputs in (0: Ballista's files),
+    /// see [`crate::shuffle_memory`].
+    pub shuffle_memory: u64,
 }
 
 /// An embedded executor's id, which changes when it is restarted.
@@ -102,6 +106,8 @@ impl EmbeddedCluster {
         let scheduler_port = scheduler.address.port();
 
         let task_counts = Arc::new(TaskCounts::default());
+        let shuffle_memory =
+            (options.shuffle_memory > 0).then(|| ShuffleMemory::new(options.shuffle_memory));
         let stopping = Arc::new(AtomicBool::new(false));
         let mut executor_tasks = Vec::with_capacity(executors);
         for index in 0..executors {
@@ -119,6 +125,7 @@ impl EmbeddedCluster {
                 slot_memory: options.slot_memory,
                 timings: options.timings,
                 tls: None,
+                shuffle_memory: shuffle_memory.clone(),
             };
             let executor_id = Arc::new(Mutex::new(executor.executor_id.clone()));
             let task = tokio::spawn(supervise_executor(
@@ -351,6 +358,7 @@ mod tests {
             work_dir: dir.path().join("work"),
             timings: ClusterTimings::default(),
             slot_memory: Some(64 * 1024 * 1024),
+            shuffle_memory: 64 * 1024 * 1024,
         })
         .await
         .unwrap();

@@ -13,6 +13,7 @@ use sluice_engine::roles::{
 use crate::error::{ClusterError, Result};
 use crate::flight::flight_service_provider;
 use crate::scheduler_role::scheduling_policy;
+use crate::shuffle_memory::ShuffleMemory;
 use crate::task_counts::TaskCounts;
 use crate::timings::ClusterTimings;
 use crate::tls::ClusterTls;
@@ -53,6 +54,9 @@ pub struct ExecutorOptions {
     /// Mutual TLS for its Flight listener and its clients; it then polls the
     /// scheduler for tasks (see [`crate::tls`]).
     pub tls: Option<ClusterTls>,
+    /// Where stage outputs are kept: in this memory (shared by the
+    /// executors of a process) or, with `None`, in Ballista's shuffle files.
+    pub shuffle_memory: Option<Arc<ShuffleMemory>>,
 }
 
 /// A new executor id.
@@ -96,10 +100,11 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
         override_physical_codec: Some(physical_codec()),
         override_function_registry: Some(executor_functions()),
         override_runtime_producer: Some(executor_runtime_producer(std::env::temp_dir())),
-        override_execution_engine: Some(counts.engine(&id)),
+        override_execution_engine: Some(counts.engine(&id, options.shuffle_memory.clone())),
         override_arrow_flight_service: Some(flight_service_provider(
             id.clone(),
             counts.counter(&id),
+            options.shuffle_memory.clone(),
             options.tls.clone(),
         )),
         ..ExecutorProcessConfig::default()
@@ -111,6 +116,9 @@ fn process_config(options: &ExecutorOptions, counts: &Arc<TaskCounts>) -> Execut
 pub async fn run_executor(options: ExecutorOptions, counts: Arc<TaskCounts>) -> Result<()> {
     std::fs::create_dir_all(&options.work_dir)
         .map_err(|e| ClusterError::io(format!("creating {}", options.work_dir.display()), e))?;
+    if let Some(memory) = &options.shuffle_memory {
+        memory.start_sweeper();
+    }
     let config = process_config(&options, &counts);
     start_executor_process(Arc::new(config))
         .await

@@ -1,5 +1,6 @@
 //! An executor's Arrow Flight service: Ballista's (shuffle and result
-//! transfer) plus two actions, [`TASKS_COMPLETED_ACTION`] and
+//! transfer), answering fetches of partitions held in memory
+//! ([`crate::shuffle_memory`]) itself, plus two actions, [`TASKS_COMPLETED_ACTION`] and
 //! [`TASKS_RUNNING_ACTION`], that answer how many tasks the executor has
 //! completed and is running. A frontend in another process reaches
 //! every executor's Flight port already (it fetches results there), so asking
@@ -21,7 +22,11 @@ use ballista_executor::ArrowFlightServerProvider;
 use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::shuffle_memory::{self, HeldOutput, ShuffleMemory};
 use crate::tls::ClusterTls;
+
+/// Ballista's action fetching a shuffle partition as Arrow IPC blocks.
+const BLOCK_TRANSPORT_ACTION: &str = "IO_BLOCK_TRANSPORT";
 
 /// The Flight action that returns the completed-task count as decimal text.
 pub const TASKS_COMPLETED_ACTION: &str = "sluice.tasks_completed";
@@ -36,6 +41,7 @@ pub const TASKS_RUNNING_ACTION: &str = "sluice.tasks_running";
 pub fn flight_service_provider(
     executor_id: String,
     completed: Arc<AtomicU64>,
+    shuffle_memory: Option<Arc<ShuffleMemory>>,
     tls: Option<ClusterTls>,
 ) -> Arc<ArrowFlightServerProvider> {
     let defaults = ballista_executor::executor_process::ExecutorProcessConfig::default();
@@ -46,6 +52,7 @@ pub fn flight_service_provider(
             inner: BallistaFlightService::new(work_dir),
             executor_id: executor_id.clone(),
             completed: completed.clone(),
+            shuffle_memory: shuffle_memory.clone(),
         };
         let tls = tls.clone();
         tokio::spawn(async move {
@@ -121,6 +128,16 @@ struct CountingFlightService {
     inner: BallistaFlightService,
     executor_id: String,
     completed: Arc<AtomicU64>,
+    /// Partitions served from memory before Ballista looks for files.
+    shuffle_memory: Option<Arc<ShuffleMemory>>,
+}
+
+impl CountingFlightService {
+    /// The held output a fetch request names.
+    fn held(&self, request: &[u8]) -> Option<Arc<HeldOutput>> {
+        let memory = self.shuffle_memory.as_ref()?;
+        shuffle_memory::serve::requested_output(request, &self.executor_id, memory)
+    }
 }
 
 type Inner = BallistaFlightService;
@@ -152,6 +169,11 @@ impl FlightService for CountingFlightService {
             };
             return Ok(Response::new(stream::once(async { Ok(answer) }).boxed()));
         }
+        if request.get_ref().r#type == BLOCK_TRANSPORT_ACTION {
+            if let Some(output) = self.held(&request.get_ref().body) {
+                return Ok(Response::new(shuffle_memory::serve::ipc_blocks(output)));
+            }
+        }
         let inner = self.inner.do_action(request).await?.into_inner();
         Ok(Response::new(inner.boxed()))
     }
@@ -160,6 +182,9 @@ impl FlightService for CountingFlightService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        if let Some(output) = self.held(&request.get_ref().ticket) {
+            return Ok(Response::new(shuffle_memory::serve::flight_data(output)));
+        }
         self.inner.do_get(request).await
     }
 

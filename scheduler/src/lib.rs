@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod ports;
 pub mod remote;
 pub mod scheduler_role;
+pub mod shuffle_memory;
 pub mod slot_healer;
 pub mod task_counts;
 pub mod timings;

@@ -5,6 +5,9 @@
 //! is done, so each executor's execution engine is wrapped: every query stage
 //! task that finishes successfully increments the executor's counter.
 //!
+//! Stage outputs are kept in memory when the executor has a
+//! [`ShuffleMemory`] ([`crate::shuffle_memory`]).
+//!
 //! Each task's plan is made cancellable ([`crate::cancellable`]): Ballista's
 //! own abort does not stop a running stage.
 //!
@@ -25,9 +28,14 @@ use ballista_core::JobId;
 
 use crate::cancellable::{cancellable, CancelFlag};
 use crate::metrics::RunningTask;
+use crate::shuffle_memory::reader::MemoryShuffleReaderExec;
+use crate::shuffle_memory::stage::{MemoryStage, TaskOutput};
+use crate::shuffle_memory::ShuffleMemory;
+use ballista_core::execution_plans::ShuffleReaderExec;
 use ballista_executor::execution_engine::{
     DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
 };
+use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result;
 use datafusion::execution::context::TaskContext;
 use datafusion::physical_plan::metrics::MetricsSet;
@@ -54,12 +62,19 @@ impl TaskCounts {
     }
 
     /// An execution engine for `executor_id` that counts into these counters
-    /// (and into the tasks' Prometheus metrics, [`crate::metrics`]).
-    pub fn engine(self: &Arc<Self>, executor_id: &str) -> Arc<dyn ExecutionEngine> {
+    /// (and into the tasks' Prometheus metrics, [`crate::metrics`]), keeping
+    /// stage outputs in `shuffle_memory` when given (else in Ballista's
+    /// files).
+    pub fn engine(
+        self: &Arc<Self>,
+        executor_id: &str,
+        shuffle_memory: Option<Arc<ShuffleMemory>>,
+    ) -> Arc<dyn ExecutionEngine> {
         Arc::new(CountingEngine {
             inner: DefaultExecutionEngine::new(),
             executor_id: executor_id.to_string(),
             completed: self.counter(executor_id),
+            shuffle_memory,
         })
     }
 }
@@ -69,6 +84,7 @@ struct CountingEngine {
     inner: DefaultExecutionEngine,
     executor_id: String,
     completed: Arc<AtomicU64>,
+    shuffle_memory: Option<Arc<ShuffleMemory>>,
 }
 
 impl ExecutionEngine for CountingEngine {
@@ -83,16 +99,34 @@ impl ExecutionEngine for CountingEngine {
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
         let cancel = CancelFlag::default();
-        let plan = cancellable(plan, &cancel)?;
-        let inner = self.inner.create_query_stage_exec(
-            job_id,
+        let mut plan = cancellable(plan, &cancel)?;
+        if let Some(memory) = &self.shuffle_memory {
+            plan = read_held_partitions(plan, work_dir, memory)?;
+        }
+        let mut inner = self.inner.create_query_stage_exec(
+            job_id.clone(),
             stage_id,
             task_id,
-            global_output_partition_ids,
-            plan,
+            global_output_partition_ids.clone(),
+            Arc::clone(&plan),
             work_dir,
             config,
         )?;
+        if let Some(memory) = &self.shuffle_memory {
+            let output = TaskOutput {
+                executor_id: self.executor_id.clone(),
+                work_dir: work_dir.to_string(),
+                job_id,
+                stage_id,
+                task_id,
+                global_output_partition_ids,
+            };
+            if let Some(stage) =
+                MemoryStage::try_new(&plan, Arc::clone(&inner), output, Arc::clone(memory))
+            {
+                inner = Arc::new(stage);
+            }
+        }
         Ok(Arc::new(CountingStage {
             inner,
             executor_id: self.executor_id.clone(),
@@ -101,6 +135,24 @@ impl ExecutionEngine for CountingEngine {
             shuffle_bytes_written: AtomicU64::new(0),
         }))
     }
+}
+
+/// `plan` with its shuffle readers reading held partitions from `memory`.
+fn read_held_partitions(
+    plan: Arc<dyn ExecutionPlan>,
+    work_dir: &str,
+    memory: &Arc<ShuffleMemory>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    plan.transform_up(|node| {
+        Ok(match node.downcast_ref::<ShuffleReaderExec>() {
+            Some(reader) => Transformed::yes(Arc::new(MemoryShuffleReaderExec::new(
+                reader.with_work_dir(work_dir.to_string()),
+                Arc::clone(memory),
+            )) as Arc<dyn ExecutionPlan>),
+            None => Transformed::no(node),
+        })
+    })
+    .map(|transformed| transformed.data)
 }
 
 /// One query stage task; bumps the counter when it succeeds.

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use sluice_scheduler::executor_role::{new_executor_id, run_executor, ExecutorOptions};
 use sluice_scheduler::scheduler_role::{nodelay_listener, start_scheduler, SchedulerOptions};
+use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::task_counts::TaskCounts;
 
 use sluice_scheduler::RemoteScheduler;
@@ -110,6 +111,8 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
         slot_memory: config.query_memory,
         timings: config.timings,
         tls: config.tls,
+        shuffle_memory: (config.shuffle_memory > 0)
+            .then(|| ShuffleMemory::new(config.shuffle_memory)),
     };
     let _http = match config.http {
         Some(address) => Some(serve_http(address, None, None).await?),

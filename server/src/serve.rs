@@ -164,6 +164,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
                     work_dir: config.data_dir.join(WORK_DIR),
                     timings: config.timings,
                     slot_memory: config.query_memory,
+                    shuffle_memory: config.shuffle_memory,
                 })
                 .await?,
             );

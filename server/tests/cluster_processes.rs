@@ -6,7 +6,8 @@
 //!
 //! Drives what an operator sees: a join + aggregate over S3 is correct,
 //! `sluice.executors` lists the executors with their tasks, `kill -9` of an
-//! executor mid-query still gives the right answer and the dead executor
+//! executor mid-query (the stage outputs held in the executors' memory, no
+//! shuffle file written) still gives the right answer and the dead executor
 //! drops out within 10 s, an executor started later gets work, and a killed
 //! scheduler makes queries fail fast with SQLSTATE 08006 until it is back.
 
@@ -32,6 +33,31 @@ const LONG_JOIN: &str = "SELECT count(*), CAST(sum(a.l_quantity * b.l_discount) 
 
 fn binary() -> &'static Path {
     Path::new(BINARY)
+}
+
+/// The number of job directories in `work_dirs` and every file under them.
+fn work_dir_contents(work_dirs: &[PathBuf]) -> (usize, Vec<PathBuf>) {
+    fn files_under(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                files_under(&path, files);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    let mut job_dirs = 0;
+    let mut files = Vec::new();
+    for work_dir in work_dirs {
+        for entry in std::fs::read_dir(work_dir).into_iter().flatten().flatten() {
+            if entry.path().is_dir() {
+                job_dirs += 1;
+                files_under(&entry.path(), &mut files);
+            }
+        }
+    }
+    (job_dirs, files)
 }
 
 /// `sluice tpch gen --sf 0.01` straight into the S3 server.
@@ -209,6 +235,15 @@ async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
         })
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Its stages' outputs are held in the executors' memory: the job has
+    // directories in the work dirs (Ballista removes them to release the
+    // outputs) but no shuffle file.
+    let work_dirs: Vec<PathBuf> = (0..3)
+        .map(|i| dir.path().join(format!("work-{i}")))
+        .collect();
+    let (job_dirs, files) = work_dir_contents(&work_dirs);
+    assert!(job_dirs > 0, "the staged query has job directories");
+    assert!(files.is_empty(), "shuffle files written: {files:?}");
     let victim = workers.remove(0);
     let killed_at = Instant::now();
     victim.kill();

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
+use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
 use super::{
@@ -114,9 +115,14 @@ pub struct ExecutorArgs {
     /// its query with 53200 [default: 70% of RAM split across the slots].
     #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = super::serve::parse_size)]
     pub query_memory: Option<u64>,
+    /// Memory this executor keeps stage outputs in (shuffle data and
+    /// results), beyond which it spills to the work dir; 0 writes every
+    /// output to files [default: an eighth of RAM].
+    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE", value_parser = super::serve::parse_size)]
+    pub shuffle_memory: Option<u64>,
     /// TOML file shared by all roles; `executor` reads `[executor]`
-    /// (scheduler, listen, external-host, slots, work-dir, query-memory) and
-    /// `[cluster]`.
+    /// (scheduler, listen, external-host, slots, work-dir, query-memory,
+    /// shuffle-memory) and `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Mutual TLS with the scheduler, other executors and frontends.
@@ -138,6 +144,7 @@ pub(super) struct ExecutorSection {
     slots: Option<usize>,
     work_dir: Option<PathBuf>,
     query_memory: Option<String>,
+    shuffle_memory: Option<String>,
     http: Option<String>,
 }
 
@@ -162,6 +169,8 @@ pub struct ExecutorConfig {
     pub timings: ClusterTimings,
     /// Memory each task slot may use.
     pub query_memory: Option<u64>,
+    /// Memory for stage outputs (0: files).
+    pub shuffle_memory: u64,
     /// Mutual TLS on its Flight listener and to the other roles.
     pub tls: Option<ClusterTls>,
     /// The HTTP endpoint (metrics, health), if on.
@@ -203,16 +212,23 @@ impl ExecutorArgs {
             Some(dir) => Some(absolute(dir)?),
             None => None,
         };
-        let query_memory = match (self.query_memory, &section.query_memory) {
-            (Some(bytes), _) => Some(bytes),
-            (None, Some(text)) => Some(
-                super::serve::parse_size(text)
-                    .map_err(|e| ServerError::Config(format!("query-memory: {e}")))?,
-            ),
-            (None, None) => None,
+        let size = |flag: Option<u64>, key: &Option<String>, name: &str| match (flag, key) {
+            (Some(bytes), _) => Ok(Some(bytes)),
+            (None, Some(text)) => super::serve::parse_size(text)
+                .map(Some)
+                .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
+            (None, None) => Ok(None),
         };
+        let query_memory = size(self.query_memory, &section.query_memory, "query-memory")?;
+        let shuffle_memory = size(
+            self.shuffle_memory,
+            &section.shuffle_memory,
+            "shuffle-memory",
+        )?
+        .unwrap_or_else(ShuffleMemory::default_budget);
         Ok(ExecutorConfig {
             query_memory,
+            shuffle_memory,
             scheduler,
             bind_host: listen.ip().to_string(),
             flight_port,

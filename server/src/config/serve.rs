@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use sluice_engine::options::DEFAULT_SINGLE_STAGE_MAX_BYTES;
 use sluice_engine::{SluiceOptions, StorageOptions};
+use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
 use super::{
@@ -108,6 +109,11 @@ pub struct ServeArgs {
     /// all slots]. Sizes like 512MiB or 2GB.
     #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = parse_size)]
     pub query_memory: Option<u64>,
+    /// Memory the embedded executors keep stage outputs in (shuffle data
+    /// and results), beyond which they spill to the work dir; 0 writes every
+    /// output to files [default: an eighth of RAM]. Sizes like 2GiB.
+    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE", value_parser = parse_size)]
+    pub shuffle_memory: Option<u64>,
     /// Most client connections at once; more get 53300 [default: 100].
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
@@ -155,6 +161,7 @@ pub(super) struct ServeSection {
     #[serde(default, alias = "allowed_locations")]
     allowed_locations: Vec<String>,
     query_memory: Option<String>,
+    shuffle_memory: Option<String>,
     max_connections: Option<usize>,
     max_query_size: Option<String>,
     statement_timeout: Option<String>,
@@ -218,6 +225,8 @@ pub struct ServeConfig {
     pub allowed_locations: Vec<String>,
     /// Memory each task slot may use (embedded executors).
     pub query_memory: Option<u64>,
+    /// Memory for the embedded executors' stage outputs (0: files).
+    pub shuffle_memory: u64,
     /// Most client connections at once.
     pub max_connections: usize,
     /// Longest statement text accepted, in bytes.
@@ -349,6 +358,12 @@ impl ServeArgs {
             }
         };
         let query_memory = size(self.query_memory, &section.query_memory, "query-memory")?;
+        let shuffle_memory = size(
+            self.shuffle_memory,
+            &section.shuffle_memory,
+            "shuffle-memory",
+        )?
+        .unwrap_or_else(ShuffleMemory::default_budget);
         let max_query_size = size(
             self.max_query_size,
             &section.max_query_size,
@@ -382,6 +397,7 @@ impl ServeArgs {
             allow_md5: self.allow_md5 || section.allow_md5.unwrap_or(false),
             cluster_tls,
             query_memory,
+            shuffle_memory,
             max_connections,
             max_query_size: usize::try_from(max_query_size).unwrap_or(usize::MAX),
             statement_timeout,
