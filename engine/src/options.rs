@@ -34,13 +34,14 @@ const PROGRESS: &str = "progress";
 /// Settings of the Sluice planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SluiceOptions {
-    /// `sluice.single_stage_max_bytes`: a job whose file inputs (after
-    /// partition pruning) total at most this many bytes runs as a single
-    /// stage: the whole DataFusion plan, with its hash joins and in-process
+    /// `sluice.single_stage_max_bytes`: on separate executors with N live
+    /// task slots, a job whose file inputs (after partition pruning) total
+    /// at most this many bytes divided by N - 1 runs as a single stage: the
+    /// whole DataFusion plan, with its hash joins and in-process
     /// repartitions, in one task on one executor, with no shuffle between
-    /// stages. Above it, Ballista splits the plan into stages across the
-    /// executors. 0 always splits. EXPLAIN shows the choice
-    /// (`SingleStageExec`).
+    /// stages (on one slot every job does). Above it, Ballista splits the
+    /// plan into stages across the executors. 0 always splits. EXPLAIN
+    /// shows the choice (`SingleStageExec`).
     pub single_stage_max_bytes: u64,
     /// `sluice.single_stage_collect_bytes`: in a single-stage plan, a hash
     /// join whose smaller side is estimated at most this many bytes (or,

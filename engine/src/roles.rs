@@ -20,7 +20,7 @@ use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
 use crate::semi_join_pushdown::with_semi_join_pushdown;
-use crate::single_stage::{ExecutorCores, SingleStagePlanner};
+use crate::single_stage::{ExecutorCores, LiveSlots, SingleStagePlanner};
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
 use ballista_core::registry::BallistaFunctionRegistry;
@@ -48,11 +48,13 @@ pub fn config_producer() -> ConfigProducer {
 }
 
 /// The scheduler's session builder for a cluster whose executors share cores
-/// as `executor_cores` says: [`scheduler_session`] for each job.
+/// as `executor_cores` says and have `live_slots`: [`scheduler_session`] for
+/// each job.
 pub fn scheduler_session_builder(
     executor_cores: ExecutorCores,
+    live_slots: LiveSlots,
 ) -> Arc<dyn Fn(SessionConfig) -> Result<SessionState> + Send + Sync> {
-    Arc::new(move |config| scheduler_session(config, executor_cores))
+    Arc::new(move |config| scheduler_session(config, executor_cores, live_slots.clone()))
 }
 
 /// The scheduler's session for a job: its configuration, Ballista's optimizer
@@ -63,13 +65,17 @@ pub fn scheduler_session_builder(
 pub fn scheduler_session(
     config: SessionConfig,
     executor_cores: ExecutorCores,
+    live_slots: LiveSlots,
 ) -> Result<SessionState> {
     let runtime = runtime_env(&config, None)?;
     Ok(SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
         .with_runtime_env(runtime)
-        .with_query_planner(Arc::new(SingleStagePlanner::new(executor_cores)))
+        .with_query_planner(Arc::new(SingleStagePlanner::new(
+            executor_cores,
+            live_slots,
+        )))
         .with_optimizer_rules(with_semi_join_pushdown(
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))

@@ -6,7 +6,8 @@
 //! tables ran ~10x slower than single-node DataFusion on the same box, nearly
 //! all of it in shuffles between stages. So the scheduler's planner
 //! ([`SingleStagePlanner`]) measures the files a job reads and, at or under
-//! `sluice.single_stage_max_bytes` and when the plan has exchanges for
+//! `sluice.single_stage_max_bytes` per live task slot beyond the first (any
+//! size on a single slot), and when the plan has exchanges for
 //! Ballista to cut stages at, plans the query as single-node DataFusion would
 //! (dynamic filters, round-robin repartitioning, its own thresholds for
 //! collected join sides) and wraps the whole plan in a
@@ -23,6 +24,7 @@
 //! executor (the inner plan travels inside the node).
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
@@ -56,8 +58,8 @@ use crate::options::SluiceOptions;
 pub enum ExecutorCores {
     /// Each executor has cores of its own (`sluice executor` processes, one
     /// per machine or pinned to their cores): a job split into stages runs
-    /// on all of them, so a job over `sluice.single_stage_max_bytes` is
-    /// split.
+    /// on all of them, so a big job is split, by its size and the live task
+    /// slots (see [`SingleStagePlanner`]).
     #[default]
     Separate,
     /// Every executor runs in one process on one machine (the embedded
@@ -70,22 +72,61 @@ pub enum ExecutorCores {
     Shared,
 }
 
+/// The task slots of a cluster's live executors, kept current by the
+/// scheduler (0 until it has counted them).
+#[derive(Debug, Clone, Default)]
+pub struct LiveSlots(Arc<AtomicUsize>);
+
+impl LiveSlots {
+    /// Records that the live executors have `slots` task slots.
+    pub fn set(&self, slots: usize) {
+        self.0.store(slots, Ordering::Relaxed);
+    }
+
+    /// The live executors' task slots (0: not counted yet).
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
 /// The scheduler's query planner: Ballista's distributed plan, or for a small
 /// job the single-node plan inside a [`SingleStageExec`].
 #[derive(Default)]
 pub struct SingleStagePlanner {
     planner: DefaultPhysicalPlanner,
     executor_cores: ExecutorCores,
+    live_slots: LiveSlots,
 }
 
 impl SingleStagePlanner {
     /// The planner for a cluster whose executors share cores as
-    /// `executor_cores` says.
-    pub fn new(executor_cores: ExecutorCores) -> Self {
+    /// `executor_cores` says and have `live_slots` task slots.
+    pub fn new(executor_cores: ExecutorCores, live_slots: LiveSlots) -> Self {
         Self {
             planner: DefaultPhysicalPlanner::default(),
             executor_cores,
+            live_slots,
         }
+    }
+
+    /// Whether a job reading `input_bytes` is split into stages, with
+    /// `max_bytes` the session's `sluice.single_stage_max_bytes`. On
+    /// executors with cores of their own, a job is split when it reads more
+    /// than `max_bytes` per live task slot beyond the first (so on N slots
+    /// over `max_bytes / (N - 1)`: a job that would keep one slot busy
+    /// longest gains most from the others), and never on one slot, where its
+    /// stages would run one after another on the cores a single stage uses
+    /// at once. A cluster whose slots are not counted yet counts as two.
+    fn splits(&self, input_bytes: u64, max_bytes: u64) -> bool {
+        if self.executor_cores == ExecutorCores::Shared {
+            return false;
+        }
+        let others = match self.live_slots.get() {
+            0 => 1,
+            1 => return false,
+            slots => slots as u64 - 1,
+        };
+        input_bytes > max_bytes / others
     }
 }
 
@@ -138,8 +179,7 @@ impl QueryPlanner for SingleStagePlanner {
         let input_bytes = scanned_bytes(&plan)?;
         // A plan without exchanges is one stage already, with a task per
         // partition (a scan that streams its rows): nothing to gain.
-        let over_budget = input_bytes > max_bytes && self.executor_cores == ExecutorCores::Separate;
-        if over_budget || !has_exchange(&plan)? {
+        if self.splits(input_bytes, max_bytes) || !has_exchange(&plan)? {
             return self
                 .planner
                 .create_physical_plan(logical_plan, session)

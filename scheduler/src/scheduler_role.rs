@@ -12,11 +12,12 @@ use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service
 use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 use sluice_engine::roles::{config_producer, physical_codec, scheduler_session_builder};
-use sluice_engine::single_stage::ExecutorCores;
+use sluice_engine::single_stage::{ExecutorCores, LiveSlots};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::error::{ClusterError, Result};
+use crate::live_slots::track_live_slots;
 use crate::slot_healer::heal_lost_slots;
 use crate::timings::ClusterTimings;
 use crate::tls::{serve_tls, ClusterTls};
@@ -45,7 +46,8 @@ pub struct RunningScheduler {
     pub server: Scheduler,
     /// The address it listens on.
     pub address: SocketAddr,
-    /// The serving task (with the [`crate::slot_healer`]); ends when aborted
+    /// The serving task (with the [`crate::slot_healer`] and
+    /// [`crate::live_slots`]); ends when aborted
     /// or when serving fails.
     pub task: JoinHandle<()>,
 }
@@ -59,6 +61,7 @@ pub async fn start_scheduler(
         .local_addr()
         .map_err(|e| ClusterError::io("reading the scheduler address", e))?;
     let timings = options.timings;
+    let live_slots = LiveSlots::default();
     let config = SchedulerConfig {
         bind_host: address.ip().to_string(),
         external_host: options.external_host.clone(),
@@ -75,7 +78,10 @@ pub async fn start_scheduler(
         finished_job_data_clean_up_interval_seconds: 0,
         finished_job_state_clean_up_interval_seconds: timings.job_state_retention.as_secs().max(1),
         override_config_producer: Some(config_producer()),
-        override_session_builder: Some(scheduler_session_builder(options.executor_cores)),
+        override_session_builder: Some(scheduler_session_builder(
+            options.executor_cores,
+            live_slots.clone(),
+        )),
         override_physical_codec: Some(physical_codec()),
         override_create_grpc_client_endpoint: options
             .tls
@@ -85,7 +91,7 @@ pub async fn start_scheduler(
     };
     let cluster = BallistaCluster::new_memory(
         config.scheduler_endpoint(),
-        scheduler_session_builder(options.executor_cores),
+        scheduler_session_builder(options.executor_cores, live_slots.clone()),
         config_producer(),
     );
     let server = create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
@@ -116,7 +122,8 @@ pub async fn start_scheduler(
                         tracing::error!("scheduler stopped: {e}");
                     }
                 }
-                _ = heal_lost_slots(server, timings.heartbeat_interval) => {}
+                _ = heal_lost_slots(server.clone(), timings.heartbeat_interval) => {}
+                _ = track_live_slots(server, live_slots, timings.executor_timeout) => {}
             }
         })
     };
