@@ -312,3 +312,89 @@ async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
     assert_eq!(rows(&client, JOIN_AGGREGATE).await, per_nation);
     frontend.stop().expect("frontend stops");
 }
+
+/// The single-stage choice follows the live task slots: on one executor with
+/// one slot every job runs as one stage (its stages could only run one after
+/// another), whatever the budget; once a second executor joins, a job over
+/// the budget is split.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_single_stage_choice_follows_the_live_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_scheduler, scheduler_port) =
+        start_scheduler(binary(), 0, None).expect("scheduler starts");
+    let mut workers = vec![start_executor(
+        binary(),
+        scheduler_port,
+        1,
+        &dir.path().join("work-0"),
+        None,
+    )
+    .expect("executor starts")];
+    let frontend = SluiceServer::start_with_args(
+        binary(),
+        &[
+            "--scheduler",
+            &format!("127.0.0.1:{scheduler_port}"),
+            "--single-stage-max-bytes",
+            "1",
+        ],
+    )
+    .expect("frontend starts");
+    let client = sluice_sql_tests::connect(frontend.port())
+        .await
+        .expect("connects");
+    wait_for_executors(&client, 1, Duration::from_secs(10)).await;
+    let table = dir.path().join("numbers");
+    rows(
+        &client,
+        &format!(
+            "COPY (SELECT i AS k, i % 7 AS g FROM generate_series(1, 10000) AS t(i)) \
+             TO '{}/part-0.parquet' (FORMAT parquet)",
+            table.display()
+        ),
+    )
+    .await;
+    rows(
+        &client,
+        &format!(
+            "CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{}/'",
+            table.display()
+        ),
+    )
+    .await;
+    let query = "SELECT g, count(*) FROM numbers GROUP BY g ORDER BY g";
+    let single_stage = || async {
+        rows(&client, &format!("EXPLAIN {query}"))
+            .await
+            .concat()
+            .concat()
+            .contains("SingleStageExec")
+    };
+    let wait_until = |want: bool, what: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while single_stage().await != want {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    wait_until(true, "a job on a single slot is split into stages").await;
+    assert_eq!(rows(&client, query).await.len(), 7);
+
+    workers.push(
+        start_executor(
+            binary(),
+            scheduler_port,
+            1,
+            &dir.path().join("work-1"),
+            None,
+        )
+        .expect("second executor starts"),
+    );
+    wait_for_executors(&client, 2, Duration::from_secs(10)).await;
+    wait_until(
+        false,
+        "a job over the budget on two slots runs as one stage",
+    )
+    .await;
+    assert_eq!(rows(&client, query).await.len(), 7);
+}

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Scale-out: the 22 TPC-H queries on a cluster of separate processes on
+# loopback (`sluice scheduler`, `sluice executor`s, `sluice serve --scheduler`),
+# first with 1 executor, then with 2, each executor pinned to its own core
+# with `taskset` and given 1 task slot. Same binary, data and settings in both
+# runs; every answer is checked. Prints both totals and the speedup.
+#
+#   benches/scaleout/run.sh                     # SF 10 (generated if missing)
+#   SF=1 benches/scaleout/run.sh
+#   DATA=dir ANSWERS=dir SLUICE=path benches/scaleout/run.sh
+#
+# ANSWERS: reference answers for the data (the built-in ones serve SF 0.01, 0.1
+# and 1; for SF 10 make them with benches/tpch/duckdb_answers.py).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+sf="${SF:-10}"
+target="${CARGO_TARGET_DIR:-target}"
+data="${DATA:-$target/tpch/sf$sf}"
+out="${OUT:-$target/scaleout}"
+if [ -z "${SLUICE:-}" ]; then
+  cargo build --release --bin sluice
+  SLUICE="$target/release/sluice"
+fi
+if [ "$(nproc)" -lt 2 ]; then
+  echo "scale-out needs at least 2 cores" >&2
+  exit 1
+fi
+if [ ! -d "$data/lineitem" ]; then
+  "$SLUICE" tpch gen --sf "$sf" --out "$data"
+fi
+answers=()
+if [ -n "${ANSWERS:-}" ]; then
+  answers=(--answers "$ANSWERS")
+fi
+mkdir -p "$out"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+pids=()
+stop_all() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  pids=()
+}
+trap stop_all EXIT
+
+# wait_for_line FILE TEXT: waits up to 30 s for TEXT in FILE.
+wait_for_line() {
+  for _ in $(seq 300); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "timed out waiting for '$2' in $1" >&2
+  cat "$1" >&2
+  exit 1
+}
+
+# run EXECUTORS: one pass of the 22 queries; prints the total in seconds.
+run() {
+  local executors=$1 dir="$out/executors-$1"
+  rm -rf "$dir" && mkdir -p "$dir"
+  local scheduler_port frontend_port
+  scheduler_port=$(free_port)
+  frontend_port=$(free_port)
+  "$SLUICE" scheduler --listen "127.0.0.1:$scheduler_port" --http off \
+    > "$dir/scheduler.log" 2>&1 &
+  pids+=($!)
+  sleep 1
+  for core in $(seq 0 $((executors - 1))); do
+    taskset -c "$core" "$SLUICE" executor --scheduler "127.0.0.1:$scheduler_port" \
+      --listen 127.0.0.1:0 --http off --slots 1 --work-dir "$dir/work-$core" \
+      > "$dir/executor-$core.log" 2>&1 &
+    pids+=($!)
+  done
+  "$SLUICE" serve --scheduler "127.0.0.1:$scheduler_port" \
+    --listen "127.0.0.1:$frontend_port" --http off --data-dir "$dir/frontend" \
+    > "$dir/frontend.log" 2>&1 &
+  pids+=($!)
+  wait_for_line "$dir/frontend.log" "sluice ready"
+  sleep 3 # every executor registered and counted
+  "$SLUICE" tpch register --data "$data" --port "$frontend_port" > /dev/null
+  "$SLUICE" bench tpch --port "$frontend_port" --data "$data" "${answers[@]}" \
+    --json "$dir/results.json" > "$dir/bench.txt"
+  stop_all
+  python3 - "$dir/results.json" <<'PY'
+import json, sys
+results = json.load(open(sys.argv[1]))
+wrong = [q["query"] for q in results["queries"] if q["status"] not in ("ok", "unchecked")]
+if wrong:
+    sys.exit(f"wrong answers: {wrong}")
+print(f'{sum(min(q["runs_ms"]) for q in results["queries"]) / 1000:.1f}')
+PY
+}
+
+one=$(run 1)
+two=$(run 2)
+echo "TPC-H SF $sf, 22 queries, executors pinned to one core each with 1 slot"
+echo "1 executor:  $one s"
+echo "2 executors: $two s"
+python3 -c "print(f'speedup:     {$one / $two:.2f}x')"
+for n in 1 2; do
+  echo "--- $n executor(s), per query:"
+  cat "$out/executors-$n/bench.txt"
+done
