@@ -89,16 +89,69 @@ pub enum HeldRows {
     Spilled(PathBuf),
 }
 
-/// An output partition held by [`ShuffleMemory`].
+/// Bytes counted against a store's budget, given back when dropped.
+#[derive(Debug)]
+struct Reservation {
+    memory: Weak<ShuffleMemory>,
+    bytes: u64,
+}
+
+impl Reservation {
+    /// Nothing reserved yet in `memory`.
+    fn empty(memory: &Arc<ShuffleMemory>) -> Self {
+        Self {
+            memory: Arc::downgrade(memory),
+            bytes: 0,
+        }
+    }
+
+    /// Adds `bytes` if the budget has room for them.
+    fn try_grow(&mut self, bytes: u64) -> bool {
+        let grown = self
+            .memory
+            .upgrade()
+            .is_some_and(|memory| memory.try_reserve(bytes));
+        if grown {
+            self.bytes += bytes;
+        }
+        grown
+    }
+
+    /// Gives every byte back.
+    fn free(&mut self) {
+        if let Some(memory) = self.memory.upgrade() {
+            memory.release(self.bytes);
+        }
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.bytes > 0 {
+            self.free();
+        }
+    }
+}
+
+/// An output partition held by [`ShuffleMemory`]; its bytes are given back
+/// when the last reader is done with it after it was dropped from the store.
 #[derive(Debug)]
 pub struct HeldOutput {
     /// The rows.
     pub rows: HeldRows,
-    /// Bytes counted against the budget (0 when spilled).
-    bytes: u64,
+    /// Bytes counted against the budget (none when spilled).
+    reservation: Reservation,
     /// The stage's directory in the producer's work dir: the output is
     /// dropped once it is gone.
     stage_dir: PathBuf,
+}
+
+impl HeldOutput {
+    /// Bytes it holds against the budget (0 when spilled).
+    pub fn bytes(&self) -> u64 {
+        self.reservation.bytes
+    }
 }
 
 /// The shuffle outputs held by the executors of one process, within one
@@ -164,14 +217,11 @@ impl ShuffleMemory {
         SPILLED_BYTES.inc_by(bytes);
     }
 
-    /// Keeps `output` under `key`; its bytes were reserved by its writer.
+    /// Keeps `output` under `key` (replacing the output of an earlier run
+    /// of the same task, if any).
     fn insert(&self, key: OutputKey, output: HeldOutput) {
         let replaced = self.lock().insert(key, Arc::new(output));
-        // A retried task writes under a new file id, so this is only a
-        // rerun of the very same task: its earlier output goes.
-        if let Some(old) = replaced {
-            self.release(old.bytes);
-        }
+        drop(replaced);
     }
 
     /// The output held under `key`, if any.
@@ -181,22 +231,20 @@ impl ShuffleMemory {
 
     /// Drops the outputs whose stage directory no longer exists.
     pub fn sweep(&self) {
-        let mut outputs = self.lock();
         let mut gone: HashMap<PathBuf, bool> = HashMap::new();
-        let mut freed = 0;
-        outputs.retain(|_, output| {
+        let mut dropped = Vec::new();
+        self.lock().retain(|_, output| {
             let removed = *gone
                 .entry(output.stage_dir.clone())
                 .or_insert_with(|| !output.stage_dir.exists());
             if removed {
-                freed += output.bytes;
+                dropped.push(Arc::clone(output));
             }
             !removed
         });
-        drop(outputs);
-        if freed > 0 {
-            self.release(freed);
-        }
+        // Their bytes are given back here, outside the lock (or by the last
+        // reader still streaming one).
+        drop(dropped);
     }
 
     /// Starts the sweeper (once per store; it stops when the store is

@@ -14,7 +14,7 @@ use datafusion::arrow::ipc::CompressionType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
 
-use super::{HeldOutput, HeldRows, ShuffleMemory};
+use super::{HeldOutput, HeldRows, Reservation, ShuffleMemory};
 
 /// Rows, batches and bytes of one finished output partition, as Ballista's
 /// writers report them.
@@ -30,12 +30,11 @@ pub struct SinkStats {
 
 /// One output partition being written.
 pub struct PartitionSink {
-    memory: Arc<ShuffleMemory>,
     schema: SchemaRef,
     coalescer: BatchCoalescer,
     batches: Vec<RecordBatch>,
     /// Bytes of `batches` counted against the budget.
-    reserved: u64,
+    reservation: Reservation,
     spill_path: PathBuf,
     spill: Option<StreamWriter<BufWriter<File>>>,
     stats: SinkStats,
@@ -51,11 +50,10 @@ impl PartitionSink {
         spill_path: PathBuf,
     ) -> Self {
         Self {
-            memory,
             coalescer: BatchCoalescer::new(Arc::clone(&schema), batch_size.max(1)),
             schema,
             batches: Vec::new(),
-            reserved: 0,
+            reservation: Reservation::empty(&memory),
             spill_path,
             spill: None,
             stats: SinkStats::default(),
@@ -78,9 +76,10 @@ impl PartitionSink {
         self.stats.num_rows += batch.num_rows() as u64;
         self.stats.num_batches += 1;
         if self.spill.is_none() {
-            let bytes = batch.get_array_memory_size() as u64;
-            if self.memory.try_reserve(bytes) {
-                self.reserved += bytes;
+            if self
+                .reservation
+                .try_grow(batch.get_array_memory_size() as u64)
+            {
                 self.batches.push(batch);
                 return Ok(());
             }
@@ -113,7 +112,7 @@ impl PartitionSink {
         for batch in self.batches.drain(..) {
             writer.write(&batch)?;
         }
-        self.memory.release(std::mem::take(&mut self.reserved));
+        self.reservation.free();
         self.spill = Some(writer);
         Ok(())
     }
@@ -143,32 +142,23 @@ impl PartitionSink {
                 ShuffleMemory::count_spill(bytes);
                 stats.num_bytes = bytes;
                 HeldOutput {
-                    rows: HeldRows::Spilled(self.spill_path.clone()),
-                    bytes: 0,
+                    rows: HeldRows::Spilled(self.spill_path),
+                    reservation: self.reservation,
                     stage_dir,
                 }
             }
             None => {
-                stats.num_bytes = self.reserved;
+                stats.num_bytes = self.reservation.bytes;
                 HeldOutput {
                     rows: HeldRows::Memory {
-                        schema: Arc::clone(&self.schema),
-                        batches: std::mem::take(&mut self.batches),
+                        schema: self.schema,
+                        batches: self.batches,
                     },
-                    // The output owns the reservation from here on.
-                    bytes: std::mem::take(&mut self.reserved),
+                    reservation: self.reservation,
                     stage_dir,
                 }
             }
         };
         Ok((output, stats))
-    }
-}
-
-impl Drop for PartitionSink {
-    fn drop(&mut self) {
-        if self.reserved > 0 {
-            self.memory.release(self.reserved);
-        }
     }
 }
