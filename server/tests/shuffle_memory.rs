@@ -42,8 +42,8 @@ async fn run_staged_files(shuffle_memory: &str) -> String {
             panic!("{file} with --shuffle-memory {shuffle_memory}:\n{report}");
         }
     }
-    // Every job has ended and its results were read: the held outputs go
-    // once Ballista removes the jobs' directories.
+    // Every job has ended (one failed) and its results were read: the held
+    // outputs go once Ballista removes the jobs' directories.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let exposed = scrape(&server).await;
