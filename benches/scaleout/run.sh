@@ -8,7 +8,12 @@
 #   benches/scaleout/run.sh                     # SF 10 (generated if missing)
 #   SF=1 benches/scaleout/run.sh
 #   DATA=dir ANSWERS=dir SLUICE=path benches/scaleout/run.sh
+#   COUNTS="2" EXECUTOR_ARGS="--shuffle-memory 0" benches/scaleout/run.sh
 #
+# COUNTS: the executor counts to run (default "1 2"; the speedup is printed
+# when both 1 and 2 ran). EXECUTOR_ARGS: extra flags for every executor.
+# SETTINGS: `KEY=VALUE` session settings for the benchmark connection (e.g.
+# "sluice.single_stage_max_bytes=0" stages every job in every run).
 # ANSWERS: reference answers for the data (the built-in ones serve SF 0.01, 0.1
 # and 1; for SF 10 make them with benches/tpch/duckdb_answers.py).
 set -euo pipefail
@@ -33,6 +38,11 @@ answers=()
 if [ -n "${ANSWERS:-}" ]; then
   answers=(--answers "$ANSWERS")
 fi
+read -r -a executor_args <<< "${EXECUTOR_ARGS:-}"
+settings=()
+for setting in ${SETTINGS:-}; do
+  settings+=(--set "$setting")
+done
 mkdir -p "$out"
 
 free_port() {
@@ -72,7 +82,7 @@ run() {
   for core in $(seq 0 $((executors - 1))); do
     taskset -c "$core" "$SLUICE" executor --scheduler "127.0.0.1:$scheduler_port" \
       --listen 127.0.0.1:0 --http off --slots 1 --work-dir "$dir/work-$core" \
-      > "$dir/executor-$core.log" 2>&1 &
+      "${executor_args[@]}" > "$dir/executor-$core.log" 2>&1 &
     pids+=($!)
   done
   "$SLUICE" serve --scheduler "127.0.0.1:$scheduler_port" \
@@ -83,7 +93,7 @@ run() {
   sleep 3 # every executor registered and counted
   "$SLUICE" tpch register --data "$data" --port "$frontend_port" > /dev/null
   "$SLUICE" bench tpch --port "$frontend_port" --data "$data" "${answers[@]}" \
-    --json "$dir/results.json" > "$dir/bench.txt"
+    "${settings[@]}" --json "$dir/results.json" > "$dir/bench.txt"
   stop_all
   python3 - "$dir/results.json" <<'PY'
 import json, sys
@@ -95,13 +105,20 @@ print(f'{sum(min(q["runs_ms"]) for q in results["queries"]) / 1000:.1f}')
 PY
 }
 
-one=$(run 1)
-two=$(run 2)
-echo "TPC-H SF $sf, 22 queries, executors pinned to one core each with 1 slot"
-echo "1 executor:  $one s"
-echo "2 executors: $two s"
-python3 -c "print(f'speedup:     {$one / $two:.2f}x')"
-for n in 1 2; do
+counts="${COUNTS:-1 2}"
+declare -A totals
+for n in $counts; do
+  totals[$n]=$(run "$n")
+done
+echo "TPC-H SF $sf, 22 queries, executors pinned to one core each with 1 slot" \
+  "${EXECUTOR_ARGS:+(executors: $EXECUTOR_ARGS)}${SETTINGS:+ (settings: $SETTINGS)}"
+for n in $counts; do
+  echo "$n executor(s): ${totals[$n]} s"
+done
+if [ -n "${totals[1]:-}" ] && [ -n "${totals[2]:-}" ]; then
+  python3 -c "print(f'speedup: {${totals[1]} / ${totals[2]}:.2f}x')"
+fi
+for n in $counts; do
   echo "--- $n executor(s), per query:"
   cat "$out/executors-$n/bench.txt"
 done
