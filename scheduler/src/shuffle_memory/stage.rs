@@ -12,6 +12,7 @@
 //! are the same ones.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ballista_core::execution_plans::{
@@ -25,7 +26,7 @@ use ballista_executor::execution_engine::QueryStageExecutor;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::metrics::{MetricsSet, Time};
+use datafusion::physical_plan::metrics::{Count, Metric, MetricValue, MetricsSet, Time};
 use datafusion::physical_plan::repartition::BatchPartitioner;
 use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitioning};
 use futures::StreamExt;
@@ -89,6 +90,9 @@ pub struct MemoryStage {
     output: StageOutput,
     task: TaskOutput,
     memory: Arc<ShuffleMemory>,
+    /// Rows written, shown as the writer's `output_rows` (Ballista's writer,
+    /// which counts them in its own metrics, does not run).
+    rows_written: AtomicUsize,
 }
 
 impl MemoryStage {
@@ -123,6 +127,7 @@ impl MemoryStage {
             output,
             task,
             memory,
+            rows_written: AtomicUsize::new(0),
         })
     }
 
@@ -278,11 +283,19 @@ impl QueryStageExecutor for MemoryStage {
             });
         }
         partitions.sort_by_key(|p| p.partition_id);
+        let rows: u64 = partitions.iter().map(|p| p.num_rows).sum();
+        self.rows_written.store(rows as usize, Ordering::Relaxed);
         Ok(partitions)
     }
 
     fn collect_plan_metrics(&self) -> Vec<MetricsSet> {
-        self.ballista.collect_plan_metrics()
+        let mut metrics = self.ballista.collect_plan_metrics();
+        if let Some(writer) = metrics.first_mut() {
+            let rows = Count::new();
+            rows.add(self.rows_written.load(Ordering::Relaxed));
+            writer.push(Arc::new(Metric::new(MetricValue::OutputRows(rows), None)));
+        }
+        metrics
     }
 
     fn collect_runtime_stats_reports(&self) -> Vec<RuntimeStatsReport> {
