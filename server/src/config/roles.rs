@@ -212,15 +212,9 @@ impl ExecutorArgs {
             Some(dir) => Some(absolute(dir)?),
             None => None,
         };
-        let size = |flag: Option<u64>, key: &Option<String>, name: &str| match (flag, key) {
-            (Some(bytes), _) => Ok(Some(bytes)),
-            (None, Some(text)) => super::serve::parse_size(text)
-                .map(Some)
-                .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
-            (None, None) => Ok(None),
-        };
-        let query_memory = size(self.query_memory, &section.query_memory, "query-memory")?;
-        let shuffle_memory = size(
+        let query_memory =
+            super::serve::size_setting(self.query_memory, &section.query_memory, "query-memory")?;
+        let shuffle_memory = super::serve::size_setting(
             self.shuffle_memory,
             &section.shuffle_memory,
             "shuffle-memory",

@@ -348,23 +348,14 @@ impl ServeArgs {
                 "tls-required needs a certificate and key (tls-cert, tls-key)".into(),
             ));
         }
-        let size = |flag: Option<u64>, key: &Option<String>, name: &str| -> Result<Option<u64>> {
-            match (flag, key) {
-                (Some(bytes), _) => Ok(Some(bytes)),
-                (None, Some(text)) => parse_size(text)
-                    .map(Some)
-                    .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
-                (None, None) => Ok(None),
-            }
-        };
-        let query_memory = size(self.query_memory, &section.query_memory, "query-memory")?;
-        let shuffle_memory = size(
+        let query_memory = size_setting(self.query_memory, &section.query_memory, "query-memory")?;
+        let shuffle_memory = size_setting(
             self.shuffle_memory,
             &section.shuffle_memory,
             "shuffle-memory",
         )?
         .unwrap_or_else(ShuffleMemory::default_budget);
-        let max_query_size = size(
+        let max_query_size = size_setting(
             self.max_query_size,
             &section.max_query_size,
             "max-query-size",
@@ -424,5 +415,21 @@ impl ServeArgs {
                     .unwrap_or(DEFAULT_SINGLE_STAGE_MAX_BYTES),
             ),
         })
+    }
+}
+
+/// A size setting: the flag (already parsed) over the config file's key
+/// `name` (parsed with [`parse_size`]), or `None` when neither is given.
+pub(super) fn size_setting(
+    flag: Option<u64>,
+    key: &Option<String>,
+    name: &str,
+) -> Result<Option<u64>> {
+    match (flag, key) {
+        (Some(bytes), _) => Ok(Some(bytes)),
+        (None, Some(text)) => parse_size(text)
+            .map(Some)
+            .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
+        (None, None) => Ok(None),
     }
 }
