@@ -29,6 +29,8 @@ pub const DEFAULT_SINGLE_STAGE_COLLECT_BYTES: u64 = 64 * 1024 * 1024;
 
 const SINGLE_STAGE_COLLECT_BYTES: &str = "single_stage_collect_bytes";
 
+const STAGE_PARTITIONS: &str = "stage_partitions";
+
 const PROGRESS: &str = "progress";
 
 /// Settings of the Sluice planner.
@@ -51,6 +53,13 @@ pub struct SluiceOptions {
     /// table is not copied; larger values trade the parallelism of the
     /// build for the cost of repartitioning the probe side.
     pub single_stage_collect_bytes: u64,
+    /// `sluice.stage_partitions`: the partitions (tasks) of each stage of a
+    /// job split into stages. 0, the default, gives one per task slot of the
+    /// executors alive when the job is planned, so that a cluster that grew
+    /// or shrank since the session began is used whole;
+    /// `datafusion.execution.target_partitions` then only shapes
+    /// single-stage plans.
+    pub stage_partitions: u64,
     /// `sluice.progress`: while a statement's job runs, the client gets a
     /// NOTICE with its stage progress every few seconds (psql prints them).
     pub progress: bool,
@@ -65,6 +74,7 @@ impl SluiceOptions {
         Self {
             single_stage_max_bytes,
             single_stage_collect_bytes: DEFAULT_SINGLE_STAGE_COLLECT_BYTES,
+            stage_partitions: 0,
             progress: false,
             server_single_stage_max_bytes: single_stage_max_bytes,
         }
@@ -84,6 +94,10 @@ impl SluiceOptions {
             }
             SINGLE_STAGE_COLLECT_BYTES => {
                 self.single_stage_collect_bytes = DEFAULT_SINGLE_STAGE_COLLECT_BYTES;
+                Ok(())
+            }
+            STAGE_PARTITIONS => {
+                self.stage_partitions = 0;
                 Ok(())
             }
             PROGRESS => {
@@ -134,16 +148,20 @@ impl ExtensionOptions for SluiceOptions {
     }
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let bytes = || {
+        let number = |what: &str| {
             value.trim().parse().map_err(|_| {
                 DataFusionError::Configuration(format!(
-                    "invalid value for sluice.{key}: '{value}' (expected a number of bytes)"
+                    "invalid value for sluice.{key}: '{value}' (expected {what})"
                 ))
             })
         };
+        let bytes = || number("a number of bytes");
         match key {
             SINGLE_STAGE_MAX_BYTES => self.single_stage_max_bytes = bytes()?,
             SINGLE_STAGE_COLLECT_BYTES => self.single_stage_collect_bytes = bytes()?,
+            STAGE_PARTITIONS => {
+                self.stage_partitions = number("a number of partitions, 0 for the live task slots")?
+            }
             PROGRESS => {
                 self.progress = parse_bool(value).ok_or_else(|| {
                     DataFusionError::Configuration(format!(
@@ -169,6 +187,12 @@ impl ExtensionOptions for SluiceOptions {
                 value: Some(self.single_stage_collect_bytes.to_string()),
                 description: "In a single-stage plan, a hash join side estimated at most \
                               this many bytes is built once for all partitions",
+            },
+            ConfigEntry {
+                key: format!("{}.{STAGE_PARTITIONS}", Self::PREFIX),
+                value: Some(self.stage_partitions.to_string()),
+                description: "Partitions of each stage of a job split into stages; 0 gives \
+                              one per task slot of the live executors",
             },
             ConfigEntry {
                 key: format!("{}.{PROGRESS}", Self::PREFIX),

@@ -128,6 +128,24 @@ impl SingleStagePlanner {
         };
         input_bytes > max_bytes / others
     }
+
+    /// `state` for planning a job split into stages: `stage_partitions`
+    /// (`sluice.stage_partitions`) partitions per stage, or with 0 one per
+    /// live task slot (the session's `target_partitions` while the slots are
+    /// not counted yet). A session's `target_partitions` was fixed when it
+    /// began, by the cluster then: a job planned by it alone would leave an
+    /// executor that joined since without a task.
+    fn staged_state(&self, state: &SessionState, stage_partitions: u64) -> SessionState {
+        let partitions = match stage_partitions {
+            0 => self.live_slots.get(),
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let mut state = state.clone();
+        if partitions > 0 {
+            state.config_mut().options_mut().execution.target_partitions = partitions;
+        }
+        state
+    }
 }
 
 impl fmt::Debug for SingleStagePlanner {
@@ -150,22 +168,22 @@ impl QueryPlanner for SingleStagePlanner {
             .cloned()
             .unwrap_or_else(|| SluiceOptions::new(0));
         let max_bytes = options.single_stage_max_bytes;
-        let state = session.as_any().downcast_ref::<SessionState>();
-        let (Some(state), true) = (state, max_bytes > 0) else {
+        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
             return self
                 .planner
                 .create_physical_plan(logical_plan, session)
                 .await;
         };
+        let staged = self.staged_state(state, options.stage_partitions);
         // EXPLAIN shows the plan the statement would run with; EXPLAIN ANALYZE
         // keeps Ballista's handling.
         let (query, explain) = match logical_plan {
+            _ if max_bytes == 0 => {
+                return self.planner.create_physical_plan(logical_plan, &staged).await
+            }
             LogicalPlan::Explain(explain) => (explain.plan.as_ref(), true),
             LogicalPlan::Analyze(_) => {
-                return self
-                    .planner
-                    .create_physical_plan(logical_plan, session)
-                    .await;
+                return self.planner.create_physical_plan(logical_plan, &staged).await
             }
             query => (query, false),
         };
@@ -182,7 +200,7 @@ impl QueryPlanner for SingleStagePlanner {
         if self.splits(input_bytes, max_bytes) || !has_exchange(&plan)? {
             return self
                 .planner
-                .create_physical_plan(logical_plan, session)
+                .create_physical_plan(logical_plan, &staged)
                 .await;
         }
         Ok(if explain {

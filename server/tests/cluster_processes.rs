@@ -318,7 +318,7 @@ async fn separate_processes_over_s3_survive_executor_and_scheduler_loss() {
 /// another), whatever the budget; once a second executor joins, a job over
 /// the budget is split.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_single_stage_choice_follows_the_live_slots() {
+async fn the_single_stage_choice_and_the_stage_partitions_follow_the_live_slots() {
     let dir = tempfile::tempdir().unwrap();
     let (_scheduler, scheduler_port) =
         start_scheduler(binary(), 0, None).expect("scheduler starts");
@@ -396,5 +396,22 @@ async fn the_single_stage_choice_follows_the_live_slots() {
         "a job over the budget on two slots runs as one stage",
     )
     .await;
+    assert_eq!(rows(&client, query).await.len(), 7);
+    // The session began on one slot (its target_partitions is 1), yet the
+    // stages get a task per live slot, or what sluice.stage_partitions says.
+    let explain = |setting: &'static str| {
+        let client = &client;
+        async move {
+            client.batch_execute(setting).await.expect(setting);
+            rows(client, &format!("EXPLAIN {query}"))
+                .await
+                .concat()
+                .concat()
+        }
+    };
+    let plan = explain("RESET sluice.stage_partitions").await;
+    assert!(plan.contains("Hash([g@0], 2)"), "{plan}");
+    let plan = explain("SET sluice.stage_partitions = 3").await;
+    assert!(plan.contains("Hash([g@0], 3)"), "{plan}");
     assert_eq!(rows(&client, query).await.len(), 7);
 }
