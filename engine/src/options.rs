@@ -12,11 +12,13 @@ use std::any::Any;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 
-/// Default of [`SluiceOptions::single_stage_max_bytes`]: 1 GiB. One executor
-/// with two cores reads that much Parquet in well under a second (TPC-H SF 1
-/// q21 reads 710 MB in ~0.4 s); splitting such a job into stages costs more in
-/// shuffle writes and reads than a second executor's cores give back.
-pub const DEFAULT_SINGLE_STAGE_MAX_BYTES: u64 = 1024 * 1024 * 1024;
+/// Default of [`SluiceOptions::single_stage_max_bytes`]: 64 MiB. On two
+/// executors pinned to a core each (`benches/scaleout/run.sh`), splitting
+/// into stages made every TPC-H SF 1 query reading more than ~100 MB faster
+/// than a single stage on one of them (4.8 s against 6.9 s over the 22), and
+/// those reading ~50-70 MB (q2, q11, q16, q22) about even; at SF 10 the 22
+/// queries went from 65.4 s (at 1 GiB) to 51.1 s.
+pub const DEFAULT_SINGLE_STAGE_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 const SINGLE_STAGE_MAX_BYTES: &str = "single_stage_max_bytes";
 

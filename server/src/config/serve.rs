@@ -50,7 +50,7 @@ pub struct ServeArgs {
     /// on one executor, without shuffles, when the executors are separate
     /// processes (`--scheduler`); the embedded cluster, whose executors share
     /// this machine's cores, runs every job as a single stage [default:
-    /// 1073741824, i.e. 1 GiB; 0 always splits jobs into stages]. A session
+    /// 67108864, i.e. 64 MiB; 0 always splits jobs into stages]. A session
     /// may change it with `SET sluice.single_stage_max_bytes = N`.
     #[arg(long, env = "SLUICE_SINGLE_STAGE_MAX_BYTES", value_name = "BYTES")]
     pub single_stage_max_bytes: Option<u64>,
