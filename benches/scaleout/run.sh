@@ -14,6 +14,9 @@
 # when both 1 and 2 ran). EXECUTOR_ARGS: extra flags for every executor.
 # SETTINGS: `KEY=VALUE` session settings for the benchmark connection (e.g.
 # "sluice.single_stage_max_bytes=0" stages every job in every run).
+# PROFILE: a Python with psycopg; after each run's benchmark it records the
+# fixed costs and each query's stages and shuffled bytes
+# (benches/scaleout/cost_model.py measure) in OUT/executors-N/stages.json.
 # ANSWERS: reference answers for the data (the built-in ones serve SF 0.01, 0.1
 # and 1; for SF 10 make them with benches/tpch/duckdb_answers.py).
 set -euo pipefail
@@ -94,6 +97,10 @@ run() {
   "$SLUICE" tpch register --data "$data" --port "$frontend_port" > /dev/null
   "$SLUICE" bench tpch --port "$frontend_port" --data "$data" "${answers[@]}" \
     "${settings[@]}" --json "$dir/results.json" > "$dir/bench.txt"
+  if [ -n "${PROFILE:-}" ]; then
+    "$PROFILE" benches/scaleout/cost_model.py measure --port "$frontend_port" \
+      --queries benches/tpch/queries --out "$dir/stages.json"
+  fi
   stop_all
   python3 - "$dir/results.json" <<'PY'
 import json, sys
