@@ -12,6 +12,7 @@ use ballista_core::extension::{
 use ballista_core::{ConfigProducer, RuntimeProducer};
 use datafusion::error::Result;
 use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
@@ -20,7 +21,7 @@ use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
 use crate::semi_join_pushdown::with_semi_join_pushdown;
-use crate::single_stage::{ExecutorCores, LiveSlots, SingleStagePlanner};
+use crate::single_stage::{ExecutorCores, LiveSlots, PhysicalRule, SingleStagePlanner};
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
 use ballista_core::registry::BallistaFunctionRegistry;
@@ -68,6 +69,11 @@ pub fn scheduler_session(
     live_slots: LiveSlots,
 ) -> Result<SessionState> {
     let runtime = runtime_env(&config, None)?;
+    let physical_rules: Vec<PhysicalRule> = PhysicalOptimizer::new()
+        .rules
+        .into_iter()
+        .chain([Arc::new(ParallelWrites) as PhysicalRule])
+        .collect();
     Ok(SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
@@ -75,11 +81,12 @@ pub fn scheduler_session(
         .with_query_planner(Arc::new(SingleStagePlanner::new(
             executor_cores,
             live_slots,
+            physical_rules.clone(),
         )))
         .with_optimizer_rules(with_semi_join_pushdown(
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))
-        .with_physical_optimizer_rule(Arc::new(ParallelWrites))
+        .with_physical_optimizer_rules(physical_rules)
         .with_scalar_functions(cap_all(ballista_scalar_functions()))
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())

@@ -28,6 +28,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
+use ballista_core::extension::SessionConfigExt;
 use datafusion::catalog::Session;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -35,10 +36,11 @@ use datafusion::datasource::physical_plan::FileScanConfig;
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::{SessionState, TaskContext};
+use datafusion::execution::{SessionState, SessionStateBuilder, TaskContext};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_expr::Distribution;
 use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
@@ -89,6 +91,9 @@ impl LiveSlots {
     }
 }
 
+/// A physical optimizer rule, as a session holds them.
+pub type PhysicalRule = Arc<dyn PhysicalOptimizerRule + Send + Sync>;
+
 /// The scheduler's query planner: Ballista's distributed plan, or for a small
 /// job the single-node plan inside a [`SingleStageExec`].
 #[derive(Default)]
@@ -96,16 +101,25 @@ pub struct SingleStagePlanner {
     planner: DefaultPhysicalPlanner,
     executor_cores: ExecutorCores,
     live_slots: LiveSlots,
+    physical_rules: Vec<PhysicalRule>,
 }
 
 impl SingleStagePlanner {
     /// The planner for a cluster whose executors share cores as
-    /// `executor_cores` says and have `live_slots` task slots.
-    pub fn new(executor_cores: ExecutorCores, live_slots: LiveSlots) -> Self {
+    /// `executor_cores` says and have `live_slots` task slots, in a session
+    /// whose physical optimizer rules are `physical_rules`. Single-node plans
+    /// are always optimized by those: Ballista's adaptive planner swaps in
+    /// rules of its own that leave the exchanges to its stages.
+    pub fn new(
+        executor_cores: ExecutorCores,
+        live_slots: LiveSlots,
+        physical_rules: Vec<PhysicalRule>,
+    ) -> Self {
         Self {
             planner: DefaultPhysicalPlanner::default(),
             executor_cores,
             live_slots,
+            physical_rules,
         }
     }
 
@@ -146,6 +160,43 @@ impl SingleStagePlanner {
         }
         state
     }
+
+    /// `state` with DataFusion's single-node defaults where Ballista changes
+    /// them for plans that cross stages: its physical optimizer rules (the
+    /// adaptive planner's leave out the exchanges: a count over two files
+    /// came back as two partial counts), round-robin repartitioning and
+    /// dynamic filters (which cannot cross a stage boundary, but never have to
+    /// here). A join side is collected into one hash table up to
+    /// `collect_bytes` (`sluice.single_stage_collect_bytes`; Ballista's
+    /// thresholds are its broadcast budget). The join algorithm stays the
+    /// session's (`datafusion.optimizer.prefer_hash_join`, true by default in
+    /// Sluice).
+    fn single_node_state(&self, state: &SessionState, collect_bytes: u64) -> SessionState {
+        let defaults = ConfigOptions::default().optimizer;
+        let mut state = if state.config().ballista_adaptive_query_planner_enabled() {
+            SessionStateBuilder::new_from_existing(state.clone())
+                .with_physical_optimizer_rules(self.physical_rules.clone())
+                .build()
+        } else {
+            state.clone()
+        };
+        let optimizer = &mut state.config_mut().options_mut().optimizer;
+        let collect_bytes = usize::try_from(collect_bytes).unwrap_or(usize::MAX);
+        optimizer.hash_join_single_partition_threshold = collect_bytes;
+        optimizer.hash_join_single_partition_threshold_rows = collect_bytes / 16;
+        optimizer.enable_round_robin_repartition = defaults.enable_round_robin_repartition;
+        // Ballista turns dynamic filters off through the umbrella key, which
+        // also turns off each kind; all four come back (the join filters let
+        // q10's lineitem scan skip rows whose orders were filtered out).
+        optimizer.enable_dynamic_filter_pushdown = defaults.enable_dynamic_filter_pushdown;
+        optimizer.enable_join_dynamic_filter_pushdown =
+            defaults.enable_join_dynamic_filter_pushdown;
+        optimizer.enable_topk_dynamic_filter_pushdown =
+            defaults.enable_topk_dynamic_filter_pushdown;
+        optimizer.enable_aggregate_dynamic_filter_pushdown =
+            defaults.enable_aggregate_dynamic_filter_pushdown;
+        state
+    }
 }
 
 impl fmt::Debug for SingleStagePlanner {
@@ -179,17 +230,23 @@ impl QueryPlanner for SingleStagePlanner {
         // keeps Ballista's handling.
         let (query, explain) = match logical_plan {
             _ if max_bytes == 0 => {
-                return self.planner.create_physical_plan(logical_plan, &staged).await
+                return self
+                    .planner
+                    .create_physical_plan(logical_plan, &staged)
+                    .await
             }
             LogicalPlan::Explain(explain) => (explain.plan.as_ref(), true),
             LogicalPlan::Analyze(_) => {
-                return self.planner.create_physical_plan(logical_plan, &staged).await
+                return self
+                    .planner
+                    .create_physical_plan(logical_plan, &staged)
+                    .await
             }
             query => (query, false),
         };
         // Planned as a single stage first: most jobs sent to a small cluster
         // are small, and then this is the only planning.
-        let single_node = single_node_state(state, options.single_stage_collect_bytes);
+        let single_node = self.single_node_state(state, options.single_stage_collect_bytes);
         let plan = self
             .planner
             .create_physical_plan(query, &single_node)
@@ -211,32 +268,6 @@ impl QueryPlanner for SingleStagePlanner {
             Arc::new(SingleStageExec::new(plan, input_bytes))
         })
     }
-}
-
-/// `state` with DataFusion's single-node defaults where Ballista changes them
-/// for plans that cross stages: round-robin repartitioning and dynamic
-/// filters (which cannot cross a stage boundary, but never have to here).
-/// A join side is collected into one hash table up to `collect_bytes`
-/// (`sluice.single_stage_collect_bytes`; Ballista's thresholds are its
-/// broadcast budget). The join algorithm stays the session's
-/// (`datafusion.optimizer.prefer_hash_join`, true by default in Sluice).
-fn single_node_state(state: &SessionState, collect_bytes: u64) -> SessionState {
-    let defaults = ConfigOptions::default().optimizer;
-    let mut state = state.clone();
-    let optimizer = &mut state.config_mut().options_mut().optimizer;
-    let collect_bytes = usize::try_from(collect_bytes).unwrap_or(usize::MAX);
-    optimizer.hash_join_single_partition_threshold = collect_bytes;
-    optimizer.hash_join_single_partition_threshold_rows = collect_bytes / 16;
-    optimizer.enable_round_robin_repartition = defaults.enable_round_robin_repartition;
-    // Ballista turns dynamic filters off through the umbrella key, which also
-    // turns off each kind; all four come back (the join filters let q10's
-    // lineitem scan skip rows whose orders were filtered out).
-    optimizer.enable_dynamic_filter_pushdown = defaults.enable_dynamic_filter_pushdown;
-    optimizer.enable_join_dynamic_filter_pushdown = defaults.enable_join_dynamic_filter_pushdown;
-    optimizer.enable_topk_dynamic_filter_pushdown = defaults.enable_topk_dynamic_filter_pushdown;
-    optimizer.enable_aggregate_dynamic_filter_pushdown =
-        defaults.enable_aggregate_dynamic_filter_pushdown;
-    state
 }
 
 /// Bytes of the files `plan` scans (each file's byte range when a scan reads
