@@ -31,7 +31,7 @@ use crate::metrics::RunningTask;
 use crate::shuffle_memory::reader::MemoryShuffleReaderExec;
 use crate::shuffle_memory::stage::{MemoryStage, TaskOutput};
 use crate::shuffle_memory::ShuffleMemory;
-use ballista_core::execution_plans::ShuffleReaderExec;
+use ballista_core::execution_plans::{RangeShuffleReaderExec, ShuffleReaderExec};
 use ballista_executor::execution_engine::{
     DefaultExecutionEngine, ExecutionEngine, QueryStageExecutor,
 };
@@ -137,13 +137,21 @@ impl ExecutionEngine for CountingEngine {
     }
 }
 
-/// `plan` with its shuffle readers reading held partitions from `memory`.
+/// `plan` with its shuffle readers reading held partitions from `memory`,
+/// and the range readers of Ballista's adaptive planner given the work dir
+/// (Ballista's engine gives it to the plan it runs, and a [`MemoryStage`]
+/// runs this one).
 fn read_held_partitions(
     plan: Arc<dyn ExecutionPlan>,
     work_dir: &str,
     memory: &Arc<ShuffleMemory>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     plan.transform_up(|node| {
+        if let Some(reader) = node.downcast_ref::<RangeShuffleReaderExec>() {
+            return Ok(Transformed::yes(
+                Arc::new(reader.with_work_dir(work_dir.to_string())) as Arc<dyn ExecutionPlan>,
+            ));
+        }
         Ok(match node.downcast_ref::<ShuffleReaderExec>() {
             Some(reader) => Transformed::yes(Arc::new(MemoryShuffleReaderExec::new(
                 reader.with_work_dir(work_dir.to_string()),
