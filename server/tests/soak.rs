@@ -138,6 +138,9 @@ fn at_rest(runtime: &tokio::runtime::Runtime, server: &SluiceServer) -> AtRest {
         rss_kib = rss_kib.min(self::rss_kib(server.pid()));
         std::thread::sleep(Duration::from_secs(1));
     }
+    // Before the scrape below: its connection's socket closes a moment
+    // after the answer.
+    let fds = fd_targets(server.pid());
     let http = server.http_port().expect("the HTTP endpoint is on");
     let exposed = runtime.block_on(async {
         reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
@@ -157,7 +160,7 @@ fn at_rest(runtime: &tokio::runtime::Runtime, server: &SluiceServer) -> AtRest {
         .expect("sluice_shuffle_memory_bytes is served");
     AtRest {
         rss_kib,
-        fds: fd_targets(server.pid()),
+        fds,
         work_files: files_under(&server.data_dir().join("work")),
         shuffle_held,
     }
