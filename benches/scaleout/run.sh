@@ -3,7 +3,9 @@
 # loopback (`sluice scheduler`, `sluice executor`s, `sluice serve --scheduler`),
 # first with 1 executor, then with 2, each executor pinned to its own core
 # with `taskset` and given 1 task slot. Same binary, data and settings in both
-# runs; every answer is checked. Prints both totals and the speedup.
+# runs; every answer is checked. Prints both totals and the speedup, and how
+# busy the executors' cores were (their CPU time over the run's wall time: what
+# stage barriers, the frontend and the scheduler leave idle is the rest).
 #
 #   benches/scaleout/run.sh                     # SF 10 (generated if missing)
 #   SF=1 benches/scaleout/run.sh
@@ -14,6 +16,8 @@
 # when both 1 and 2 ran). EXECUTOR_ARGS: extra flags for every executor.
 # SETTINGS: `KEY=VALUE` session settings for the benchmark connection (e.g.
 # "sluice.single_stage_max_bytes=0" stages every job in every run).
+# ITERATIONS: runs of each query (default 1); the totals add each query's
+# best run.
 # PROFILE: a Python with psycopg; after each run's benchmark it records the
 # fixed costs and each query's stages and shuffled bytes
 # (benches/scaleout/cost_model.py measure) in OUT/executors-N/stages.json.
@@ -71,6 +75,18 @@ wait_for_line() {
   exit 1
 }
 
+# cpu_seconds PID...: CPU time (user + system) the processes have used.
+cpu_seconds() {
+  local ticks=0 pid fields
+  for pid in "$@"; do
+    # The fields after the command name, which is in parentheses: utime and
+    # stime are the 12th and 13th.
+    read -r -a fields <<< "$(sed 's/.*) //' "/proc/$pid/stat")"
+    ticks=$((ticks + fields[11] + fields[12]))
+  done
+  python3 -c "print($ticks / $(getconf CLK_TCK))"
+}
+
 # run EXECUTORS: one pass of the 22 queries; prints the total in seconds.
 run() {
   local executors=$1 dir="$out/executors-$1"
@@ -82,21 +98,45 @@ run() {
     > "$dir/scheduler.log" 2>&1 &
   pids+=($!)
   sleep 1
+  local executor_pids=()
   for core in $(seq 0 $((executors - 1))); do
     taskset -c "$core" "$SLUICE" executor --scheduler "127.0.0.1:$scheduler_port" \
       --listen 127.0.0.1:0 --http off --slots 1 --work-dir "$dir/work-$core" \
       "${executor_args[@]}" > "$dir/executor-$core.log" 2>&1 &
     pids+=($!)
+    executor_pids+=($!)
   done
   "$SLUICE" serve --scheduler "127.0.0.1:$scheduler_port" \
     --listen "127.0.0.1:$frontend_port" --http off --data-dir "$dir/frontend" \
     > "$dir/frontend.log" 2>&1 &
   pids+=($!)
+  # The scheduler, the frontend and (below) the benchmark client: on no
+  # pinned core, so with 2 executors they take their CPU from the executors.
+  local other_pids=("${pids[0]}" "$!")
   wait_for_line "$dir/frontend.log" "sluice ready"
   sleep 3 # every executor registered and counted
   "$SLUICE" tpch register --data "$data" --port "$frontend_port" > /dev/null
+  local cpu_before other_before start
+  cpu_before=$(cpu_seconds "${executor_pids[@]}")
+  other_before=$(cpu_seconds "${other_pids[@]}")
+  start=$(date +%s.%N)
   "$SLUICE" bench tpch --port "$frontend_port" --data "$data" "${answers[@]}" \
-    "${settings[@]}" --json "$dir/results.json" > "$dir/bench.txt"
+    --iterations "${ITERATIONS:-1}" "${settings[@]}" --json "$dir/results.json" \
+    > "$dir/bench.txt" &
+  local bench=$!
+  other_pids+=("$bench")
+  local client_cpu=0
+  while kill -0 "$bench" 2>/dev/null; do
+    client_cpu=$(cpu_seconds "$bench" 2>/dev/null || echo "$client_cpu")
+    sleep 0.5
+  done
+  wait "$bench"
+  python3 -c "
+wall = $(date +%s.%N) - $start
+busy = ($(cpu_seconds "${executor_pids[@]}") - $cpu_before) / (wall * $executors)
+other = $(cpu_seconds "${other_pids[@]:0:2}") - $other_before + $client_cpu
+print(f'executors busy {busy * 100:.0f}% of {wall:.1f} s; scheduler, frontend' \
+      f' and client used {other:.1f} s of CPU')" > "$dir/busy.txt"
   if [ -n "${PROFILE:-}" ]; then
     "$PROFILE" benches/scaleout/cost_model.py measure --port "$frontend_port" \
       --queries benches/tpch/queries --out "$dir/stages.json"
@@ -120,7 +160,7 @@ done
 echo "TPC-H SF $sf, 22 queries, executors pinned to one core each with 1 slot" \
   "${EXECUTOR_ARGS:+(executors: $EXECUTOR_ARGS)}${SETTINGS:+ (settings: $SETTINGS)}"
 for n in $counts; do
-  echo "$n executor(s): ${totals[$n]} s"
+  echo "$n executor(s): ${totals[$n]} s ($(cat "$out/executors-$n/busy.txt"))"
 done
 if [ -n "${totals[1]:-}" ] && [ -n "${totals[2]:-}" ]; then
   python3 -c "print(f'speedup: {${totals[1]} / ${totals[2]}:.2f}x')"
