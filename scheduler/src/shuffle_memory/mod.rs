@@ -186,11 +186,6 @@ impl ShuffleMemory {
         system.total_memory() / 8
     }
 
-    /// Bytes held now (outputs and writers' buffers).
-    pub fn held_bytes(&self) -> u64 {
-        self.held.load(Ordering::Relaxed)
-    }
-
     /// Counts `bytes` against the budget if they fit.
     fn try_reserve(&self, bytes: u64) -> bool {
         let reserved = self
