@@ -124,7 +124,6 @@ run() {
     --iterations "${ITERATIONS:-1}" "${settings[@]}" --json "$dir/results.json" \
     > "$dir/bench.txt" &
   local bench=$!
-  other_pids+=("$bench")
   local client_cpu=0
   while kill -0 "$bench" 2>/dev/null; do
     client_cpu=$(cpu_seconds "$bench" 2>/dev/null || echo "$client_cpu")
@@ -134,7 +133,7 @@ run() {
   python3 -c "
 wall = $(date +%s.%N) - $start
 busy = ($(cpu_seconds "${executor_pids[@]}") - $cpu_before) / (wall * $executors)
-other = $(cpu_seconds "${other_pids[@]:0:2}") - $other_before + $client_cpu
+other = $(cpu_seconds "${other_pids[@]}") - $other_before + $client_cpu
 print(f'executors busy {busy * 100:.0f}% of {wall:.1f} s; scheduler, frontend' \
       f' and client used {other:.1f} s of CPU')" > "$dir/busy.txt"
   if [ -n "${PROFILE:-}" ]; then
