@@ -21,7 +21,9 @@ use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
 use crate::semi_join_pushdown::with_semi_join_pushdown;
-use crate::single_stage::{ExecutorCores, LiveSlots, PhysicalRule, SingleStagePlanner};
+use crate::single_stage::{
+    stage_partitions, ExecutorCores, LiveSlots, PhysicalRule, SingleStagePlanner,
+};
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
 use ballista_core::registry::BallistaFunctionRegistry;
@@ -68,6 +70,16 @@ pub fn scheduler_session(
     executor_cores: ExecutorCores,
     live_slots: LiveSlots,
 ) -> Result<SessionState> {
+    // A job's stages are planned, and then cut apart by Ballista, with the
+    // session's `target_partitions`: Ballista regroups the files of a scan
+    // under a filter to that many tasks, so a job sent by a frontend that
+    // counted one slot scanned on one executor. Single stages keep the
+    // frontend's count.
+    let single_stage_partitions = config.target_partitions();
+    let config = match stage_partitions(&config, &live_slots) {
+        0 => config,
+        partitions => config.with_target_partitions(partitions),
+    };
     let runtime = runtime_env(&config, None)?;
     let physical_rules: Vec<PhysicalRule> = PhysicalOptimizer::new()
         .rules
@@ -82,6 +94,7 @@ pub fn scheduler_session(
             executor_cores,
             live_slots,
             physical_rules.clone(),
+            single_stage_partitions,
         )))
         .with_optimizer_rules(with_semi_join_pushdown(
             ballista_core::optimizer::ballista_default_optimizer_rules(),

@@ -50,6 +50,7 @@ use datafusion::physical_plan::{
     PlanProperties, SendableRecordBatchStream,
 };
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
+use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
 use crate::options::SluiceOptions;
@@ -91,6 +92,23 @@ impl LiveSlots {
     }
 }
 
+/// The partitions of each stage of a job a session sends: its
+/// `sluice.stage_partitions`, or with 0 one per live task slot (0 while the
+/// slots are not counted yet). A session's `target_partitions` was fixed when
+/// it began, by the cluster then: a job planned by it alone would leave an
+/// executor that joined since without a task.
+pub fn stage_partitions(config: &SessionConfig, live_slots: &LiveSlots) -> usize {
+    let setting = config
+        .options()
+        .extensions
+        .get::<SluiceOptions>()
+        .map_or(0, |options| options.stage_partitions);
+    match setting {
+        0 => live_slots.get(),
+        n => usize::try_from(n).unwrap_or(usize::MAX),
+    }
+}
+
 /// A physical optimizer rule, as a session holds them.
 pub type PhysicalRule = Arc<dyn PhysicalOptimizerRule + Send + Sync>;
 
@@ -102,24 +120,31 @@ pub struct SingleStagePlanner {
     executor_cores: ExecutorCores,
     live_slots: LiveSlots,
     physical_rules: Vec<PhysicalRule>,
+    /// `target_partitions` of single-stage plans (0: the session's).
+    single_stage_partitions: usize,
 }
 
 impl SingleStagePlanner {
     /// The planner for a cluster whose executors share cores as
     /// `executor_cores` says and have `live_slots` task slots, in a session
-    /// whose physical optimizer rules are `physical_rules`. Single-node plans
-    /// are always optimized by those: Ballista's adaptive planner swaps in
-    /// rules of its own that leave the exchanges to its stages.
+    /// whose physical optimizer rules are `physical_rules` and whose
+    /// `target_partitions` is the stages' partition count
+    /// ([`stage_partitions`]). Single-node plans are always optimized by
+    /// those rules (Ballista's adaptive planner swaps in rules of its own
+    /// that leave the exchanges to its stages), with `single_stage_partitions`
+    /// partitions (0: the session's).
     pub fn new(
         executor_cores: ExecutorCores,
         live_slots: LiveSlots,
         physical_rules: Vec<PhysicalRule>,
+        single_stage_partitions: usize,
     ) -> Self {
         Self {
             planner: DefaultPhysicalPlanner::default(),
             executor_cores,
             live_slots,
             physical_rules,
+            single_stage_partitions,
         }
     }
 
@@ -143,24 +168,6 @@ impl SingleStagePlanner {
         input_bytes > max_bytes / others
     }
 
-    /// `state` for planning a job split into stages: `stage_partitions`
-    /// (`sluice.stage_partitions`) partitions per stage, or with 0 one per
-    /// live task slot (the session's `target_partitions` while the slots are
-    /// not counted yet). A session's `target_partitions` was fixed when it
-    /// began, by the cluster then: a job planned by it alone would leave an
-    /// executor that joined since without a task.
-    fn staged_state(&self, state: &SessionState, stage_partitions: u64) -> SessionState {
-        let partitions = match stage_partitions {
-            0 => self.live_slots.get(),
-            n => usize::try_from(n).unwrap_or(usize::MAX),
-        };
-        let mut state = state.clone();
-        if partitions > 0 {
-            state.config_mut().options_mut().execution.target_partitions = partitions;
-        }
-        state
-    }
-
     /// `state` with DataFusion's single-node defaults where Ballista changes
     /// them for plans that cross stages: its physical optimizer rules (the
     /// adaptive planner's leave out the exchanges: a count over two files
@@ -180,6 +187,10 @@ impl SingleStagePlanner {
         } else {
             state.clone()
         };
+        if self.single_stage_partitions > 0 {
+            state.config_mut().options_mut().execution.target_partitions =
+                self.single_stage_partitions;
+        }
         let optimizer = &mut state.config_mut().options_mut().optimizer;
         let collect_bytes = usize::try_from(collect_bytes).unwrap_or(usize::MAX);
         optimizer.hash_join_single_partition_threshold = collect_bytes;
@@ -225,22 +236,15 @@ impl QueryPlanner for SingleStagePlanner {
                 .create_physical_plan(logical_plan, session)
                 .await;
         };
-        let staged = self.staged_state(state, options.stage_partitions);
         // EXPLAIN shows the plan the statement would run with; EXPLAIN ANALYZE
         // keeps Ballista's handling.
         let (query, explain) = match logical_plan {
             _ if max_bytes == 0 => {
-                return self
-                    .planner
-                    .create_physical_plan(logical_plan, &staged)
-                    .await
+                return self.planner.create_physical_plan(logical_plan, state).await
             }
             LogicalPlan::Explain(explain) => (explain.plan.as_ref(), true),
             LogicalPlan::Analyze(_) => {
-                return self
-                    .planner
-                    .create_physical_plan(logical_plan, &staged)
-                    .await
+                return self.planner.create_physical_plan(logical_plan, state).await
             }
             query => (query, false),
         };
@@ -255,10 +259,7 @@ impl QueryPlanner for SingleStagePlanner {
         // A plan without exchanges is one stage already, with a task per
         // partition (a scan that streams its rows): nothing to gain.
         if self.splits(input_bytes, max_bytes) || !has_exchange(&plan)? {
-            return self
-                .planner
-                .create_physical_plan(logical_plan, &staged)
-                .await;
+            return self.planner.create_physical_plan(logical_plan, state).await;
         }
         Ok(if explain {
             self.planner

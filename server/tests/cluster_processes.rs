@@ -345,15 +345,18 @@ async fn the_single_stage_choice_and_the_stage_partitions_follow_the_live_slots(
         .expect("connects");
     wait_for_executors(&client, 1, Duration::from_secs(10)).await;
     let table = dir.path().join("numbers");
-    rows(
-        &client,
-        &format!(
-            "COPY (SELECT i AS k, i % 7 AS g FROM generate_series(1, 10000) AS t(i)) \
-             TO '{}/part-0.parquet' (FORMAT parquet)",
-            table.display()
-        ),
-    )
-    .await;
+    for part in 0..2 {
+        rows(
+            &client,
+            &format!(
+                "COPY (SELECT i * 7919 % 10007 AS k, i % 7 AS g \
+                 FROM generate_series(1, 10000) AS t(i)) \
+                 TO '{}/part-{part}.parquet' (FORMAT parquet)",
+                table.display()
+            ),
+        )
+        .await;
+    }
     rows(
         &client,
         &format!(
@@ -362,7 +365,7 @@ async fn the_single_stage_choice_and_the_stage_partitions_follow_the_live_slots(
         ),
     )
     .await;
-    let query = "SELECT g, count(*) FROM numbers GROUP BY g ORDER BY g";
+    let query = "SELECT g, count(*) FROM numbers WHERE k > 10 GROUP BY g ORDER BY g";
     let single_stage = || async {
         rows(&client, &format!("EXPLAIN {query}"))
             .await
@@ -409,8 +412,24 @@ async fn the_single_stage_choice_and_the_stage_partitions_follow_the_live_slots(
                 .concat()
         }
     };
+    client
+        .batch_execute(
+            "SET datafusion.optimizer.repartition_file_min_size = 1; \
+             SET datafusion.execution.target_partitions = 1",
+        )
+        .await
+        .unwrap();
     let plan = explain("RESET sluice.stage_partitions").await;
     assert!(plan.contains("Hash([g@0], 2)"), "{plan}");
+    // Ballista cuts the stages apart with the job's target_partitions too: the
+    // filtered scan of the two files is not regrouped into one task, even by
+    // a session on one partition (files this small are regrouped only with
+    // the minimum size lowered).
+    let distributed = &plan[plan.find("ResolvedStage").expect("a distributed plan")..];
+    assert!(
+        distributed.contains("file_groups={2 groups"),
+        "{distributed}"
+    );
     let plan = explain("SET sluice.stage_partitions = 3").await;
     assert!(plan.contains("Hash([g@0], 3)"), "{plan}");
     assert_eq!(rows(&client, query).await.len(), 7);
