@@ -3,6 +3,7 @@
 //! decides what runs on the cluster and what stays in the frontend, and the
 //! `sluice` system schema.
 
+pub mod aggregate_key_filter;
 pub mod atomic_copy;
 pub mod catalog;
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod explain_analyze;
 pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;
+pub mod optimizer_rules;
 pub mod options;
 pub mod parallel_write;
 pub mod pg_functions;

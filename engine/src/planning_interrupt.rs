@@ -20,7 +20,7 @@ use datafusion::optimizer::{Optimizer, OptimizerConfig, OptimizerRule};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::semi_join_pushdown::with_semi_join_pushdown;
+use crate::optimizer_rules::with_sluice_rules;
 
 /// The message planning stops with when interrupted.
 pub const PLANNING_INTERRUPTED: &str = "planning interrupted";
@@ -88,9 +88,9 @@ impl ConfigExtension for PlanningInterrupt {
 }
 
 /// The frontend's optimizer rules: DataFusion's and Sluice's
-/// ([`crate::semi_join_pushdown`]), with an interrupt check after each.
+/// ([`crate::optimizer_rules`]), with an interrupt check after each.
 pub fn interruptible_optimizer_rules() -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    with_semi_join_pushdown(Optimizer::new().rules)
+    with_sluice_rules(Optimizer::new().rules)
         .into_iter()
         .flat_map(|rule| [rule, Arc::new(CheckInterrupt) as _])
         .collect()

@@ -17,10 +17,10 @@ use datafusion::prelude::SessionConfig;
 use datafusion_proto::physical_plan::PhysicalExtensionCodec;
 
 use crate::codec::SluicePhysicalCodec;
+use crate::optimizer_rules::with_sluice_rules;
 use crate::options::SluiceOptions;
 use crate::parallel_write::ParallelWrites;
 use crate::pg_settings::PgSettings;
-use crate::semi_join_pushdown::with_semi_join_pushdown;
 use crate::single_stage::{
     stage_partitions, ExecutorCores, LiveSlots, PhysicalRule, SingleStagePlanner,
 };
@@ -96,7 +96,7 @@ pub fn scheduler_session(
             physical_rules.clone(),
             single_stage_partitions,
         )))
-        .with_optimizer_rules(with_semi_join_pushdown(
+        .with_optimizer_rules(with_sluice_rules(
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))
         .with_physical_optimizer_rules(physical_rules)

@@ -35,30 +35,6 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 #[derive(Debug, Default)]
 pub struct SemiJoinPushdown;
 
-/// Name of the DataFusion rule [`SemiJoinPushdown`] runs after.
-const RUNS_AFTER: &str = "push_down_filter";
-
-/// `rules` with [`SemiJoinPushdown`] after DataFusion's filter pushdown (which
-/// turns the `FROM` list's cross joins into the inner joins it looks at).
-pub fn with_semi_join_pushdown(
-    rules: Vec<Arc<dyn OptimizerRule + Send + Sync>>,
-) -> Vec<Arc<dyn OptimizerRule + Send + Sync>> {
-    let mut out = Vec::with_capacity(rules.len() + 1);
-    let mut placed = false;
-    for rule in rules {
-        let after = rule.name() == RUNS_AFTER;
-        out.push(rule);
-        if after && !placed {
-            out.push(Arc::new(SemiJoinPushdown) as _);
-            placed = true;
-        }
-    }
-    if !placed {
-        out.push(Arc::new(SemiJoinPushdown) as _);
-    }
-    out
-}
-
 impl OptimizerRule for SemiJoinPushdown {
     fn name(&self) -> &str {
         "sluice_semi_join_pushdown"
@@ -161,7 +137,11 @@ fn rebuild(semi: &Join, left: Arc<LogicalPlan>) -> Result<Join> {
 }
 
 /// `join` with the same conditions over new inputs.
-fn with_inputs(join: &Join, left: Arc<LogicalPlan>, right: Arc<LogicalPlan>) -> Result<Join> {
+pub(crate) fn with_inputs(
+    join: &Join,
+    left: Arc<LogicalPlan>,
+    right: Arc<LogicalPlan>,
+) -> Result<Join> {
     Join::try_new(
         left,
         right,

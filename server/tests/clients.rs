@@ -60,6 +60,8 @@ EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
 EXPLAIN SELECT * FROM a WHERE id > 5;
 \echo @@explain_semi
 EXPLAIN SELECT b.label, a.id FROM b JOIN a ON a.k = b.k WHERE a.id IN (SELECT id FROM a GROUP BY id HAVING count(*) > 1);
+\echo @@explain_key_filter
+EXPLAIN SELECT b.label, a.id FROM a, b WHERE a.k = b.k AND b.label = 'cat3' AND a.id > (SELECT avg(a2.id) FROM a AS a2 WHERE a2.k = b.k);
 SET sluice.single_stage_collect_bytes = 0;
 \echo @@explain_partitioned
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
@@ -128,6 +130,19 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     };
     assert!(
         position("Inner Join") < position("LeftSemi Join"),
+        "{explain}"
+    );
+    // The subquery averages only the keys of the filtered `b`: its aggregate
+    // reads `a` through a semi join with them.
+    let explain = section("explain_key_filter");
+    let (logical, _) = explain
+        .split_once("physical_plan")
+        .unwrap_or_else(|| panic!("no physical plan: {explain}"));
+    let (_, below_aggregate) = logical
+        .split_once("Aggregate: groupBy=[[a2.k]]")
+        .unwrap_or_else(|| panic!("no grouped subquery: {explain}"));
+    assert!(
+        below_aggregate.contains("LeftSemi Join: a2.k = __sluice_group_keys"),
         "{explain}"
     );
     let explain = section("explain");
