@@ -21,7 +21,8 @@
 use std::sync::Arc;
 
 use datafusion::common::tree_node::{Transformed, TreeNode};
-use datafusion::common::{Column, NullEquality, Result};
+use datafusion::common::{Column, NullEquality, Result, ScalarValue};
+use datafusion::logical_expr::utils::split_conjunction;
 use datafusion::logical_expr::{
     Aggregate, Expr, Filter, Join, JoinConstraint, JoinType, LogicalPlan, Projection,
     SubqueryAlias, TableScan,
@@ -222,11 +223,11 @@ fn key_source(plan: &LogicalPlan, column: &Column) -> Option<(LogicalPlan, Colum
             &projection.input,
             &column_below_projection(projection, column)?,
         ),
-        LogicalPlan::Filter(filter) if is_scan(&filter.input) => {
+        LogicalPlan::Filter(filter) if is_scan(&filter.input) && selective(&filter.predicate) => {
             Some((plan.clone(), column.clone()))
         }
         LogicalPlan::Filter(filter) => key_source(&filter.input, column),
-        LogicalPlan::TableScan(TableScan { filters, .. }) if !filters.is_empty() => {
+        LogicalPlan::TableScan(TableScan { filters, .. }) if filters.iter().any(selective) => {
             Some((plan.clone(), column.clone()))
         }
         LogicalPlan::Join(join) => {
@@ -250,6 +251,19 @@ fn key_source(plan: &LogicalPlan, column: &Column) -> Option<(LogicalPlan, Colum
         }
         _ => None,
     }
+}
+
+/// Whether `predicate` may remove rows other than NULL keys. DataFusion
+/// leaves `true` in a scan's filters where a cross join's condition was
+/// pushed down (TPC-H q15), and may add `key IS NOT NULL` to join inputs:
+/// neither removes a key that can match.
+fn selective(predicate: &Expr) -> bool {
+    split_conjunction(predicate).iter().any(|conjunct| {
+        !matches!(
+            conjunct,
+            Expr::IsNotNull(_) | Expr::Literal(ScalarValue::Boolean(Some(true)), _)
+        )
+    })
 }
 
 /// A table scan, possibly under column projections.
