@@ -18,6 +18,9 @@
 # "sluice.single_stage_max_bytes=0" stages every job in every run).
 # ITERATIONS: runs of each query (default 1); the totals add each query's
 # best run.
+# CEILING: 1 (the default) also runs two 1-executor clusters at once, one per
+# core, and prints the speedup that leaves for 2 executors on this machine
+# (what the cores give perfectly parallel work); 0 skips it.
 # PROFILE: a Python with psycopg; after each run's benchmark it records the
 # fixed costs and each query's stages and shuffled bytes
 # (benches/scaleout/cost_model.py measure) in OUT/executors-N/stages.json.
@@ -87,9 +90,11 @@ cpu_seconds() {
   python3 -c "print($ticks / $(getconf CLK_TCK))"
 }
 
-# run EXECUTORS: one pass of the 22 queries; prints the total in seconds.
+# run EXECUTORS [FIRST_CORE [NAME]]: one pass of the 22 queries on a cluster
+# whose executors are pinned to the cores from FIRST_CORE (default 0), its
+# files in OUT/NAME (default executors-N); prints the total in seconds.
 run() {
-  local executors=$1 dir="$out/executors-$1"
+  local executors=$1 first_core=${2:-0} dir="$out/${3:-executors-$1}"
   rm -rf "$dir" && mkdir -p "$dir"
   local scheduler_port frontend_port
   scheduler_port=$(free_port)
@@ -99,7 +104,7 @@ run() {
   pids+=($!)
   sleep 1
   local executor_pids=()
-  for core in $(seq 0 $((executors - 1))); do
+  for core in $(seq "$first_core" $((first_core + executors - 1))); do
     taskset -c "$core" "$SLUICE" executor --scheduler "127.0.0.1:$scheduler_port" \
       --listen 127.0.0.1:0 --http off --slots 1 --work-dir "$dir/work-$core" \
       "${executor_args[@]}" > "$dir/executor-$core.log" 2>&1 &
@@ -136,7 +141,7 @@ busy = ($(cpu_seconds "${executor_pids[@]}") - $cpu_before) / (wall * $executors
 other = $(cpu_seconds "${other_pids[@]}") - $other_before + $client_cpu
 print(f'executors busy {busy * 100:.0f}% of {wall:.1f} s; scheduler, frontend' \
       f' and client used {other:.1f} s of CPU')" > "$dir/busy.txt"
-  if [ -n "${PROFILE:-}" ]; then
+  if [ -n "${PROFILE:-}" ] && [ -z "${3:-}" ]; then
     "$PROFILE" benches/scaleout/cost_model.py measure --port "$frontend_port" \
       --queries benches/tpch/queries --out "$dir/stages.json"
   fi
@@ -156,6 +161,16 @@ declare -A totals
 for n in $counts; do
   totals[$n]=$(run "$n")
 done
+# The machine's own limit: two independent one-executor clusters, one per
+# core, running the queries at the same time. Their slowdown against one
+# alone (shared memory bandwidth and caches, the unpinned scheduler, frontend
+# and client of both) bounds what any split over two executors can reach.
+if [ "${CEILING:-1}" = 1 ]; then
+  run 1 0 pair-0 > "$out/pair-0.total" &
+  pair_0=$!
+  run 1 1 pair-1 > "$out/pair-1.total"
+  wait "$pair_0"
+fi
 echo "TPC-H SF $sf, 22 queries, executors pinned to one core each with 1 slot" \
   "${EXECUTOR_ARGS:+(executors: $EXECUTOR_ARGS)}${SETTINGS:+ (settings: $SETTINGS)}"
 for n in $counts; do
@@ -163,6 +178,15 @@ for n in $counts; do
 done
 if [ -n "${totals[1]:-}" ] && [ -n "${totals[2]:-}" ]; then
   python3 -c "print(f'speedup: {${totals[1]} / ${totals[2]}:.2f}x')"
+fi
+if [ "${CEILING:-1}" = 1 ]; then
+  pair_0=$(cat "$out/pair-0.total")
+  pair_1=$(cat "$out/pair-1.total")
+  echo "two 1-executor clusters at once, one per core: $pair_0 s and $pair_1 s"
+  if [ -n "${totals[1]:-}" ]; then
+    python3 -c "print(f'ceiling for 2 executors (1 executor alone / half the pair\'s mean):' \
+      f' {${totals[1]} / (($pair_0 + $pair_1) / 4):.2f}x')"
+  fi
 fi
 for n in $counts; do
   echo "--- $n executor(s), per query:"
