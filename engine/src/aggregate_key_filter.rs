@@ -253,17 +253,29 @@ fn key_source(plan: &LogicalPlan, column: &Column) -> Option<(LogicalPlan, Colum
     }
 }
 
-/// Whether `predicate` may remove rows other than NULL keys. DataFusion
-/// leaves `true` in a scan's filters where a cross join's condition was
-/// pushed down (TPC-H q15), and may add `key IS NOT NULL` to join inputs:
-/// neither removes a key that can match.
+/// Whether a scan under `predicate` is a key source: the predicate gives the
+/// same rows when the scan is read again (no volatile function such as
+/// `random()`, no subquery), and it may remove rows other than NULL keys.
+/// DataFusion leaves `true` in a scan's filters where a cross join's
+/// condition was pushed down (TPC-H q15), and may add `key IS NOT NULL` to
+/// join inputs: neither removes a key that can match.
 fn selective(predicate: &Expr) -> bool {
-    split_conjunction(predicate).iter().any(|conjunct| {
-        !matches!(
-            conjunct,
-            Expr::IsNotNull(_) | Expr::Literal(ScalarValue::Boolean(Some(true)), _)
-        )
-    })
+    let repeatable = !predicate.is_volatile()
+        && !predicate
+            .exists(|expr| {
+                Ok(matches!(
+                    expr,
+                    Expr::ScalarSubquery(_) | Expr::Exists(_) | Expr::InSubquery(_)
+                ))
+            })
+            .unwrap_or(true);
+    repeatable
+        && split_conjunction(predicate).iter().any(|conjunct| {
+            !matches!(
+                conjunct,
+                Expr::IsNotNull(_) | Expr::Literal(ScalarValue::Boolean(Some(true)), _)
+            )
+        })
 }
 
 /// A table scan, possibly under column projections.
