@@ -27,7 +27,8 @@ use std::sync::LazyLock;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList,
-    FunctionArguments, Ident, ObjectName, SelectItem, SetExpr, Statement, Value,
+    FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr, Statement, Value, VisitMut,
+    VisitorMut,
 };
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use sluice_engine::pg_functions::WHEN_FUNCTION;
@@ -37,12 +38,18 @@ static PARSER: LazyLock<PostgresCompatibilityParser> =
 
 /// `sql` with the rewrites applied, or `None` when nothing changes.
 pub fn rewrite(sql: &str) -> Option<String> {
+    let catalog_query = sql.to_ascii_lowercase().contains("pg_catalog");
     let named = regproc_literals_as_names(sql);
+    let kept = if catalog_query {
+        None
+    } else {
+        one_row_subqueries_kept(named.as_deref().unwrap_or(sql))
+    };
+    let named = kept.or(named);
     let sql = named.as_deref().unwrap_or(sql);
     let Some(mut statements) = PARSER.parse(sql).ok() else {
         return named;
     };
-    let catalog_query = sql.to_ascii_lowercase().contains("pg_catalog");
     let mut changed = false;
     for statement in &mut statements {
         changed |= backslash_escapes(statement);
@@ -207,6 +214,98 @@ fn is_aggregate(expr: &Expr) -> bool {
         ControlFlow::Continue(())
     });
     found
+}
+
+/// `sql` with [`keep_one_row_subqueries`] applied before datafusion-pg-catalog
+/// parses it (its rules run as it parses); `None` when nothing changes.
+fn one_row_subqueries_kept(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+    if sql.to_ascii_lowercase().matches("select").count() < 2 {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut changed = false;
+    for statement in &mut statements {
+        changed |= keep_one_row_subqueries(statement);
+    }
+    changed.then(|| {
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// Wraps each scalar subquery of a `SELECT` list that returns exactly one
+/// row (one aggregate, no `GROUP BY`, `HAVING` or `LIMIT`) in parentheses, so
+/// datafusion-pg-catalog's `RemoveSubqueryFromProjection` passes over it:
+/// that rule replaces the correlated subqueries it recognises with NULL (a
+/// correlated `count(*)` came back NULL) and gives the others `LIMIT 1`,
+/// which DataFusion cannot decorrelate (`outer_ref(…) is not yet supported`
+/// when a column of the outer query is named without its table). Such a
+/// subquery needs neither: it has one row whatever it reads.
+fn keep_one_row_subqueries(statement: &mut Statement) -> bool {
+    struct Marker {
+        changed: bool,
+    }
+    impl VisitorMut for Marker {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            let SetExpr::Select(select) = query.body.as_mut() else {
+                return ControlFlow::Continue(());
+            };
+            for item in &mut select.projection {
+                let (SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }) = item
+                else {
+                    continue;
+                };
+                if matches!(expr, Expr::Subquery(subquery) if returns_one_row(subquery)) {
+                    *expr = Expr::Nested(Box::new(expr.clone()));
+                    self.changed = true;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let mut marker = Marker { changed: false };
+    let _ = statement.visit(&mut marker);
+    marker.changed
+}
+
+/// Whether `query` returns exactly one row: a `SELECT` of one aggregate
+/// (not a window function) without `GROUP BY`, `HAVING`, `LIMIT` or `FETCH`.
+fn returns_one_row(query: &Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let ungrouped = matches!(
+        &select.group_by,
+        datafusion::sql::sqlparser::ast::GroupByExpr::Expressions(exprs, _) if exprs.is_empty()
+    );
+    let one_aggregate = match select.projection.as_slice() {
+        [SelectItem::UnnamedExpr(expr) | SelectItem::ExprWithAlias { expr, .. }] => {
+            is_aggregate(expr) && !has_window(expr)
+        }
+        _ => false,
+    };
+    ungrouped
+        && one_aggregate
+        && select.having.is_none()
+        && query.limit_clause.is_none()
+        && query.fetch.is_none()
+}
+
+/// Whether `expr` calls a function with `OVER (…)`.
+fn has_window(expr: &Expr) -> bool {
+    let mut probe = expr.clone();
+    visit_expressions_mut(&mut probe, |expr| match expr {
+        Expr::Function(function) if function.over.is_some() => ControlFlow::Break(()),
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break()
 }
 
 /// `CASE WHEN c THEN (subquery) [ELSE NULL] END` as
