@@ -24,6 +24,7 @@ use crate::pg_settings::PgSettings;
 use crate::single_stage::{
     stage_partitions, ExecutorCores, LiveSlots, PhysicalRule, SingleStagePlanner,
 };
+use crate::staged_join_order::with_join_orders_hidden;
 use crate::storage::{runtime_env, StorageOptions};
 use crate::value_limits::{cap_all, capped};
 use ballista_core::registry::BallistaFunctionRegistry;
@@ -99,7 +100,7 @@ pub fn scheduler_session(
         .with_optimizer_rules(with_sluice_rules(
             ballista_core::optimizer::ballista_default_optimizer_rules(),
         ))
-        .with_physical_optimizer_rules(physical_rules)
+        .with_physical_optimizer_rules(with_join_orders_hidden(physical_rules))
         .with_scalar_functions(cap_all(ballista_scalar_functions()))
         .with_aggregate_functions(ballista_aggregate_functions())
         .with_window_functions(ballista_window_functions())
