@@ -227,7 +227,9 @@ fn key_source(plan: &LogicalPlan, column: &Column) -> Option<(LogicalPlan, Colum
             Some((plan.clone(), column.clone()))
         }
         LogicalPlan::Filter(filter) => key_source(&filter.input, column),
-        LogicalPlan::TableScan(TableScan { filters, .. }) if filters.iter().any(selective) => {
+        LogicalPlan::TableScan(TableScan { filters, fetch, .. })
+            if fetch.is_none() && filters.iter().any(selective) =>
+        {
             Some((plan.clone(), column.clone()))
         }
         LogicalPlan::Join(join) => {
@@ -278,10 +280,11 @@ fn selective(predicate: &Expr) -> bool {
         })
 }
 
-/// A table scan, possibly under column projections.
+/// A table scan without a row limit (read again, a limited scan may return
+/// other rows), possibly under column projections.
 fn is_scan(plan: &LogicalPlan) -> bool {
     match plan {
-        LogicalPlan::TableScan(_) => true,
+        LogicalPlan::TableScan(TableScan { fetch, .. }) => fetch.is_none(),
         LogicalPlan::Projection(projection) => is_scan(&projection.input),
         _ => false,
     }
