@@ -30,8 +30,7 @@ use datafusion::physical_plan::{
     SendableRecordBatchStream,
 };
 
-/// A physical optimizer rule as a session holds it.
-type PhysicalRule = Arc<dyn PhysicalOptimizerRule + Send + Sync>;
+use crate::single_stage::PhysicalRule;
 
 /// Name of the DataFusion rule that removes sorts an input already satisfies.
 const SORTS_ENFORCED_BY: &str = "EnsureRequirements";

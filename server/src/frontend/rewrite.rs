@@ -38,9 +38,19 @@ static PARSER: LazyLock<PostgresCompatibilityParser> =
 
 /// `sql` with the rewrites applied, or `None` when nothing changes.
 pub fn rewrite(sql: &str) -> Option<String> {
-    let catalog_query = sql.to_ascii_lowercase().contains("pg_catalog");
-    let named = regproc_literals_as_names(sql);
-    let kept = if catalog_query {
+    let lower = sql.to_ascii_lowercase();
+    let named = if lower.contains("regproc") {
+        regproc_literals_as_names(sql)
+    } else {
+        None
+    };
+    let lower = match &named {
+        Some(named) => named.to_ascii_lowercase(),
+        None => lower,
+    };
+    let catalog_query = lower.contains("pg_catalog");
+    // Only a statement with a subquery can hold one to keep.
+    let kept = if catalog_query || lower.matches("select").count() < 2 {
         None
     } else {
         one_row_subqueries_kept(named.as_deref().unwrap_or(sql))
@@ -75,14 +85,12 @@ pub fn rewrite(sql: &str) -> Option<String> {
 /// Postgres dialect parses: Sluice's `pg_type` holds function names where
 /// PostgreSQL holds `regproc` values (which compare by oid but print as the
 /// name), and datafusion-pg-catalog would turn the cast into an oid that then
-/// fails to compare with a name. `None` when there is no such cast.
+/// fails to compare with a name. `None` when there is no such cast (the
+/// caller only asks when the text mentions `regproc`).
 fn regproc_literals_as_names(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::ast::DataType as SqlType;
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    if !sql.to_ascii_lowercase().contains("regproc") {
-        return None;
-    }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let mut changed = false;
     for statement in &mut statements {
@@ -221,9 +229,6 @@ fn is_aggregate(expr: &Expr) -> bool {
 fn one_row_subqueries_kept(sql: &str) -> Option<String> {
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
-    if sql.to_ascii_lowercase().matches("select").count() < 2 {
-        return None;
-    }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
     let mut changed = false;
     for statement in &mut statements {
