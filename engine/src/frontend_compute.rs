@@ -1,5 +1,6 @@
 //! Plans that run in the frontend (catalog and system tables, table
-//! functions, no table at all) run on threads of their own.
+//! functions, no table at all, small queries over files) run on threads of
+//! their own.
 //!
 //! The frontend's runtime serves every connection. A plan computing for long
 //! stretches without yielding — a cross join of two `generate_series` does
@@ -61,6 +62,19 @@ static COMPUTE: LazyLock<Runtime> = LazyLock::new(|| {
 pub fn on_compute_threads(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(Arc::new(FrontendComputeExec {
         input: cooperative_operators(plan)?,
+        input_bytes: None,
+    }))
+}
+
+/// A query over files, `plan`, that reads `input_bytes` of them, running on
+/// the frontend's compute threads (see [`crate::small_queries`]).
+pub fn on_compute_threads_reading(
+    plan: Arc<dyn ExecutionPlan>,
+    input_bytes: u64,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    Ok(Arc::new(FrontendComputeExec {
+        input: cooperative_operators(plan)?,
+        input_bytes: Some(input_bytes),
     }))
 }
 
@@ -108,11 +122,18 @@ pub fn wrap_operator_inputs(
 #[derive(Debug)]
 pub struct FrontendComputeExec {
     input: Arc<dyn ExecutionPlan>,
+    /// Bytes of the files the plan reads, for a query over files (shown by
+    /// EXPLAIN).
+    input_bytes: Option<u64>,
 }
 
 impl DisplayAs for FrontendComputeExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "FrontendComputeExec")
+        write!(f, "FrontendComputeExec")?;
+        match self.input_bytes {
+            Some(bytes) => write!(f, ": input_bytes={bytes}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -146,6 +167,7 @@ impl ExecutionPlan for FrontendComputeExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(Self {
             input: children.swap_remove(0),
+            input_bytes: self.input_bytes,
         }))
     }
 

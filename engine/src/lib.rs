@@ -27,6 +27,7 @@ pub mod sandbox;
 pub mod semi_join_pushdown;
 pub mod session;
 pub mod single_stage;
+pub mod small_queries;
 pub mod staged_join_order;
 pub mod storage;
 pub mod system;

@@ -33,6 +33,14 @@ const SINGLE_STAGE_COLLECT_BYTES: &str = "single_stage_collect_bytes";
 
 const STAGE_PARTITIONS: &str = "stage_partitions";
 
+/// Default of [`SluiceOptions::frontend_max_bytes`]: 4 MiB, a dimension
+/// table or a day of a fact table's partition. A Ballista job costs a few
+/// milliseconds of scheduling, a task slot and a Flight fetch of its result
+/// whatever its size; a query this small computes in less.
+pub const DEFAULT_FRONTEND_MAX_BYTES: u64 = 4 * 1024 * 1024;
+
+const FRONTEND_MAX_BYTES: &str = "frontend_max_bytes";
+
 const PROGRESS: &str = "progress";
 
 /// Settings of the Sluice planner.
@@ -62,36 +70,69 @@ pub struct SluiceOptions {
     /// `datafusion.execution.target_partitions` then only shapes
     /// single-stage plans.
     pub stage_partitions: u64,
+    /// `sluice.frontend_max_bytes`: a query (not a write) whose file inputs,
+    /// after partition and file pruning, total at most this many bytes runs
+    /// in the frontend on its compute threads, without a Ballista job: the
+    /// fast path of dashboards' small queries. 0 sends every query over
+    /// files to the cluster. EXPLAIN shows the choice
+    /// (`FrontendComputeExec: input_bytes=…`), and `sluice.queries.ran_on`
+    /// where each query ran.
+    pub frontend_max_bytes: u64,
     /// `sluice.progress`: while a statement's job runs, the client gets a
     /// NOTICE with its stage progress every few seconds (psql prints them).
     pub progress: bool,
-    /// What `RESET sluice.single_stage_max_bytes` restores: the server's
-    /// setting (not shipped with jobs; nothing resets settings there).
-    server_single_stage_max_bytes: u64,
+    /// What `RESET sluice.single_stage_max_bytes` and `RESET
+    /// sluice.frontend_max_bytes` restore: the server's settings (not
+    /// shipped with jobs; nothing resets settings there).
+    server: ServerPlannerSettings,
+}
+
+/// The planner settings a server gives its sessions (`sluice serve` flags
+/// and config file), which `RESET` restores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerPlannerSettings {
+    /// See [`SluiceOptions::single_stage_max_bytes`].
+    pub single_stage_max_bytes: u64,
+    /// See [`SluiceOptions::frontend_max_bytes`].
+    pub frontend_max_bytes: u64,
+}
+
+impl Default for ServerPlannerSettings {
+    fn default() -> Self {
+        Self {
+            single_stage_max_bytes: DEFAULT_SINGLE_STAGE_MAX_BYTES,
+            frontend_max_bytes: DEFAULT_FRONTEND_MAX_BYTES,
+        }
+    }
 }
 
 impl SluiceOptions {
     /// The settings a server gives its sessions, and restores on `RESET`.
-    pub fn new(single_stage_max_bytes: u64) -> Self {
+    pub fn new(server: ServerPlannerSettings) -> Self {
         Self {
-            single_stage_max_bytes,
+            single_stage_max_bytes: server.single_stage_max_bytes,
             single_stage_collect_bytes: DEFAULT_SINGLE_STAGE_COLLECT_BYTES,
             stage_partitions: 0,
+            frontend_max_bytes: server.frontend_max_bytes,
             progress: false,
-            server_single_stage_max_bytes: single_stage_max_bytes,
+            server,
         }
     }
 
     /// `RESET ALL`, `DISCARD ALL`: every setting back to the server's.
     pub fn reset_all(&mut self) {
-        *self = Self::new(self.server_single_stage_max_bytes);
+        *self = Self::new(self.server);
     }
 
     /// `RESET sluice.<key>`: back to the server's setting.
     pub fn reset(&mut self, key: &str) -> Result<()> {
         match key {
             SINGLE_STAGE_MAX_BYTES => {
-                self.single_stage_max_bytes = self.server_single_stage_max_bytes;
+                self.single_stage_max_bytes = self.server.single_stage_max_bytes;
+                Ok(())
+            }
+            FRONTEND_MAX_BYTES => {
+                self.frontend_max_bytes = self.server.frontend_max_bytes;
                 Ok(())
             }
             SINGLE_STAGE_COLLECT_BYTES => {
@@ -113,7 +154,7 @@ impl SluiceOptions {
 
 impl Default for SluiceOptions {
     fn default() -> Self {
-        Self::new(DEFAULT_SINGLE_STAGE_MAX_BYTES)
+        Self::new(ServerPlannerSettings::default())
     }
 }
 
@@ -161,6 +202,7 @@ impl ExtensionOptions for SluiceOptions {
         match key {
             SINGLE_STAGE_MAX_BYTES => self.single_stage_max_bytes = bytes()?,
             SINGLE_STAGE_COLLECT_BYTES => self.single_stage_collect_bytes = bytes()?,
+            FRONTEND_MAX_BYTES => self.frontend_max_bytes = bytes()?,
             STAGE_PARTITIONS => {
                 self.stage_partitions = number("a number of partitions, 0 for the live task slots")?
             }
@@ -195,6 +237,12 @@ impl ExtensionOptions for SluiceOptions {
                 value: Some(self.stage_partitions.to_string()),
                 description: "Partitions of each stage of a job split into stages; 0 gives \
                               one per task slot of the live executors",
+            },
+            ConfigEntry {
+                key: format!("{}.{FRONTEND_MAX_BYTES}", Self::PREFIX),
+                value: Some(self.frontend_max_bytes.to_string()),
+                description: "Queries reading at most this many bytes of files run in the \
+                              frontend, without a cluster job; 0 sends them all to the cluster",
             },
             ConfigEntry {
                 key: format!("{}.{PROGRESS}", Self::PREFIX),

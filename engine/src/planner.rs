@@ -1,19 +1,22 @@
 //! The query planner: decides whether a plan runs on the cluster or in the
 //! frontend.
 //!
-//! Every plan that reads a file-backed table becomes a Ballista job (the
-//! scheduler splits it into stages and the executors run them). Plans that read
+//! A plan that reads file-backed tables becomes a Ballista job (the scheduler
+//! splits it into stages and the executors run them), unless it is a small
+//! query ([`crate::small_queries`]), which the frontend runs itself. Plans that read
 //! only tables held in the frontend — `pg_catalog`, `information_schema`, the
 //! `sluice` system schema, in-memory tables, table functions — or no table at
 //! all run in the frontend: those tables describe or hold the frontend's own
 //! state, and Ballista cannot serialise them.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use ballista_core::config::BallistaConfig;
 use ballista_core::planner::BallistaQueryPlanner;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use datafusion::catalog::Session;
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
@@ -29,15 +32,95 @@ use crate::explain_analyze::DistributedAnalyzeExec;
 use crate::frontend_compute::on_compute_threads;
 use crate::recovery::{JobControl, RecoveringJobExec};
 use crate::sandbox::LocationSandbox;
+use crate::small_queries::small_query;
 
 /// Where a logical plan runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Placement {
     /// In the frontend process: catalog, system and in-memory tables, table
     /// functions such as `generate_series`, or no table at all.
     Frontend,
     /// As a distributed Ballista job: the plan reads file-backed tables.
     Cluster,
+}
+
+impl Placement {
+    /// The name `sluice.queries.ran_on` shows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Frontend => "frontend",
+            Self::Cluster => "cluster",
+        }
+    }
+
+    /// The placement named `name` by [`Self::as_str`].
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Self::Frontend, Self::Cluster]
+            .into_iter()
+            .find(|placement| placement.as_str() == name)
+    }
+}
+
+/// Where the statement a session plans ran, written by the planner for the
+/// query log to read (a fresh one per statement). Carried in the session's
+/// configuration, with no settable entries, so it is never shown or sent.
+#[derive(Debug, Clone, Default)]
+pub struct RanOn(Arc<AtomicU8>);
+
+impl RanOn {
+    const UNKNOWN: u8 = 0;
+
+    /// Records that the statement ran at `placement`.
+    pub fn record(&self, placement: Placement) {
+        self.0.store(placement as u8 + 1, Ordering::Relaxed);
+    }
+
+    /// Where the statement ran; `None` before it was planned (or for a
+    /// statement that runs no plan, such as `SET`).
+    pub fn get(&self) -> Option<Placement> {
+        match self.0.load(Ordering::Relaxed) {
+            Self::UNKNOWN => None,
+            n if n == Placement::Frontend as u8 + 1 => Some(Placement::Frontend),
+            _ => Some(Placement::Cluster),
+        }
+    }
+
+    /// Records `placement` in the session's note, if it has one.
+    fn note(session: &dyn Session, placement: Placement) {
+        if let Some(ran_on) = session.config_options().extensions.get::<RanOn>() {
+            ran_on.record(placement);
+        }
+    }
+}
+
+impl ExtensionOptions for RanOn {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
+        Err(DataFusionError::Configuration(format!(
+            "{}.{key} cannot be set",
+            Self::PREFIX
+        )))
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        Vec::new()
+    }
+}
+
+impl ConfigExtension for RanOn {
+    const PREFIX: &'static str = "sluice_ran_on";
 }
 
 /// Decides where `plan` runs.
@@ -144,43 +227,48 @@ impl SluiceQueryPlanner {
         logical_plan: &LogicalPlan,
         session_state: &dyn Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        match placement(logical_plan)? {
-            Placement::Frontend => {
-                let plan = self
-                    .local
-                    .create_physical_plan(logical_plan, session_state)
-                    .await?;
-                on_compute_threads(plan)
-            }
-            Placement::Cluster => match (&self.jobs, logical_plan) {
-                (Some(jobs), LogicalPlan::Analyze(analyze)) => {
-                    Ok(Arc::new(DistributedAnalyzeExec::new(
-                        RecoveringJobExec::new(
-                            self.scheduler_url.clone(),
-                            self.config.clone(),
-                            analyze.input.as_ref().clone(),
-                            session_state.session_id().to_string(),
-                            Arc::clone(jobs),
-                        ),
+        let placement = placement(logical_plan)?;
+        if placement == Placement::Frontend {
+            RanOn::note(session_state, Placement::Frontend);
+            let plan = self
+                .local
+                .create_physical_plan(logical_plan, session_state)
+                .await?;
+            return on_compute_threads(plan);
+        }
+        if let Some(plan) = small_query(&self.local, logical_plan, session_state).await? {
+            RanOn::note(session_state, Placement::Frontend);
+            return Ok(plan);
+        }
+        RanOn::note(session_state, Placement::Cluster);
+        match (&self.jobs, logical_plan) {
+            (Some(jobs), LogicalPlan::Analyze(analyze)) => {
+                Ok(Arc::new(DistributedAnalyzeExec::new(
+                    RecoveringJobExec::new(
                         self.scheduler_url.clone(),
-                        Arc::clone(analyze.schema.inner()),
-                        analyze.verbose,
-                    )))
-                }
-                // Empty plans keep Ballista's own handling.
-                (None, _) | (_, LogicalPlan::EmptyRelation(_)) => {
-                    self.cluster
-                        .create_physical_plan(logical_plan, session_state)
-                        .await
-                }
-                (Some(jobs), plan) => Ok(Arc::new(RecoveringJobExec::new(
+                        self.config.clone(),
+                        analyze.input.as_ref().clone(),
+                        session_state.session_id().to_string(),
+                        Arc::clone(jobs),
+                    ),
                     self.scheduler_url.clone(),
-                    self.config.clone(),
-                    plan.clone(),
-                    session_state.session_id().to_string(),
-                    Arc::clone(jobs),
-                ))),
-            },
+                    Arc::clone(analyze.schema.inner()),
+                    analyze.verbose,
+                )))
+            }
+            // Empty plans keep Ballista's own handling.
+            (None, _) | (_, LogicalPlan::EmptyRelation(_)) => {
+                self.cluster
+                    .create_physical_plan(logical_plan, session_state)
+                    .await
+            }
+            (Some(jobs), plan) => Ok(Arc::new(RecoveringJobExec::new(
+                self.scheduler_url.clone(),
+                self.config.clone(),
+                plan.clone(),
+                session_state.session_id().to_string(),
+                Arc::clone(jobs),
+            ))),
         }
     }
 }

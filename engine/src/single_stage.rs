@@ -53,7 +53,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
-use crate::options::SluiceOptions;
+use crate::options::{ServerPlannerSettings, SluiceOptions};
 
 /// How the executors of a cluster share the machines' cores, which decides
 /// whether splitting a job into stages can make it faster.
@@ -228,7 +228,12 @@ impl QueryPlanner for SingleStagePlanner {
             .extensions
             .get::<SluiceOptions>()
             .cloned()
-            .unwrap_or_else(|| SluiceOptions::new(0));
+            .unwrap_or_else(|| {
+                SluiceOptions::new(ServerPlannerSettings {
+                    single_stage_max_bytes: 0,
+                    ..ServerPlannerSettings::default()
+                })
+            });
         let max_bytes = options.single_stage_max_bytes;
         let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
             return self
@@ -273,7 +278,7 @@ impl QueryPlanner for SingleStagePlanner {
 
 /// Bytes of the files `plan` scans (each file's byte range when a scan reads
 /// part of a file).
-fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
+pub(crate) fn scanned_bytes(plan: &Arc<dyn ExecutionPlan>) -> Result<u64> {
     let mut total = 0u64;
     plan.apply(|node| {
         let config = node

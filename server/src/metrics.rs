@@ -11,6 +11,7 @@ use prometheus::{
     IntGauge,
 };
 
+use sluice_engine::planner::Placement;
 use sluice_scheduler::lazy_metric;
 
 use crate::query_log::QueryState;
@@ -20,6 +21,13 @@ static QUERIES: LazyLock<IntCounterVec> = lazy_metric!(
     "sluice_queries_total",
     "Statements that ended, by state (finished, failed, cancelled)",
     &["state"]
+);
+static QUERIES_RAN_ON: LazyLock<IntCounterVec> = lazy_metric!(
+    register_int_counter_vec,
+    "sluice_queries_ran_on_total",
+    "Statements that ran a plan, by where it ran (frontend: catalog queries and queries \
+     reading at most sluice.frontend_max_bytes; cluster: Ballista jobs)",
+    &["ran_on"]
 );
 static QUERY_DURATION: LazyLock<Histogram> = lazy_metric!(
     register_histogram,
@@ -48,10 +56,16 @@ pub fn query_started() {
     QUERIES_RUNNING.inc();
 }
 
-/// Counts a statement that ended in `state` after `elapsed`.
-pub fn query_ended(state: QueryState, elapsed: Duration) {
+/// Counts a statement that ended in `state` after `elapsed`, having run its
+/// plan at `ran_on` (`None`: it ran none, as `SET`).
+pub fn query_ended(state: QueryState, elapsed: Duration, ran_on: Option<Placement>) {
     QUERIES_RUNNING.dec();
     QUERIES.with_label_values(&[state.as_str()]).inc();
+    if let Some(placement) = ran_on {
+        QUERIES_RAN_ON
+            .with_label_values(&[placement.as_str()])
+            .inc();
+    }
     QUERY_DURATION.observe(elapsed.as_secs_f64());
 }
 
@@ -93,6 +107,9 @@ pub fn render() -> String {
         QueryState::Cancelled,
     ] {
         QUERIES.with_label_values(&[state.as_str()]);
+    }
+    for placement in [Placement::Frontend, Placement::Cluster] {
+        QUERIES_RAN_ON.with_label_values(&[placement.as_str()]);
     }
     LazyLock::force(&QUERY_DURATION);
     LazyLock::force(&QUERIES_RUNNING);

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use serde::{Deserialize, Serialize};
+use sluice_engine::planner::{Placement, RanOn};
 
 use crate::error::Result;
 use crate::json_lines::JsonLines;
@@ -68,6 +69,9 @@ pub struct QueryRecord {
     pub text: String,
     /// Wall-clock start.
     pub started_at: SystemTime,
+    /// Where it ran (the frontend or the cluster), written by the planner
+    /// through the session's configuration.
+    pub ran_on: RanOn,
     started: Instant,
     progress: Mutex<QueryProgress>,
 }
@@ -98,7 +102,7 @@ impl QueryRecord {
         }
         progress.state = state;
         progress.finished_at = Some(SystemTime::now());
-        crate::metrics::query_ended(state, self.started.elapsed());
+        crate::metrics::query_ended(state, self.started.elapsed(), self.ran_on.get());
         progress.rows = rows;
         progress.error = error;
         let millis = self.started.elapsed().as_secs_f64() * 1000.0;
@@ -134,12 +138,21 @@ impl QueryRecord {
             rows: progress.rows,
             stages: progress.stages,
             error: progress.error,
+            ran_on: self
+                .ran_on
+                .get()
+                .map(|placement| placement.as_str().to_string()),
         }
     }
 
     /// A query of an earlier run, read back from the history file.
     fn restored(stored: StoredQuery) -> Self {
+        let ran_on = RanOn::default();
+        if let Some(placement) = stored.ran_on.as_deref().and_then(Placement::from_name) {
+            ran_on.record(placement);
+        }
         Self {
+            ran_on,
             id: stored.id,
             job_name: stored.job_name,
             user: stored.user,
@@ -170,6 +183,9 @@ struct StoredQuery {
     rows: u64,
     stages: Option<u64>,
     error: Option<String>,
+    /// Absent in files written before it was recorded.
+    #[serde(default)]
+    ran_on: Option<String>,
 }
 
 /// The history file and how many records it holds.
@@ -253,6 +269,7 @@ impl QueryLog {
             user: user.to_string(),
             text: redact(text),
             started_at: SystemTime::now(),
+            ran_on: RanOn::default(),
             started: Instant::now(),
             progress: Mutex::new(QueryProgress {
                 state: QueryState::Running,

@@ -178,6 +178,7 @@ impl QueriesTable {
             Field::new("stages", DataType::Int64, true),
             Field::new("error", DataType::Utf8, true),
             Field::new("job_status", DataType::Utf8, true),
+            Field::new("ran_on", DataType::Utf8, true),
         ]));
         Self {
             log,
@@ -245,6 +246,11 @@ impl SystemTable for QueriesTable {
                 progress.iter().map(|p| p.error.clone()),
             )),
             Arc::new(StringArray::from_iter(job_status)),
+            Arc::new(StringArray::from_iter(
+                records
+                    .iter()
+                    .map(|r| r.ran_on.get().map(|placement| placement.as_str())),
+            )),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

@@ -54,6 +54,10 @@ COPY (SELECT i AS id, i % 7 AS k, 'name' || i AS name FROM generate_series(10001
 COPY (SELECT i AS k, 'cat' || i AS label FROM generate_series(0, 6) AS t(i)) TO '{d}/b/part-0.parquet' (FORMAT parquet);
 CREATE EXTERNAL TABLE a STORED AS PARQUET LOCATION '{d}/a/';
 CREATE EXTERNAL TABLE b STORED AS PARQUET LOCATION '{d}/b/';
+SET sluice.frontend_max_bytes = 4194304;
+\echo @@explain_frontend
+EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
+SET sluice.frontend_max_bytes = 0;
 \echo @@explain_single
 EXPLAIN SELECT b.label, count(*) FROM a JOIN b ON a.k = b.k GROUP BY b.label;
 \echo @@explain_scan
@@ -105,6 +109,14 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     }
     expected.push_str("(7 rows)");
     assert_eq!(section("join").trim(), expected);
+    // Small enough for the frontend by default: no job, no stage.
+    let explain = section("explain_frontend");
+    assert!(
+        explain.contains("physical_plan|FrontendComputeExec: input_bytes="),
+        "{explain}"
+    );
+    assert!(!explain.contains("Stage[stage_id="), "{explain}");
+    assert!(!explain.contains("distributed_plan"), "{explain}");
     let explain = section("explain_single");
     assert_eq!(explain.matches("Stage[stage_id=").count(), 1, "{explain}");
     assert!(explain.contains("SingleStageExec"), "{explain}");

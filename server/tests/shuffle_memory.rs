@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::{run_slt_file, slt_dir, SluiceServer};
+use sluice_sql_tests::{run_slt_file, slt_dir, SluiceServer, SmallQueries};
 
 /// The slt files whose queries run staged.
 const STAGED_FILES: &[&str] = &["staged_shuffle.slt", "semi_joins.slt"];
@@ -38,7 +38,9 @@ async fn run_staged_files(shuffle_memory: &str) -> String {
     )
     .expect("sluice serve starts");
     for file in STAGED_FILES {
-        if let Err(report) = run_slt_file(server.port(), &slt_dir().join(file)).await {
+        if let Err(report) =
+            run_slt_file(server.port(), &slt_dir().join(file), SmallQueries::Cluster).await
+        {
             panic!("{file} with --shuffle-memory {shuffle_memory}:\n{report}");
         }
     }

@@ -32,8 +32,9 @@ pub async fn connect(port: u16) -> Result<Client, tokio_postgres::Error> {
 
 /// Writes 100,000 rows `(id, bucket = id % 10)` as Parquet files into the
 /// directory `data` (a `COPY` the executors run) and registers them as table
-/// `numbers`; the session's later jobs are split into stages even though the
-/// table is small (`sluice.single_stage_max_bytes = 0`).
+/// `numbers`; the session's later queries run on the cluster and are split
+/// into stages even though the table is small (`sluice.frontend_max_bytes =
+/// 0`, `sluice.single_stage_max_bytes = 0`).
 pub async fn create_numbers_table(
     client: &Client,
     data: &std::path::Path,
@@ -41,7 +42,7 @@ pub async fn create_numbers_table(
     let data = data.display();
     client
         .batch_execute(&format!(
-            "SET sluice.single_stage_max_bytes = 0; \
+            "SET sluice.frontend_max_bytes = 0; SET sluice.single_stage_max_bytes = 0; \
              COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 100000) AS t(i)) \
              TO '{data}/' (FORMAT parquet); \
              CREATE EXTERNAL TABLE numbers STORED AS PARQUET LOCATION '{data}/'"
@@ -71,9 +72,13 @@ pub struct PostgresDb {
 }
 
 impl PostgresDb {
-    /// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`.
-    pub async fn connect(port: u16) -> Result<Self, DbError> {
+    /// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`
+    /// and runs `setup`, if any.
+    pub async fn connect(port: u16, setup: Option<&str>) -> Result<Self, DbError> {
         let client = connect(port).await.map_err(DbError)?;
+        if let Some(setup) = setup {
+            client.batch_execute(setup).await.map_err(DbError)?;
+        }
         Ok(Self { client })
     }
 }

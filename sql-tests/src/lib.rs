@@ -48,14 +48,38 @@ pub fn slt_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Runs one `.slt` file against the server on `port`; `Err` holds a readable
-/// report of the first mismatch (the record, what was expected, what came back).
+/// Where the queries of an slt file's sessions run when they read little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmallQueries {
+    /// As the server decides: in the frontend up to
+    /// `sluice.frontend_max_bytes` of files, as the small tables of the slt
+    /// files are.
+    Frontend,
+    /// On the cluster, as Ballista jobs: each session starts with `SET
+    /// sluice.frontend_max_bytes = 0`.
+    Cluster,
+}
+
+impl SmallQueries {
+    /// What a session runs first.
+    fn session_setup(self) -> Option<&'static str> {
+        match self {
+            Self::Frontend => None,
+            Self::Cluster => Some("SET sluice.frontend_max_bytes = 0"),
+        }
+    }
+}
+
+/// Runs one `.slt` file against the server on `port`, its small queries
+/// running where `small` says; `Err` holds a readable report of the first
+/// mismatch (the record, what was expected, what came back).
 ///
 /// Files write their fixtures under `${__TEST_DIR__}` (after `control
 /// substitution on`), a fresh directory per file.
-pub async fn run_slt_file(port: u16, file: &Path) -> Result<(), String> {
+pub async fn run_slt_file(port: u16, file: &Path, small: SmallQueries) -> Result<(), String> {
+    let setup = small.session_setup();
     let mut runner =
-        sqllogictest::Runner::new(move || async move { PostgresDb::connect(port).await });
+        sqllogictest::Runner::new(move || async move { PostgresDb::connect(port, setup).await });
     runner.with_column_validator(sqllogictest::default_column_validator);
     runner
         .run_file_async(file)

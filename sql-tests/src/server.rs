@@ -5,11 +5,20 @@ use std::process::{Command, ExitStatus};
 use std::time::Duration;
 
 use crate::process::ChildProcess;
+use crate::SmallQueries;
+
+/// The environment variable of `sluice serve --frontend-max-bytes`.
+const FRONTEND_MAX_BYTES_ENV: &str = "SLUICE_FRONTEND_MAX_BYTES";
 
 /// How long a server may take to exit after SIGTERM.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A running `sluice serve` process; killed when dropped.
+///
+/// The tests were written for the cluster path, and their tables are small:
+/// servers they start send every query over files to the cluster
+/// (`SLUICE_FRONTEND_MAX_BYTES=0`, which a `--frontend-max-bytes` argument
+/// overrides) unless started with [`SmallQueries::Frontend`].
 pub struct SluiceServer {
     process: Option<ChildProcess>,
     port: u16,
@@ -26,6 +35,21 @@ impl SluiceServer {
         Self::start_with_args(binary, &["--executors", &executors.to_string()])
     }
 
+    /// Like [`Self::start`], with small queries running where `small` says
+    /// (in the frontend: the server's own default).
+    pub fn start_with_small_queries(
+        binary: &Path,
+        executors: usize,
+        small: SmallQueries,
+    ) -> Result<Self, String> {
+        let owned = tempfile::tempdir().map_err(|e| format!("creating a data dir: {e}"))?;
+        let executors = executors.to_string();
+        let mut server =
+            Self::start_placing(binary, owned.path(), &["--executors", &executors], small)?;
+        server._owned_data_dir = Some(owned);
+        Ok(server)
+    }
+
     /// Starts `binary serve` with extra arguments.
     pub fn start_with_args(binary: &Path, args: &[&str]) -> Result<Self, String> {
         let owned = tempfile::tempdir().map_err(|e| format!("creating a data dir: {e}"))?;
@@ -37,7 +61,20 @@ impl SluiceServer {
     /// Starts `binary serve` with extra arguments and the data directory
     /// `data_dir`, which the caller owns (it outlives the server).
     pub fn start_in(binary: &Path, data_dir: &Path, args: &[&str]) -> Result<Self, String> {
+        Self::start_placing(binary, data_dir, args, SmallQueries::Cluster)
+    }
+
+    fn start_placing(
+        binary: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        small: SmallQueries,
+    ) -> Result<Self, String> {
         let mut command = Command::new(binary);
+        match small {
+            SmallQueries::Cluster => command.env(FRONTEND_MAX_BYTES_ENV, "0"),
+            SmallQueries::Frontend => command.env_remove(FRONTEND_MAX_BYTES_ENV),
+        };
         command
             .arg("serve")
             .args([

@@ -4,7 +4,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
-use sluice_engine::options::DEFAULT_SINGLE_STAGE_MAX_BYTES;
+use sluice_engine::options::{
+    ServerPlannerSettings, DEFAULT_FRONTEND_MAX_BYTES, DEFAULT_SINGLE_STAGE_MAX_BYTES,
+};
 use sluice_engine::{SluiceOptions, StorageOptions};
 use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
@@ -54,6 +56,13 @@ pub struct ServeArgs {
     /// may change it with `SET sluice.single_stage_max_bytes = N`.
     #[arg(long, env = "SLUICE_SINGLE_STAGE_MAX_BYTES", value_name = "BYTES")]
     pub single_stage_max_bytes: Option<u64>,
+    /// Queries (not writes) whose files total at most this many bytes run in
+    /// the frontend, without a cluster job: dashboards' small queries answer
+    /// in a millisecond instead of waiting for a task slot [default: 4194304,
+    /// i.e. 4 MiB; 0 sends every query over files to the cluster]. A session
+    /// may change it with `SET sluice.frontend_max_bytes = N`.
+    #[arg(long, env = "SLUICE_FRONTEND_MAX_BYTES", value_name = "BYTES")]
+    pub frontend_max_bytes: Option<u64>,
     /// Where `CREATE TABLE` writes managed Parquet tables: a directory or an
     /// object-store URL (s3://bucket/prefix) [default: <data-dir>/warehouse].
     /// Sluice owns it: files no table lists are removed at start.
@@ -151,6 +160,7 @@ pub(super) struct ServeSection {
     slots: Option<usize>,
     scheduler: Option<String>,
     single_stage_max_bytes: Option<u64>,
+    frontend_max_bytes: Option<u64>,
     warehouse: Option<String>,
     catalog: Option<String>,
     jobs: Option<PathBuf>,
@@ -409,11 +419,16 @@ impl ServeArgs {
             cluster,
             timings: file.timings()?,
             storage: file.storage()?,
-            planner: SluiceOptions::new(
-                self.single_stage_max_bytes
+            planner: SluiceOptions::new(ServerPlannerSettings {
+                single_stage_max_bytes: self
+                    .single_stage_max_bytes
                     .or(section.single_stage_max_bytes)
                     .unwrap_or(DEFAULT_SINGLE_STAGE_MAX_BYTES),
-            ),
+                frontend_max_bytes: self
+                    .frontend_max_bytes
+                    .or(section.frontend_max_bytes)
+                    .unwrap_or(DEFAULT_FRONTEND_MAX_BYTES),
+            }),
         })
     }
 }

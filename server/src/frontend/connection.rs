@@ -161,13 +161,14 @@ pub struct SessionHandler {
 }
 
 impl SessionHandler {
-    /// Runs `statement` until it ends or is interrupted (cancel request,
-    /// `statement_timeout`, disconnect); an interrupted query is recorded as
-    /// cancelled and its future dropped.
+    /// Runs `statement` (the work of SQL `text`) until it ends or is
+    /// interrupted (cancel request, `statement_timeout`, disconnect); an
+    /// interrupted query is recorded as cancelled and its future dropped.
     async fn interruptible<T>(
         &self,
         watch: &StatementWatch,
         tracker: &QueryTracker,
+        text: &str,
         statement: impl Future<Output = PgWireResult<T>>,
     ) -> PgWireResult<T> {
         // Planning computes without yielding: it is told from another
@@ -192,7 +193,7 @@ impl SessionHandler {
             })
         };
         let result = tokio::select! {
-            result = OffWorker(Box::pin(statement)) => result,
+            result = OffWorker::for_statement(text, statement) => result,
             interruption = watch.interrupted() => Err(self.interrupted(watch, tracker, interruption)),
         };
         raiser.abort();
@@ -223,7 +224,8 @@ impl SessionHandler {
         self.signal.watch(statement_timeout(&self.context))
     }
 
-    /// Records the query and names the Ballista jobs it will submit after it.
+    /// Records the query, names the Ballista jobs it will submit after it and
+    /// lets the planner note where it runs.
     fn begin<C: ClientInfo>(&self, client: &C, text: &str) -> Arc<QueryTracker> {
         let user = client
             .metadata()
@@ -233,13 +235,12 @@ impl SessionHandler {
         let tracker = self.frontend.queries.start(user, text);
         let state = self.context.state_ref();
         let mut state = state.write();
-        if let Err(e) = state
-            .config_mut()
-            .options_mut()
-            .set("ballista.job.name", &tracker.record().job_name)
-        {
+        let options = state.config_mut().options_mut();
+        if let Err(e) = options.set("ballista.job.name", &tracker.record().job_name) {
             tracing::warn!("could not set the job name: {e}");
         }
+        // The planner notes where the statement runs on the record.
+        options.extensions.insert(tracker.record().ran_on.clone());
         tracker
     }
 }
@@ -440,7 +441,9 @@ impl SimpleQueryHandler for SessionHandler {
                 result => result,
             }
         });
-        let responses = self.interruptible(&watch, &tracker, responses).await?;
+        let responses = self
+            .interruptible(&watch, &tracker, query, responses)
+            .await?;
         let mut responses: Vec<Response> = tag_empty_results(query, responses)
             .into_iter()
             .map(|r| track(r, &tracker, &watch, &self.signal))
@@ -484,11 +487,10 @@ impl ExtendedQueryHandler for SessionHandler {
             })?;
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         // Parse plans the statement: off the worker, as every statement.
-        let parsed = OffWorker(Box::pin(StoredStatement::parse(
-            client,
-            &message,
-            self.query_parser(),
-        )))
+        let parsed = OffWorker::for_statement(
+            &message.query,
+            StoredStatement::parse(client, &message, self.query_parser()),
+        )
         .await?;
         match parsed {
             Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
@@ -592,7 +594,9 @@ impl ExtendedQueryHandler for SessionHandler {
             &tracker,
             ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
         );
-        let response = self.interruptible(&watch, &tracker, response).await?;
+        let response = self
+            .interruptible(&watch, &tracker, &portal.statement.statement.0, response)
+            .await?;
         let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
         Ok(track(
             tag_if_empty(response, statement),
