@@ -14,6 +14,10 @@
 //! plan the frontend runs. Writes (`INSERT`, `COPY`, `CREATE TABLE AS`)
 //! always go to the cluster's writers.
 //!
+//! Bytes are counted on the physical plan (after partition and file pruning),
+//! so a query over more is planned here once for nothing before it becomes a
+//! job: milliseconds, against the seconds such a job runs.
+//!
 //! EXPLAIN shows the choice at the plan's root (`FrontendComputeExec:
 //! input_bytes=…`), and EXPLAIN ANALYZE measures the plan where it ran.
 
