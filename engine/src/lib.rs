@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod codec;
 pub mod compact;
 pub mod complexity;
+pub mod current_tables;
 pub mod error;
 pub mod explain_analyze;
 pub mod file_caches;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use rust_decimal::Decimal;
-use sluice_sql_tests::SluiceServer;
+use sluice_sql_tests::{SluiceServer, SmallQueries};
 use tokio_postgres::{Client, NoTls};
 
 fn start(executors: usize) -> SluiceServer {
@@ -33,6 +33,105 @@ async fn create_typed_table(client: &Client, dir: &Path) {
         ))
         .await
         .expect("typed table created");
+}
+
+/// A prepared query is optimized once and keeps that plan, on both paths
+/// (small queries in the frontend, jobs on the cluster); each execution still
+/// reads the table as it is then, with its own parameter values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_queries_keep_their_plan_and_see_new_rows() {
+    for small in [SmallQueries::Frontend, SmallQueries::Cluster] {
+        let server = SluiceServer::start_with_small_queries(
+            Path::new(env!("CARGO_BIN_EXE_sluice")),
+            1,
+            small,
+        )
+        .expect("sluice serve starts");
+        let client = connect(server.port()).await;
+        client
+            .batch_execute(
+                "CREATE TABLE m (id BIGINT, s VARCHAR); INSERT INTO m VALUES (1, 'a'), (2, 'b')",
+            )
+            .await
+            .expect("table m");
+        let count = client
+            .prepare("SELECT count(*) FROM m WHERE id <> $1")
+            .await
+            .expect("prepare");
+        let counted = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>(0);
+        assert_eq!(
+            counted(client.query(&count, &[&1_i64]).await.unwrap()),
+            1,
+            "{small:?}"
+        );
+        client
+            .batch_execute("INSERT INTO m VALUES (3, 'c')")
+            .await
+            .expect("insert");
+        assert_eq!(
+            counted(client.query(&count, &[&1_i64]).await.unwrap()),
+            2,
+            "{small:?}"
+        );
+        assert_eq!(
+            counted(client.query(&count, &[&7_i64]).await.unwrap()),
+            3,
+            "{small:?}"
+        );
+
+        // A parameter in a subquery, and one typed only by its cast.
+        let below = client
+            .prepare("SELECT s FROM m WHERE id = (SELECT max(id) FROM m WHERE id < $1)")
+            .await
+            .expect("prepare");
+        for (bound, expected) in [(3_i64, "b"), (9, "c")] {
+            let rows = client.query(&below, &[&bound]).await.unwrap();
+            assert_eq!(rows[0].get::<_, String>(0), expected, "{small:?}");
+        }
+        let cast = client
+            .prepare("SELECT $1::int + count(*) FROM m")
+            .await
+            .expect("prepare");
+        for bound in [1_i32, 10] {
+            let rows = client.query(&cast, &[&bound]).await.unwrap();
+            assert_eq!(rows[0].get::<_, i64>(0), i64::from(bound) + 3, "{small:?}");
+        }
+
+        // A changed optimizer setting plans the statement again; the answer
+        // stays the same.
+        client
+            .batch_execute("SET datafusion.optimizer.max_passes = 1")
+            .await
+            .expect("set");
+        assert_eq!(
+            counted(client.query(&count, &[&2_i64]).await.unwrap()),
+            2,
+            "{small:?}"
+        );
+
+        // EXPLAIN shows the plan with the bound value.
+        let explained: Vec<String> = client
+            .query("EXPLAIN SELECT s FROM m WHERE id = $1", &[&2_i64])
+            .await
+            .expect("explain")
+            .iter()
+            .map(|row| row.get::<_, String>(1))
+            .collect();
+        assert!(
+            explained.iter().any(|plan| plan.contains("Int64(2)")),
+            "{small:?}: {explained:?}"
+        );
+
+        // Once the table's columns change, the kept plan fails clearly.
+        client
+            .batch_execute("DROP TABLE m; CREATE TABLE m (id BIGINT, s VARCHAR, extra INT)")
+            .await
+            .expect("table m again");
+        let error = client.query(&count, &[&1_i64]).await.unwrap_err();
+        let error = error.as_db_error().expect("a server error");
+        assert_eq!(error.code().code(), "0A000", "{small:?}: {error}");
+        assert!(error.message().contains("prepare it again"), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -23,7 +23,9 @@ use std::sync::{Arc, Weak};
 
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use base64::Engine as _;
-use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::{
+    CatalogProvider, CatalogProviderList, MemorySchemaProvider, SchemaProvider, TableProvider,
+};
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::{provider_as_source, ViewTable};
 use datafusion::error::{DataFusionError, Result};
@@ -108,7 +110,13 @@ impl PersistentCatalog {
 /// [`PersistentCatalog::refresh`]); a store that cannot be read is
 /// reported, and the statement runs over the catalog as last read.
 pub async fn refresh(context: &SessionContext) {
-    let Some(catalog) = context.catalog(crate::DEFAULT_CATALOG) else {
+    let catalogs = Arc::clone(context.state_ref().read().catalog_list());
+    refresh_catalogs(catalogs.as_ref()).await
+}
+
+/// [`refresh`] for the persistent catalog among `catalogs`.
+pub async fn refresh_catalogs(catalogs: &dyn CatalogProviderList) {
+    let Some(catalog) = catalogs.catalog(crate::DEFAULT_CATALOG) else {
         return;
     };
     if let Some(catalog) = catalog.downcast_ref::<PersistentCatalog>() {

@@ -27,7 +27,7 @@ use datafusion_postgres::pgwire::api::query::{
     send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
 };
 use datafusion_postgres::pgwire::api::results::Response;
-use datafusion_postgres::pgwire::api::stmt::StoredStatement;
+use datafusion_postgres::pgwire::api::stmt::{QueryParser, StoredStatement};
 use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
     ClientInfo, ClientPortalStore, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
@@ -49,6 +49,7 @@ use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
 use super::off_worker::{off_worker, OffWorker};
+use super::portal::{self, PreparedPlans};
 use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
 use super::rename::RenameTable;
@@ -99,7 +100,8 @@ impl Connection {
     ) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
         let caps = Arc::new(ConnectionCaps::default());
-        let inner = DfSessionService::new_with_hooks(context.clone(), query_hooks(&caps));
+        let hooks = query_hooks(&caps);
+        let inner = DfSessionService::new_with_hooks(context.clone(), hooks.clone());
         let parser = Arc::new(SluiceParser::new(
             inner.query_parser(),
             context.clone(),
@@ -112,6 +114,8 @@ impl Connection {
             frontend: frontend.clone(),
             signal,
             caps,
+            hooks,
+            plans: PreparedPlans::default(),
         });
         Self {
             frontend,
@@ -158,6 +162,10 @@ pub struct SessionHandler {
     signal: Arc<ConnectionSignal>,
     /// The connection's caps on prepared statements and portals.
     caps: Arc<ConnectionCaps>,
+    /// The statement hooks `inner` runs, for the query portals run here.
+    hooks: Vec<Arc<dyn QueryHook>>,
+    /// What the connection keeps of its prepared queries.
+    plans: PreparedPlans,
 }
 
 impl SessionHandler {
@@ -590,10 +598,21 @@ impl ExtendedQueryHandler for SessionHandler {
     {
         let tracker = self.begin(client, &portal.statement.statement.0);
         let watch = self.watch();
-        let response = guarded(
-            &tracker,
-            ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows),
-        );
+        let response = guarded(&tracker, async {
+            let wire_types = |statement: &_| self.parser.get_parameter_types(statement);
+            let query = portal::run_query(
+                &self.context,
+                &self.hooks,
+                &self.plans,
+                wire_types,
+                client,
+                portal,
+            );
+            match query.await {
+                Some(response) => response,
+                None => ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await,
+            }
+        });
         let response = self
             .interruptible(&watch, &tracker, &portal.statement.statement.0, response)
             .await?;

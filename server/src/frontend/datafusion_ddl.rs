@@ -77,7 +77,7 @@ async fn execute(context: &SessionContext, statement: Statement) -> Result<u64, 
 
 /// A statement prepared through the extended protocol, as datafusion-postgres
 /// stores it: the text, and the sqlparser statement with its logical plan.
-type PreparedStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+pub type PreparedStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
 /// datafusion-postgres' parser, falling back to DataFusion's for `CREATE
 /// EXTERNAL TABLE` statements the Postgres dialect cannot parse.

@@ -69,6 +69,11 @@ const MESSAGE_PATTERNS: &[(&str, &str)] = &[
         PROGRAM_LIMIT_EXCEEDED,
     ),
     ("compiledtoobig", PROGRAM_LIMIT_EXCEEDED),
+    // A prepared statement over a table whose columns changed since.
+    (
+        sluice_engine::current_tables::TABLE_CHANGED,
+        FEATURE_NOT_SUPPORTED,
+    ),
     // A string or list column over Arrow's 2 GiB per array (`string_agg` of
     // large values).
     ("offset overflow", PROGRAM_LIMIT_EXCEEDED),

@@ -1,0 +1,75 @@
+//! Plans kept between executions read the tables as they are now.
+//!
+//! A prepared statement's logical plan holds the table providers it was
+//! planned with. A managed table gets a new provider each time a write
+//! commits (its file list is part of it), so a plan kept across an `INSERT`
+//! would go on reading the old files: a dashboard's prepared query would
+//! never see new rows. Before each execution, [`with_current_tables`] puts
+//! the catalog's current provider of each scanned table in the plan.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
+use datafusion::common::TableReference;
+use datafusion::datasource::{provider_as_source, source_as_provider};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{LogicalPlan, TableScan};
+
+/// The message of the error a kept plan ends with when a table it reads
+/// changed its columns; the client prepares the statement again.
+pub const TABLE_CHANGED: &str = "changed its columns since the statement was prepared";
+
+/// `plan` reading each table it scans through the provider the session's
+/// catalog holds now (after catching up with other frontends' commits).
+/// Scans of names the catalog does not hold (table functions, tables
+/// dropped since) keep theirs. A table whose columns changed fails the
+/// plan with [`TABLE_CHANGED`].
+pub async fn with_current_tables(plan: LogicalPlan, state: &SessionState) -> Result<LogicalPlan> {
+    let mut scanned: HashMap<TableReference, Option<Arc<dyn TableProvider>>> = HashMap::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            scanned.entry(scan.table_name.clone()).or_default();
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    if scanned.is_empty() {
+        return Ok(plan);
+    }
+    crate::catalog::refresh_catalogs(state.catalog_list().as_ref()).await;
+    for (name, current) in &mut scanned {
+        if let Ok(schema) = state.schema_for_ref(name.clone()) {
+            *current = schema.table(name.table()).await?;
+        }
+    }
+    plan.transform_up_with_subqueries(|node| match node {
+        LogicalPlan::TableScan(scan) => rebind(scan, &scanned),
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|rebound| rebound.data)
+}
+
+/// `scan` through the current provider of its table in `current`.
+fn rebind(
+    mut scan: TableScan,
+    current: &HashMap<TableReference, Option<Arc<dyn TableProvider>>>,
+) -> Result<Transformed<LogicalPlan>> {
+    let Some(Some(provider)) = current.get(&scan.table_name) else {
+        return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+    };
+    let same = source_as_provider(&scan.source)
+        .is_ok_and(|kept| std::ptr::addr_eq(Arc::as_ptr(&kept), Arc::as_ptr(provider)));
+    if same {
+        return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
+    }
+    if provider.schema() != scan.source.schema() {
+        return Err(DataFusionError::Plan(format!(
+            "table \"{}\" {TABLE_CHANGED}: prepare it again",
+            scan.table_name
+        )));
+    }
+    scan.source = provider_as_source(Arc::clone(provider));
+    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+}
