@@ -5,7 +5,8 @@
 # holding the same `nation` rows. Prints transactions per second and the
 # p50/p95/p99 latency of both, for the extended and the prepared protocol;
 # then a mixed run on Sluice where 4 clients run TPC-H q1 in a loop while 60
-# run the small query.
+# run the small query; then the small query as Ballista jobs (the cluster
+# path), from 1 client (the fixed cost of a job) and from 64.
 #
 #   benches/concurrency/run.sh                 # 20 s per run
 #   DURATION=10 benches/concurrency/run.sh
@@ -18,9 +19,8 @@ target="${CARGO_TARGET_DIR:-target}"
 data="${DATA:-$target/tpch/sf1}"
 pg_bin="${PG_BIN:-/usr/lib/postgresql/15/bin}"
 work="$(mktemp -d)"
-sluice_pid=""
 cleanup() {
-  [ -n "$sluice_pid" ] && kill "$sluice_pid" 2>/dev/null || true
+  [ -f "$work/pids" ] && xargs kill <"$work/pids" 2>/dev/null || true
   [ -f "$work/pg/postmaster.pid" ] && runuser -u postgres -- "$pg_bin/pg_ctl" -D "$work/pg" -m fast stop >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -44,13 +44,22 @@ SQL
 tr '\n' ' ' <benches/tpch/queries/q01.sql | sed 's/;* *$/;/' >"$work/q1.sql"
 echo >>"$work/q1.sql"
 
+# start_sluice NAME [ARGS...]: starts `sluice serve` with TPC-H registered
+# and prints its port (run in a subshell: its pid goes to $work/pids).
+start_sluice() {
+  local name=$1 port
+  shift
+  port="$(free_port)"
+  "$SLUICE" serve --listen "127.0.0.1:$port" --data-dir "$work/$name" --http off "$@" \
+    >"$work/$name.log" 2>&1 &
+  echo "$!" >>"$work/pids"
+  for _ in $(seq 100); do grep -q "ready" "$work/$name.log" && break; sleep 0.1; done
+  "$SLUICE" tpch register --data "$data" --port "$port" >/dev/null
+  echo "$port"
+}
+
 # Sluice, embedded cluster.
-sluice_port="$(free_port)"
-"$SLUICE" serve --listen "127.0.0.1:$sluice_port" --data-dir "$work/sluice" --http off \
-  >"$work/sluice.log" 2>&1 &
-sluice_pid=$!
-for _ in $(seq 100); do grep -q "ready" "$work/sluice.log" && break; sleep 0.1; done
-"$SLUICE" tpch register --data "$data" --port "$sluice_port" >/dev/null
+sluice_port="$(start_sluice sluice)"
 
 # PostgreSQL 15 on loopback, nation loaded from Sluice's own CSV output.
 pg_port="$(free_port)"
@@ -110,3 +119,8 @@ sleep 1
 bench "sluice small x60 beside q1" "$sluice_port" sluice sluice extended 60 "$work/small.sql"
 wait "$q1"
 cat "$work/q1-result"
+
+echo "== the cluster path: every query a Ballista job (--frontend-max-bytes 0)"
+cluster_port="$(start_sluice cluster --frontend-max-bytes 0)"
+bench "sluice jobs, 1 client" "$cluster_port" sluice sluice prepared 1 "$work/small.sql"
+bench "sluice jobs, 64 clients" "$cluster_port" sluice sluice prepared 64 "$work/small.sql"

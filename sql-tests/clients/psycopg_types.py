@@ -54,6 +54,23 @@ def main() -> None:
         ).fetchone()
         assert row == (42, "hi!", 2.5, False), row
 
+        # The same text sent again (unnamed statements, as psycopg sends
+        # them) reads the table as it is each time: new rows, and new columns.
+        conn.execute("CREATE TABLE py_counts (id BIGINT, s VARCHAR)")
+        conn.execute("INSERT INTO py_counts VALUES (1, 'a'), (2, 'b')")
+        count = "SELECT count(*) FROM py_counts WHERE id <> %s"
+        every = "SELECT * FROM py_counts ORDER BY id"
+        assert conn.execute(count, (1,), prepare=False).fetchone() == (1,)
+        assert conn.execute(every, prepare=False).fetchall() == [(1, "a"), (2, "b")]
+        conn.execute("INSERT INTO py_counts VALUES (3, 'c')")
+        assert conn.execute(count, (1,), prepare=False).fetchone() == (2,)
+        assert conn.execute(count, (3,), prepare=False).fetchone() == (2,)
+        conn.execute("DROP TABLE py_counts")
+        conn.execute("CREATE TABLE py_counts (id BIGINT, s VARCHAR, extra INT)")
+        conn.execute("INSERT INTO py_counts VALUES (5, 'e', 1)")
+        assert conn.execute(count, (1,), prepare=False).fetchone() == (1,)
+        assert conn.execute(every, prepare=False).fetchall() == [(5, "e", 1)]
+
         # A bad query raises with its SQLSTATE and the connection stays usable.
         try:
             conn.execute("SELECT * FROM py_missing")

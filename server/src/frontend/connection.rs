@@ -49,6 +49,7 @@ use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
 use super::off_worker::{off_worker, OffWorker};
+use super::parsed::ParsedQueries;
 use super::portal::{self, PreparedPlans};
 use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
@@ -116,6 +117,7 @@ impl Connection {
             caps,
             hooks,
             plans: PreparedPlans::default(),
+            parsed: ParsedQueries::default(),
         });
         Self {
             frontend,
@@ -166,6 +168,8 @@ pub struct SessionHandler {
     hooks: Vec<Arc<dyn QueryHook>>,
     /// What the connection keeps of its prepared queries.
     plans: PreparedPlans,
+    /// The queries the connection parsed.
+    parsed: ParsedQueries,
 }
 
 impl SessionHandler {
@@ -495,13 +499,20 @@ impl ExtendedQueryHandler for SessionHandler {
             })?;
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
         // Parse plans the statement: off the worker, as every statement.
-        let parsed = OffWorker::for_statement(
-            &message.query,
-            StoredStatement::parse(client, &message, self.query_parser()),
-        )
+        let parsed = OffWorker::for_statement(&message.query, async {
+            if let Some(statement) = self.parsed.get(&self.context, &message).await {
+                return Ok(Some(statement));
+            }
+            let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
+            Ok::<_, PgWireError>(parsed.map(|statement| {
+                let statement = Arc::new(statement);
+                self.parsed.keep(&self.context, &message, &statement);
+                statement
+            }))
+        })
         .await?;
         match parsed {
-            Some(statement) => client.portal_store().put_statement(Arc::new(statement)),
+            Some(statement) => client.portal_store().put_statement(statement),
             None => client.portal_store().put_empty_statement(name),
         }
         client

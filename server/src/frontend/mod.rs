@@ -12,6 +12,7 @@ mod hooks;
 mod interrupt;
 mod managed;
 mod off_worker;
+mod parsed;
 mod portal;
 mod prepared;
 mod progress;
