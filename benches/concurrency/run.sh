@@ -94,7 +94,7 @@ bench() {
     return 1
   }
   local tps failed
-  tps=$(awk '/^tps = / { printf "%.0f", $3 }' "$work/out-$label")
+  tps=$(awk '/^tps = / { printf($3 < 10 ? "%.1f" : "%.0f", $3) }' "$work/out-$label")
   failed=$(awk '/failed transactions:/ { print $5 }' "$work/out-$label")
   # Per-transaction log lines: client, transaction, latency (µs), ...
   cat "$logs".* | awk '{ print $3 }' | sort -n | awk -v label="$label" -v tps="$tps" -v failed="$failed" '
