@@ -122,6 +122,17 @@ async fn prepared_queries_keep_their_plan_and_see_new_rows() {
             "{small:?}: {explained:?}"
         );
 
+        // SELECT … INTO creates a table, over the extended protocol too.
+        client
+            .execute("SELECT id * 10 AS id10 INTO m_into FROM m", &[])
+            .await
+            .expect("select into");
+        let rows = client
+            .query("SELECT count(*) FROM m_into", &[])
+            .await
+            .expect("m_into");
+        assert_eq!(counted(rows), 3, "{small:?}");
+
         // Once the table's columns change, the kept plan fails clearly.
         client
             .batch_execute("DROP TABLE m; CREATE TABLE m (id BIGINT, s VARCHAR, extra INT)")

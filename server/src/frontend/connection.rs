@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser;
 use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
@@ -56,6 +56,7 @@ use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
+use super::simple;
 use super::slots::ConnectionSlot;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
@@ -118,6 +119,7 @@ impl Connection {
             hooks,
             plans: PreparedPlans::default(),
             parsed: ParsedQueries::default(),
+            sql_parser: PostgresCompatibilityParser::new(),
         });
         Self {
             frontend,
@@ -170,6 +172,8 @@ pub struct SessionHandler {
     plans: PreparedPlans,
     /// The queries the connection parsed.
     parsed: ParsedQueries,
+    /// The parser of simple-protocol queries (datafusion-postgres').
+    sql_parser: PostgresCompatibilityParser,
 }
 
 impl SessionHandler {
@@ -443,6 +447,16 @@ impl SimpleQueryHandler for SessionHandler {
         sluice_engine::catalog::refresh(&self.context).await;
         let planned = rewritten.as_deref().unwrap_or(query);
         let responses = guarded(&tracker, async {
+            let alone = simple::run_query(
+                &self.context,
+                &self.hooks,
+                &self.sql_parser,
+                client,
+                planned,
+            );
+            if let Some(response) = alone.await {
+                return response.map(|response| vec![response]);
+            }
             match SimpleQueryHandler::do_query(&self.inner, client, planned).await {
                 Err(error) if is_parse_error(&error) => {
                     match datafusion_ddl::run(&self.context, &*client, query).await {
@@ -564,10 +578,12 @@ impl ExtendedQueryHandler for SessionHandler {
             Some(Entry::Value(portal)) => portal,
             _ => return self._on_execute(client, message).await,
         };
-        let is_select = matches!(
-            portal.statement.statement.1,
-            Some((sqlparser::ast::Statement::Query(_), _))
-        );
+        let is_select = portal
+            .statement
+            .statement
+            .1
+            .as_ref()
+            .is_some_and(|(statement, _)| portal::only_reads(statement));
         let unstarted = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
         if message.max_rows != 0
             || !is_select

@@ -19,6 +19,7 @@ mod progress;
 mod rename;
 mod rewrite;
 pub(crate) mod settings;
+mod simple;
 pub mod slots;
 pub mod sqlstate;
 mod startup;

@@ -24,11 +24,11 @@ use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::Statement;
+use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
-use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::Type;
@@ -40,7 +40,8 @@ use sluice_engine::current_tables::with_current_tables;
 
 use super::datafusion_ddl::PreparedStatement;
 
-fn api(error: DataFusionError) -> PgWireError {
+/// A DataFusion error, as the wire reports it.
+pub fn api(error: DataFusionError) -> PgWireError {
     PgWireError::ApiError(Box::new(error))
 }
 
@@ -78,6 +79,17 @@ fn parameter_types(plan: &LogicalPlan) -> PgWireResult<Vec<Option<DataType>>> {
         .collect())
 }
 
+/// Whether `statement` is a query that only reads (`SELECT … INTO` creates
+/// a table).
+pub fn only_reads(statement: &Statement) -> bool {
+    match statement {
+        Statement::Query(query) => {
+            !matches!(query.body.as_ref(), SetExpr::Select(select) if select.into.is_some())
+        }
+        _ => false,
+    }
+}
+
 /// Runs `portal` when it holds a query: `None` leaves any other statement
 /// to datafusion-postgres. The connection's `hooks` see the statement
 /// first, as they do on datafusion-postgres' path; `wire_types` gives the
@@ -93,9 +105,12 @@ pub async fn run_query<C>(
 where
     C: HookClient,
 {
-    let (_, Some((statement @ Statement::Query(_), plan))) = &portal.statement.statement else {
+    let (_, Some((statement, plan))) = &portal.statement.statement else {
         return None;
     };
+    if !only_reads(statement) {
+        return None;
+    }
     let prepared = match plans.get(&portal.statement, wire_types) {
         Ok(prepared) => prepared,
         Err(e) => return Some(Err(e)),
@@ -128,14 +143,25 @@ async fn run(
     let state = context.state();
     let optimized = prepared.optimized(&state, plan, &params)?;
     let optimized = with_current_tables(optimized, &state).await.map_err(api)?;
+    answer(&state, &optimized, &portal.result_column_format, format).await
+}
+
+/// The rows of the query `optimized` (a logical plan the optimizer has
+/// already seen), planned physically in `state` and encoded in `format`.
+pub async fn answer(
+    state: &SessionState,
+    optimized: &LogicalPlan,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<Response> {
     let fields = Arc::new(arrow_schema_to_pg_fields(
         optimized.schema().as_arrow(),
-        &portal.result_column_format,
-        Some(format),
+        format,
+        Some(options),
     )?);
     let physical = state
         .query_planner()
-        .create_physical_plan(&optimized, &state)
+        .create_physical_plan(optimized, state)
         .await
         .map_err(api)?;
     let batches = execute_stream(physical, state.task_ctx()).map_err(api)?;
