@@ -122,6 +122,16 @@ async fn prepared_queries_keep_their_plan_and_see_new_rows() {
             "{small:?}: {explained:?}"
         );
 
+        // The time is read on each execution, not when the plan was made.
+        let clock = client
+            .prepare("SELECT CAST(now() AS VARCHAR) FROM m WHERE id = $1")
+            .await
+            .expect("prepare");
+        let first: String = client.query_one(&clock, &[&1_i64]).await.unwrap().get(0);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let second: String = client.query_one(&clock, &[&1_i64]).await.unwrap().get(0);
+        assert_ne!(first, second, "{small:?}");
+
         // SELECT … INTO creates a table, over the extended protocol too.
         client
             .execute("SELECT id * 10 AS id10 INTO m_into FROM m", &[])

@@ -21,7 +21,7 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::execute_stream;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
@@ -177,6 +177,31 @@ pub async fn answer(
     Ok(Response::Query(QueryResponse::new(fields, rows)))
 }
 
+/// Whether `plan`'s optimized form may serve every execution: not when it
+/// shows its optimization (EXPLAIN), nor when it calls a function that is
+/// not immutable, which the optimizer may fold into a constant of the moment
+/// it runs (`now()`, `current_date`).
+fn keeps_optimized(plan: &LogicalPlan) -> bool {
+    if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
+        return false;
+    }
+    let mut immutable = true;
+    let walked = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(call) = e {
+                    if call.func.signature().volatility != Volatility::Immutable {
+                        immutable = false;
+                        return Ok(TreeNodeRecursion::Stop);
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    walked.is_ok() && immutable
+}
+
 /// What one prepared query keeps between its executions.
 pub struct Prepared {
     /// The statement it was made from; held weakly, so the address it is
@@ -189,8 +214,8 @@ pub struct Prepared {
     /// Its plan after the logical optimizer, with its placeholders, and the
     /// optimizer settings it was made under (a `SET` of one makes it again).
     /// `None` as the plan when it does not optimize with placeholders (an
-    /// untyped one, say) or shows its optimization (EXPLAIN): then each
-    /// execution optimizes it with its parameters in place.
+    /// untyped one, say) or may not be kept ([`keeps_optimized`]): then
+    /// each execution optimizes it with its parameters in place.
     optimized: Mutex<Option<(OptimizerOptions, Option<LogicalPlan>)>>,
 }
 
@@ -215,9 +240,9 @@ impl Prepared {
         let kept = match &*optimized {
             Some((made_under, kept)) if made_under == options => kept,
             _ => {
-                let optimizable =
-                    !matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_));
-                let kept = optimizable.then(|| state.optimize(plan).ok()).flatten();
+                let kept = keeps_optimized(plan)
+                    .then(|| state.optimize(plan).ok())
+                    .flatten();
                 &optimized.insert((options.clone(), kept)).1
             }
         };
