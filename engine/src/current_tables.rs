@@ -22,12 +22,25 @@ use datafusion::logical_expr::{LogicalPlan, TableScan};
 /// changed its columns; the client prepares the statement again.
 pub const TABLE_CHANGED: &str = "changed its columns since the statement was prepared";
 
+/// What [`with_current_tables`] does with a scan of a name the catalog
+/// does not hold: a table function's, or a table dropped since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnknownNames {
+    /// The scan keeps its provider.
+    KeepScan,
+    /// The plan fails (its query is to be planned again).
+    Fail,
+}
+
 /// `plan` reading each table it scans through the provider the session's
 /// catalog holds now (after catching up with other frontends' commits).
-/// Scans of names the catalog does not hold (table functions, tables
-/// dropped since) keep theirs. A table whose columns changed fails the
-/// plan with [`TABLE_CHANGED`].
-pub async fn with_current_tables(plan: LogicalPlan, state: &SessionState) -> Result<LogicalPlan> {
+/// Scans of names the catalog does not hold are handled as `unknown` says.
+/// A table whose columns changed fails the plan with [`TABLE_CHANGED`].
+pub async fn with_current_tables(
+    plan: LogicalPlan,
+    state: &SessionState,
+    unknown: UnknownNames,
+) -> Result<LogicalPlan> {
     let mut scanned: HashMap<TableReference, Option<Arc<dyn TableProvider>>> = HashMap::new();
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
@@ -42,6 +55,11 @@ pub async fn with_current_tables(plan: LogicalPlan, state: &SessionState) -> Res
     for (name, current) in &mut scanned {
         if let Ok(schema) = state.schema_for_ref(name.clone()) {
             *current = schema.table(name.table()).await?;
+        }
+        if current.is_none() && unknown == UnknownNames::Fail {
+            return Err(DataFusionError::Plan(format!(
+                "table \"{name}\" is not in the catalog"
+            )));
         }
     }
     plan.transform_up_with_subqueries(|node| match node {

@@ -155,6 +155,75 @@ async fn prepared_queries_keep_their_plan_and_see_new_rows() {
     }
 }
 
+/// The rows of a simple-protocol query, as text.
+async fn simple_rows(client: &Client, sql: &str) -> Vec<Vec<Option<String>>> {
+    client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_iter()
+        .filter_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The same query text sent again over the simple protocol reuses its plan
+/// and still reads the table as it is each time: new rows, new columns, a
+/// dropped table, the time of each run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simple_queries_sent_again_read_the_tables_as_they_are() {
+    let server = SluiceServer::start_with_small_queries(
+        Path::new(env!("CARGO_BIN_EXE_sluice")),
+        1,
+        SmallQueries::Frontend,
+    )
+    .expect("sluice serve starts");
+    let client = connect(server.port()).await;
+    client
+        .batch_execute("CREATE TABLE st (id BIGINT, s VARCHAR); INSERT INTO st VALUES (1, 'a')")
+        .await
+        .expect("table st");
+    let every = "SELECT * FROM st ORDER BY id";
+    let one = |id: &str, s: &str| vec![Some(id.to_string()), Some(s.to_string())];
+    assert_eq!(simple_rows(&client, every).await, vec![one("1", "a")]);
+    client
+        .batch_execute("INSERT INTO st VALUES (2, 'b')")
+        .await
+        .expect("insert");
+    assert_eq!(
+        simple_rows(&client, every).await,
+        vec![one("1", "a"), one("2", "b")]
+    );
+
+    client
+        .batch_execute("DROP TABLE st; CREATE TABLE st (id BIGINT, s VARCHAR, extra INT)")
+        .await
+        .expect("table st again");
+    client
+        .batch_execute("INSERT INTO st VALUES (3, 'c', 7)")
+        .await
+        .expect("insert");
+    let mut three = one("3", "c");
+    three.push(Some("7".to_string()));
+    assert_eq!(simple_rows(&client, every).await, vec![three]);
+
+    client.batch_execute("DROP TABLE st").await.expect("drop");
+    let error = client.simple_query(every).await.unwrap_err();
+    let error = error.as_db_error().expect("a server error");
+    assert_eq!(error.code().code(), "42P01", "{error}");
+
+    let clock = "SELECT CAST(now() AS VARCHAR)";
+    let first = simple_rows(&client, clock).await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_ne!(first, simple_rows(&client, clock).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepared_statements_return_typed_values() {
     let server = start(2);

@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::parser::ParserError;
-use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
@@ -56,7 +55,7 @@ use super::progress;
 use super::rename::RenameTable;
 use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
-use super::simple;
+use super::simple::SimpleQueries;
 use super::slots::ConnectionSlot;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
@@ -119,7 +118,7 @@ impl Connection {
             hooks,
             plans: PreparedPlans::default(),
             parsed: ParsedQueries::default(),
-            sql_parser: PostgresCompatibilityParser::new(),
+            simple: SimpleQueries::default(),
         });
         Self {
             frontend,
@@ -172,8 +171,8 @@ pub struct SessionHandler {
     plans: PreparedPlans,
     /// The queries the connection parsed.
     parsed: ParsedQueries,
-    /// The parser of simple-protocol queries (datafusion-postgres').
-    sql_parser: PostgresCompatibilityParser,
+    /// The connection's simple-protocol queries.
+    simple: SimpleQueries,
 }
 
 impl SessionHandler {
@@ -447,13 +446,9 @@ impl SimpleQueryHandler for SessionHandler {
         sluice_engine::catalog::refresh(&self.context).await;
         let planned = rewritten.as_deref().unwrap_or(query);
         let responses = guarded(&tracker, async {
-            let alone = simple::run_query(
-                &self.context,
-                &self.hooks,
-                &self.sql_parser,
-                client,
-                planned,
-            );
+            let alone = self
+                .simple
+                .run_query(&self.context, &self.hooks, client, planned);
             if let Some(response) = alone.await {
                 return response.map(|response| vec![response]);
             }

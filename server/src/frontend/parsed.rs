@@ -20,7 +20,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::{Type, DEFAULT_NAME};
 use datafusion_postgres::pgwire::messages::extendedquery::Parse;
-use sluice_engine::current_tables::with_current_tables;
+use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -88,7 +88,7 @@ impl ParsedQueries {
         let (_, Some((_, plan))) = &statement.statement else {
             return None;
         };
-        with_current_tables(plan.clone(), &context.state())
+        with_current_tables(plan.clone(), &context.state(), UnknownNames::Fail)
             .await
             .ok()
             .map(|_| statement)

@@ -36,7 +36,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{stream, StreamExt};
 
-use sluice_engine::current_tables::with_current_tables;
+use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -142,7 +142,9 @@ async fn run(
 ) -> PgWireResult<Response> {
     let state = context.state();
     let optimized = prepared.optimized(&state, plan, &params)?;
-    let optimized = with_current_tables(optimized, &state).await.map_err(api)?;
+    let optimized = with_current_tables(optimized, &state, UnknownNames::KeepScan)
+        .await
+        .map_err(api)?;
     answer(&state, &optimized, &portal.result_column_format, format).await
 }
 
@@ -181,7 +183,7 @@ pub async fn answer(
 /// shows its optimization (EXPLAIN), nor when it calls a function that is
 /// not immutable, which the optimizer may fold into a constant of the moment
 /// it runs (`now()`, `current_date`).
-fn keeps_optimized(plan: &LogicalPlan) -> bool {
+pub fn keeps_optimized(plan: &LogicalPlan) -> bool {
     if matches!(plan, LogicalPlan::Explain(_) | LogicalPlan::Analyze(_)) {
         return false;
     }

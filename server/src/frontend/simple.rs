@@ -1,5 +1,6 @@
 //! Runs a query sent alone over the simple protocol (psql, psycopg2,
-//! pgbench's default), parsed once.
+//! pgbench's default), parsed once, and planned once per text
+//! ([`SimpleQueries`]).
 //!
 //! datafusion-postgres parses a simple query, prints each statement back
 //! to text and has DataFusion parse that text again before planning it; its
@@ -9,7 +10,14 @@
 //! state. Texts holding several statements, or anything but a query, keep
 //! datafusion-postgres' path.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use datafusion::common::config::{OptimizerOptions, SqlParserOptions};
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser::ast::Statement;
+use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -20,41 +28,158 @@ use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 
-use super::portal::{answer, api, only_reads};
+use super::portal::{answer, api, keeps_optimized, only_reads};
 
-/// Runs `text` when it holds exactly one query: `None` leaves it (and
-/// texts that do not parse) to datafusion-postgres. The connection's
-/// `hooks` see the statement first, as they do on datafusion-postgres'
-/// path.
-pub async fn run_query<C>(
-    context: &SessionContext,
-    hooks: &[Arc<dyn QueryHook>],
-    parser: &PostgresCompatibilityParser,
-    client: &mut C,
-    text: &str,
-) -> Option<PgWireResult<Response>>
-where
-    C: HookClient,
-{
-    let mut statements = parser.parse(text).ok()?;
-    let statement = match statements.pop() {
-        Some(statement) if statements.is_empty() && only_reads(&statement) => statement,
-        _ => return None,
-    };
-    for hook in hooks {
-        if let Some(result) = hook.handle_simple_query(&statement, context, client).await {
-            return Some(result);
+/// Most query texts one connection keeps the plans of.
+pub const KEPT_PER_CONNECTION: usize = 64;
+
+/// What a plan was made under: the same text means the same query only
+/// under the same settings.
+#[derive(PartialEq)]
+struct MadeUnder {
+    /// The catalog and schema unqualified names resolve in.
+    defaults: (String, String),
+    sql_parser: SqlParserOptions,
+    optimizer: OptimizerOptions,
+}
+
+impl MadeUnder {
+    fn of(state: &SessionState) -> Self {
+        let options = state.config_options();
+        Self {
+            defaults: (
+                options.catalog.default_catalog.clone(),
+                options.catalog.default_schema.clone(),
+            ),
+            sql_parser: options.sql_parser.clone(),
+            optimizer: options.optimizer.clone(),
         }
     }
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-    let state = context.state();
-    let planned = async {
-        let plan = state
-            .statement_to_plan(DFStatement::Statement(Box::new(statement)))
-            .await
-            .map_err(api)?;
-        let optimized = state.optimize(&plan).map_err(api)?;
-        answer(&state, &optimized, &Format::UnifiedText, options).await
-    };
-    Some(planned.await)
+}
+
+/// A query text's statement and its optimized plan.
+struct Kept {
+    text: String,
+    made_under: MadeUnder,
+    statement: Statement,
+    optimized: LogicalPlan,
+}
+
+/// One connection's simple-protocol queries: the parser, and the plans of
+/// its last [`KEPT_PER_CONNECTION`] query texts. Dashboards and tools that
+/// put their values into the text (psycopg2, pgbench's default) send the
+/// same texts again and again; each one is parsed, planned and optimized
+/// once. Only logical plans are kept: each run reads the tables through the
+/// catalog's providers of the moment and lists their files again
+/// ([`with_current_tables`]); a table whose columns changed has its query
+/// planned afresh. Plans calling functions that are not immutable
+/// (`now()`) are not kept.
+pub struct SimpleQueries {
+    parser: PostgresCompatibilityParser,
+    kept: Mutex<VecDeque<Kept>>,
+}
+
+impl Default for SimpleQueries {
+    fn default() -> Self {
+        Self {
+            parser: PostgresCompatibilityParser::new(),
+            kept: Mutex::default(),
+        }
+    }
+}
+
+impl SimpleQueries {
+    /// Runs `text` when it holds exactly one query: `None` leaves it (and
+    /// texts that do not parse) to datafusion-postgres. The connection's
+    /// `hooks` see the statement first, as they do on datafusion-postgres'
+    /// path.
+    pub async fn run_query<C>(
+        &self,
+        context: &SessionContext,
+        hooks: &[Arc<dyn QueryHook>],
+        client: &mut C,
+        text: &str,
+    ) -> Option<PgWireResult<Response>>
+    where
+        C: HookClient,
+    {
+        let state = context.state();
+        let made_under = MadeUnder::of(&state);
+        let kept = self.kept(text, &made_under);
+        let statement = match &kept {
+            Some((statement, _)) => statement.clone(),
+            None => {
+                let mut statements = self.parser.parse(text).ok()?;
+                match statements.pop() {
+                    Some(statement) if statements.is_empty() && only_reads(&statement) => statement,
+                    _ => return None,
+                }
+            }
+        };
+        for hook in hooks {
+            if let Some(result) = hook.handle_simple_query(&statement, context, client).await {
+                return Some(result);
+            }
+        }
+        let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+        let planned = async {
+            let current = match kept {
+                Some((_, optimized)) => with_current_tables(optimized, &state, UnknownNames::Fail)
+                    .await
+                    .ok(),
+                None => None,
+            };
+            let optimized = match current {
+                Some(optimized) => optimized,
+                None => {
+                    let plan = state
+                        .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
+                        .await
+                        .map_err(api)?;
+                    let optimized = state.optimize(&plan).map_err(api)?;
+                    if keeps_optimized(&plan) {
+                        self.keep(text, made_under, statement, &optimized);
+                    }
+                    optimized
+                }
+            };
+            answer(&state, &optimized, &Format::UnifiedText, options).await
+        };
+        Some(planned.await)
+    }
+
+    /// The statement and optimized plan kept for `text` made under
+    /// `made_under`.
+    fn kept(&self, text: &str, made_under: &MadeUnder) -> Option<(Statement, LogicalPlan)> {
+        let kept = self.lock();
+        let found = kept
+            .iter()
+            .rev()
+            .find(|kept| kept.text == text && kept.made_under == *made_under)?;
+        Some((found.statement.clone(), found.optimized.clone()))
+    }
+
+    fn keep(
+        &self,
+        text: &str,
+        made_under: MadeUnder,
+        statement: Statement,
+        optimized: &LogicalPlan,
+    ) {
+        let mut kept = self.lock();
+        kept.retain(|kept| kept.text != text);
+        if kept.len() >= KEPT_PER_CONNECTION {
+            kept.pop_front();
+        }
+        kept.push_back(Kept {
+            text: text.to_string(),
+            made_under,
+            statement,
+            optimized: optimized.clone(),
+        });
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Kept>> {
+        self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
