@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Dashboard concurrency: pgbench with 64 clients of a small query, against
+# Dashboard concurrency: pgbench with 64 clients of a small query (simple,
+# extended and prepared protocol), against
 # Sluice (`sluice serve`, release build, TPC-H SF 1 registered) and against
 # PostgreSQL 15 (Debian's `postgresql-15` package, started here on loopback)
 # holding the same `nation` rows. Prints transactions per second and the
@@ -107,7 +108,7 @@ bench() {
 }
 
 echo "== 64 clients, $duration s each: $(tail -1 "$work/small.sql")"
-for mode in extended prepared; do
+for mode in simple extended prepared; do
   bench "sluice -M $mode" "$sluice_port" sluice sluice "$mode" 64 "$work/small.sql"
   bench "postgresql -M $mode" "$pg_port" postgres postgres "$mode" 64 "$work/small.sql"
 done
