@@ -14,7 +14,8 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use datafusion::common::config::SqlParserOptions;
+use datafusion::common::config::{OptimizerOptions, SqlParserOptions};
+use datafusion::execution::SessionState;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
@@ -32,10 +33,7 @@ struct Parsed {
     name: String,
     text: String,
     parameter_types: Vec<Option<Type>>,
-    /// The catalog and schema unqualified names resolved in.
-    defaults: (String, String),
-    /// The SQL parser settings.
-    sql_parser: SqlParserOptions,
+    made_under: MadeUnder,
     statement: Arc<StoredStatement<PreparedStatement>>,
 }
 
@@ -45,18 +43,34 @@ pub struct ParsedQueries {
     parsed: Mutex<VecDeque<Parsed>>,
 }
 
-/// The default catalog and schema of `context`, and its SQL parser settings.
-fn settings(context: &SessionContext) -> ((String, String), SqlParserOptions) {
-    let state = context.state_ref();
-    let state = state.read();
-    let options = state.config_options();
-    (
-        (
-            options.catalog.default_catalog.clone(),
-            options.catalog.default_schema.clone(),
-        ),
-        options.sql_parser.clone(),
-    )
+/// What a query was planned under: the same text means the same query only
+/// under the same settings.
+#[derive(PartialEq)]
+pub struct MadeUnder {
+    /// The catalog and schema unqualified names resolve in.
+    defaults: (String, String),
+    sql_parser: SqlParserOptions,
+    optimizer: OptimizerOptions,
+}
+
+impl MadeUnder {
+    /// The settings of `state` a plan depends on.
+    pub fn of(state: &SessionState) -> Self {
+        let options = state.config_options();
+        Self {
+            defaults: (
+                options.catalog.default_catalog.clone(),
+                options.catalog.default_schema.clone(),
+            ),
+            sql_parser: options.sql_parser.clone(),
+            optimizer: options.optimizer.clone(),
+        }
+    }
+
+    /// The settings of `context`'s session a plan depends on.
+    fn now(context: &SessionContext) -> Self {
+        Self::of(&context.state_ref().read())
+    }
 }
 
 impl ParsedQueries {
@@ -68,7 +82,7 @@ impl ParsedQueries {
         parse: &Parse,
     ) -> Option<Arc<StoredStatement<PreparedStatement>>> {
         let name = parse.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let (defaults, sql_parser) = settings(context);
+        let made_under = MadeUnder::now(context);
         let types: Vec<Option<Type>> = parse
             .type_oids
             .iter()
@@ -79,8 +93,7 @@ impl ParsedQueries {
             let found = parsed.iter().rev().find(|parsed| {
                 parsed.text == parse.query
                     && parsed.name == name
-                    && parsed.defaults == defaults
-                    && parsed.sql_parser == sql_parser
+                    && parsed.made_under == made_under
                     && parsed.parameter_types == types
             })?;
             Arc::clone(&found.statement)
@@ -104,7 +117,7 @@ impl ParsedQueries {
         if !matches!(&statement.statement, (_, Some((Statement::Query(_), _)))) {
             return;
         }
-        let (defaults, sql_parser) = settings(context);
+        let made_under = MadeUnder::now(context);
         let mut parsed = self.lock();
         parsed.retain(|parsed| !(parsed.text == parse.query && parsed.name == statement.id));
         if parsed.len() >= PARSED_PER_CONNECTION {
@@ -114,8 +127,7 @@ impl ParsedQueries {
             name: statement.id.clone(),
             text: parse.query.clone(),
             parameter_types: statement.parameter_types.clone(),
-            defaults,
-            sql_parser,
+            made_under,
             statement: Arc::clone(statement),
         });
     }

@@ -13,49 +13,23 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use datafusion::common::config::{OptimizerOptions, SqlParserOptions};
-use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::sql::sqlparser::ast::Statement;
-use sluice_engine::current_tables::{with_current_tables, UnknownNames};
-
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
+use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 
+use super::parsed::MadeUnder;
 use super::portal::{answer, api, keeps_optimized, only_reads};
 
 /// Most query texts one connection keeps the plans of.
 pub const KEPT_PER_CONNECTION: usize = 64;
-
-/// What a plan was made under: the same text means the same query only
-/// under the same settings.
-#[derive(PartialEq)]
-struct MadeUnder {
-    /// The catalog and schema unqualified names resolve in.
-    defaults: (String, String),
-    sql_parser: SqlParserOptions,
-    optimizer: OptimizerOptions,
-}
-
-impl MadeUnder {
-    fn of(state: &SessionState) -> Self {
-        let options = state.config_options();
-        Self {
-            defaults: (
-                options.catalog.default_catalog.clone(),
-                options.catalog.default_schema.clone(),
-            ),
-            sql_parser: options.sql_parser.clone(),
-            optimizer: options.optimizer.clone(),
-        }
-    }
-}
 
 /// A query text's statement and its optimized plan.
 struct Kept {
