@@ -2,10 +2,12 @@
 //!
 //! Each connection owns its own DataFusion session (so `SET` stays local to
 //! it) built from the frontend's shared template (so the catalog is shared).
-//! Query execution is datafusion-postgres' `DfSessionService`; this layer adds
-//! what Sluice needs around it: query records and logging, the job name that
-//! ties a query to its Ballista job, SQLSTATE classification, and turning a
-//! panic into an error instead of a dropped connection.
+//! Queries run here, planned once per text or prepared statement
+//! ([`super::simple`], [`super::parsed`], [`super::portal`]); other statements
+//! go to datafusion-postgres' `DfSessionService`. Around both, this layer adds
+//! what Sluice needs: query records and logging, the job name that ties a
+//! query to its Ballista job, SQLSTATE classification, and turning a panic
+//! into an error instead of a dropped connection.
 
 use std::fmt::Debug;
 use std::future::Future;
