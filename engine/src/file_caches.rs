@@ -7,7 +7,9 @@
 //! DataFusion, keeping one runtime, does not pay. Every runtime Sluice builds
 //! shares these two caches instead. Entries are checked against the file's
 //! size and modification time when used, so a rewritten file is read afresh.
-//! File listings are not shared: a table's files change with writes.
+//! File listings are never cached: a table's files change with writes, and
+//! DataFusion's listing cache (on by default, with no expiry) would keep
+//! showing a directory as it first listed it.
 
 use std::sync::{Arc, OnceLock};
 
@@ -40,12 +42,15 @@ fn caches() -> &'static FileCaches {
 }
 
 /// DataFusion's cache configuration with the process-wide statistics and
-/// metadata caches (DataFusion's default sizes: 20 MiB and 50 MiB).
+/// metadata caches (DataFusion's default sizes: 20 MiB and 50 MiB) and no
+/// listing cache.
 pub fn shared_cache_config() -> CacheManagerConfig {
     let caches = caches();
     CacheManagerConfig {
         file_statistics_cache: Some(Arc::clone(&caches.statistics)),
         file_metadata_cache: Some(Arc::clone(&caches.metadata)),
+        list_files_cache: None,
+        list_files_cache_limit: 0,
         ..CacheManagerConfig::default()
     }
 }

@@ -127,6 +127,15 @@ pub struct FrontendComputeExec {
     input_bytes: Option<u64>,
 }
 
+impl FrontendComputeExec {
+    /// The bytes of files `plan` reads in the frontend, when it is a small
+    /// query over files ([`on_compute_threads_reading`]).
+    pub fn input_bytes_of(plan: &dyn ExecutionPlan) -> Option<u64> {
+        plan.downcast_ref::<Self>()
+            .and_then(|compute| compute.input_bytes)
+    }
+}
+
 impl DisplayAs for FrontendComputeExec {
     fn fmt_as(&self, _format: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "FrontendComputeExec")?;

@@ -15,6 +15,7 @@ pub mod explain_analyze;
 pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;
+pub mod kept_plan;
 pub mod optimizer_rules;
 pub mod options;
 pub mod parallel_write;

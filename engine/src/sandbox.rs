@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
@@ -35,6 +36,53 @@ pub const PERMISSION_DENIED: &str = "permission denied";
 /// before it gives up (a directory that large is refused, not walked for
 /// ever).
 const MAX_LISTED_FILES: usize = 100_000;
+
+/// The sandbox of a session's server, carried in the session's
+/// configuration for plans checked outside the query planner (a kept plan
+/// about to run again, see [`crate::kept_plan`]). It has no settable
+/// entries, so it is never shown or sent.
+#[derive(Debug, Clone)]
+pub struct SessionSandbox(pub Arc<LocationSandbox>);
+
+impl SessionSandbox {
+    /// Checks `plan` against the sandbox `session` carries; `Ok` when it
+    /// carries none (a session outside a server).
+    pub fn check_plan(session: &dyn Session, plan: &LogicalPlan) -> Result<()> {
+        match session.config_options().extensions.get::<SessionSandbox>() {
+            Some(sandbox) => sandbox.0.check_plan(plan),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ExtensionOptions for SessionSandbox {
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+        self
+    }
+
+    fn cloned(&self) -> Box<dyn ExtensionOptions> {
+        Box::new(self.clone())
+    }
+
+    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
+        Err(DataFusionError::Configuration(format!(
+            "{}.{key} cannot be set",
+            Self::PREFIX
+        )))
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        Vec::new()
+    }
+}
+
+impl ConfigExtension for SessionSandbox {
+    const PREFIX: &'static str = "sluice_sandbox";
+}
 
 /// An allowed or reserved prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]

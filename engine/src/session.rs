@@ -21,7 +21,7 @@ use crate::planner::SluiceQueryPlanner;
 use crate::planning_interrupt::{interruptible_optimizer_rules, CheckInterrupt, PlanningInterrupt};
 use crate::recovery::JobControl;
 use crate::roles::base_config;
-use crate::sandbox::{LocationSandbox, SandboxedTableFactory};
+use crate::sandbox::{LocationSandbox, SandboxedTableFactory, SessionSandbox};
 use crate::storage::{runtime_env_with, StorageOptions};
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
@@ -172,7 +172,9 @@ impl SessionFactory {
         // query fails with "resources exhausted" (53200).
         let runtime = runtime_env_with(storage, None, Some(frontend_memory() as usize))
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
-        let config = config.with_option_extension(PlanningInterrupt::default());
+        let config = config
+            .with_option_extension(PlanningInterrupt::default())
+            .with_option_extension(SessionSandbox(Arc::clone(&sandbox)));
         let physical_rules = std::iter::once(Arc::new(CheckInterrupt) as _)
             .chain(PhysicalOptimizer::new().rules)
             .collect();

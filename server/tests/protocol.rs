@@ -97,6 +97,61 @@ async fn prepared_queries_keep_their_plan_and_see_new_rows() {
             assert_eq!(rows[0].get::<_, i64>(0), i64::from(bound) + 3, "{small:?}");
         }
 
+        // Operators that keep state while they run (a top-k sort, a hash
+        // join) answer each execution for its own values.
+        let top = client
+            .prepare("SELECT id FROM m WHERE id <> $1 ORDER BY id DESC LIMIT 1")
+            .await
+            .expect("prepare");
+        for (bound, expected) in [(3_i64, 2_i64), (2, 3), (3, 2)] {
+            let rows = client.query(&top, &[&bound]).await.unwrap();
+            assert_eq!(rows[0].get::<_, i64>(0), expected, "{small:?}");
+        }
+        let joined = client
+            .prepare("SELECT count(*) FROM m a JOIN m b ON a.id = b.id WHERE b.id <> $1")
+            .await
+            .expect("prepare");
+        for (bound, expected) in [(1_i64, 2_i64), (9, 3), (2, 2)] {
+            assert_eq!(
+                counted(client.query(&joined, &[&bound]).await.unwrap()),
+                expected,
+                "{small:?}"
+            );
+        }
+
+        // A file added to an external table's directory is read by the next
+        // execution.
+        let dir = tempfile::tempdir().unwrap();
+        let location = dir.path().display();
+        client
+            .batch_execute(&format!(
+                "COPY (SELECT 1 AS k) TO '{location}/part-0.parquet' (FORMAT parquet); \
+                 CREATE EXTERNAL TABLE grows STORED AS PARQUET LOCATION '{location}/'"
+            ))
+            .await
+            .expect("table grows");
+        let sum = client
+            .prepare("SELECT sum(k) FROM grows WHERE k <> $1")
+            .await
+            .expect("prepare");
+        let summed = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, Option<i64>>(0);
+        assert_eq!(
+            summed(client.query(&sum, &[&0_i64]).await.unwrap()),
+            Some(1)
+        );
+        assert_eq!(summed(client.query(&sum, &[&1_i64]).await.unwrap()), None);
+        client
+            .batch_execute(&format!(
+                "COPY (SELECT 10 AS k) TO '{location}/part-1.parquet' (FORMAT parquet)"
+            ))
+            .await
+            .expect("another file");
+        assert_eq!(
+            summed(client.query(&sum, &[&1_i64]).await.unwrap()),
+            Some(10),
+            "{small:?}"
+        );
+
         // A changed optimizer setting plans the statement again; the answer
         // stays the same.
         client

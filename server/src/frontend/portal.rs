@@ -22,14 +22,14 @@ use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
-use datafusion::physical_plan::execute_stream;
+use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
-use datafusion_postgres::pgwire::api::results::{QueryResponse, Response};
+use datafusion_postgres::pgwire::api::results::{FieldInfo, QueryResponse, Response};
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
@@ -37,6 +37,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{stream, StreamExt};
 
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
+use sluice_engine::kept_plan::{KeptPlan, PlanSettings, Taken, TakenPlan};
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -141,6 +142,11 @@ async fn run(
     format: Arc<FormatOptions>,
 ) -> PgWireResult<Response> {
     let state = context.state();
+    if let Some(taken) = prepared.take_kept(&state, plan, &params).await? {
+        let fields =
+            arrow_schema_to_pg_fields(taken.schema(), &portal.result_column_format, Some(format))?;
+        return respond(&state, taken.plan(), fields, taken);
+    }
     let optimized = prepared.optimized(&state, plan, &params)?;
     let optimized = with_current_tables(optimized, &state, UnknownNames::KeepScan)
         .await
@@ -156,21 +162,30 @@ pub async fn answer(
     format: &Format,
     options: Arc<FormatOptions>,
 ) -> PgWireResult<Response> {
-    let fields = Arc::new(arrow_schema_to_pg_fields(
-        optimized.schema().as_arrow(),
-        format,
-        Some(options),
-    )?);
+    let fields = arrow_schema_to_pg_fields(optimized.schema().as_arrow(), format, Some(options))?;
     let physical = state
         .query_planner()
         .create_physical_plan(optimized, state)
         .await
         .map_err(api)?;
+    respond(state, physical, fields, ())
+}
+
+/// The rows of `physical` as `fields`; `running` (a taken kept plan, say)
+/// lives until the rows end or are dropped.
+pub fn respond<R: Send + 'static>(
+    state: &SessionState,
+    physical: Arc<dyn ExecutionPlan>,
+    fields: Vec<FieldInfo>,
+    running: R,
+) -> PgWireResult<Response> {
+    let fields = Arc::new(fields);
     let batches = execute_stream(physical, state.task_ctx()).map_err(api)?;
     let row_fields = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| match batch {
             Ok(batch) => {
+                let _running = &running;
                 stream::iter(encode_recordbatch(Arc::clone(&row_fields), batch)).left_stream()
             }
             Err(e) => stream::once(async move { Err(api(e)) }).right_stream(),
@@ -219,6 +234,10 @@ pub struct Prepared {
     /// untyped one, say) or may not be kept ([`keeps_optimized`]): then
     /// each execution optimizes it with its parameters in place.
     optimized: Mutex<Option<(OptimizerOptions, Option<LogicalPlan>)>>,
+    /// Its physical plan, when it runs in the frontend ([`KeptPlan`]); or the
+    /// settings under which it could not be kept (it went to the cluster,
+    /// say), not to try again under them.
+    physical: Mutex<Option<Result<Arc<KeptPlan>, PlanSettings>>>,
 }
 
 impl Prepared {
@@ -230,6 +249,23 @@ impl Prepared {
         deserialize_parameters_with_server_types(portal, &data_types, &wire_types)
     }
 
+    /// `plan` (this statement's) optimized with its placeholders, kept for
+    /// the optimizer settings of `state`; `None` when it may not be kept
+    /// (see [`Self::optimized`]).
+    fn kept_optimized(&self, state: &SessionState, plan: &LogicalPlan) -> Option<LogicalPlan> {
+        let options = &state.config_options().optimizer;
+        let mut optimized = self.optimized.lock().unwrap_or_else(|e| e.into_inner());
+        match &*optimized {
+            Some((made_under, kept)) if made_under == options => kept.clone(),
+            _ => {
+                let kept = keeps_optimized(plan)
+                    .then(|| state.optimize(plan).ok())
+                    .flatten();
+                optimized.insert((options.clone(), kept)).1.clone()
+            }
+        }
+    }
+
     /// `plan` (this statement's), optimized, with `params` in place.
     fn optimized(
         &self,
@@ -237,19 +273,8 @@ impl Prepared {
         plan: &LogicalPlan,
         params: &ParamValues,
     ) -> PgWireResult<LogicalPlan> {
-        let options = &state.config_options().optimizer;
-        let mut optimized = self.optimized.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = match &*optimized {
-            Some((made_under, kept)) if made_under == options => kept,
-            _ => {
-                let kept = keeps_optimized(plan)
-                    .then(|| state.optimize(plan).ok())
-                    .flatten();
-                &optimized.insert((options.clone(), kept)).1
-            }
-        };
-        match kept {
-            Some(kept) => kept.clone().replace_params_with_values(params).map_err(api),
+        match self.kept_optimized(state, plan) {
+            Some(kept) => kept.replace_params_with_values(params).map_err(api),
             None => {
                 let plan = plan
                     .clone()
@@ -257,6 +282,51 @@ impl Prepared {
                     .map_err(api)?;
                 state.optimize(&plan).map_err(api)
             }
+        }
+    }
+
+    /// This statement's kept physical plan (`plan` is its logical plan),
+    /// ready to run with `params`; made now if it has none or it is stale.
+    /// `None` when the statement is planned as usual this time.
+    async fn take_kept(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        params: &ParamValues,
+    ) -> PgWireResult<Option<TakenPlan>> {
+        let physical = self
+            .physical
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match physical {
+            Some(Err(refused_under)) if refused_under == PlanSettings::of(state) => {
+                return Ok(None)
+            }
+            Some(Ok(kept)) => match kept.take(state, params).await.map_err(api)? {
+                Taken::Ready(taken) => return Ok(Some(taken)),
+                Taken::InUse => return Ok(None),
+                Taken::Stale => {}
+            },
+            _ => {}
+        }
+        let Some(optimized) = self.kept_optimized(state, plan) else {
+            return Ok(None);
+        };
+        let optimized = with_current_tables(optimized, state, UnknownNames::KeepScan)
+            .await
+            .map_err(api)?;
+        // A plan that cannot be made to keep is planned as usual, which
+        // reports what is wrong with it.
+        let made = KeptPlan::plan(state, &optimized).await.ok().flatten();
+        *self.physical.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(made.clone().ok_or_else(|| PlanSettings::of(state)));
+        let Some(kept) = made else {
+            return Ok(None);
+        };
+        match kept.take(state, params).await.map_err(api)? {
+            Taken::Ready(taken) => Ok(Some(taken)),
+            Taken::InUse | Taken::Stale => Ok(None),
         }
     }
 }
@@ -292,6 +362,7 @@ impl PreparedPlans {
             parameter_types: parameter_types(plan)?,
             wire_types: wire_types(&statement.statement)?,
             optimized: Mutex::default(),
+            physical: Mutex::default(),
         });
         let mut plans = self.lock();
         // Closed statements are forgotten as new ones come.
