@@ -323,6 +323,61 @@ impl KeptPlan {
     }
 }
 
+/// What a query keeps of its physical plan between executions: the kept
+/// plan, or the settings under which it could not be kept (it went to the
+/// cluster, say), not to try again under them.
+#[derive(Default)]
+pub struct KeptPhysical(Mutex<Option<std::result::Result<Arc<KeptPlan>, PlanSettings>>>);
+
+impl KeptPhysical {
+    /// The query's kept plan, ready to run with `params`; when it has none
+    /// or it is stale, one is made from `optimized` (the query's optimized
+    /// plan reading the tables as they are now, or `None` if it may not be
+    /// kept). `None` when the query is to be planned as usual this time.
+    pub async fn take<F>(
+        &self,
+        state: &SessionState,
+        params: &ParamValues,
+        optimized: F,
+    ) -> Result<Option<TakenPlan>>
+    where
+        F: std::future::Future<Output = Result<Option<LogicalPlan>>>,
+    {
+        let kept = self.lock().clone();
+        match kept {
+            Some(Err(refused_under)) if refused_under == PlanSettings::of(state) => {
+                return Ok(None)
+            }
+            Some(Ok(kept)) => match kept.take(state, params).await? {
+                Taken::Ready(taken) => return Ok(Some(taken)),
+                Taken::InUse => return Ok(None),
+                Taken::Stale => {}
+            },
+            _ => {}
+        }
+        let Some(optimized) = optimized.await? else {
+            return Ok(None);
+        };
+        // A plan that cannot be made to keep is planned as usual, which
+        // reports what is wrong with it.
+        let made = KeptPlan::plan(state, &optimized).await.ok().flatten();
+        *self.lock() = Some(made.clone().ok_or_else(|| PlanSettings::of(state)));
+        match made {
+            Some(kept) => match kept.take(state, params).await? {
+                Taken::Ready(taken) => Ok(Some(taken)),
+                Taken::InUse | Taken::Stale => Ok(None),
+            },
+            None => Ok(None),
+        }
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Option<std::result::Result<Arc<KeptPlan>, PlanSettings>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// `plan` with each placeholder `$n` replaced by a function reading slot
 /// `n - 1` of `slots` (names kept, as DataFusion's own substitution keeps
 /// them), and the number of parameters; `None` when a placeholder is

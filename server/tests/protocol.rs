@@ -256,6 +256,35 @@ async fn simple_queries_sent_again_read_the_tables_as_they_are() {
         vec![one("1", "a"), one("2", "b")]
     );
 
+    // From its second run a text keeps its physical plan; a file added to
+    // the table's directory is read all the same.
+    let dir = tempfile::tempdir().unwrap();
+    let location = dir.path().display();
+    client
+        .batch_execute(&format!(
+            "COPY (SELECT 1 AS k) TO '{location}/part-0.parquet' (FORMAT parquet); \
+             CREATE EXTERNAL TABLE grows STORED AS PARQUET LOCATION '{location}/'"
+        ))
+        .await
+        .expect("table grows");
+    let total = "SELECT sum(k) FROM grows";
+    for _ in 0..3 {
+        assert_eq!(
+            simple_rows(&client, total).await,
+            vec![vec![Some("1".to_string())]]
+        );
+    }
+    client
+        .batch_execute(&format!(
+            "COPY (SELECT 10 AS k) TO '{location}/part-1.parquet' (FORMAT parquet)"
+        ))
+        .await
+        .expect("another file");
+    assert_eq!(
+        simple_rows(&client, total).await,
+        vec![vec![Some("11".to_string())]]
+    );
+
     client
         .batch_execute("DROP TABLE st; CREATE TABLE st (id BIGINT, s VARCHAR, extra INT)")
         .await

@@ -35,7 +35,9 @@ use datafusion_postgres::pgwire::api::{
     DEFAULT_NAME, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::extendedquery::{Bind, Execute, Parse, ParseComplete};
+use datafusion_postgres::pgwire::messages::extendedquery::{
+    Bind, BindComplete, Execute, Parse, ParseComplete,
+};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, SinkExt, Stream};
@@ -526,13 +528,16 @@ impl ExtendedQueryHandler for SessionHandler {
             Some(statement) => client.portal_store().put_statement(statement),
             None => client.portal_store().put_empty_statement(name),
         }
+        // Sent with the next Sync or Flush, as PostgreSQL does: one write per
+        // round trip rather than one per message.
         client
-            .send(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
+            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
             .await?;
         Ok(())
     }
 
-    /// pgwire's own `Bind`, within the connection's cap on portals.
+    /// pgwire's own `Bind`, within the connection's cap on portals, its
+    /// `BindComplete` sent with the next Sync or Flush.
     async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
     where
         C: ClientInfo
@@ -550,7 +555,20 @@ impl ExtendedQueryHandler for SessionHandler {
             .admit(message.portal_name.as_deref(), |name| {
                 client.portal_store().get_portal(name).is_some()
             })?;
-        self.inner.on_bind(client, message).await
+        let statement = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
+        match client.portal_store().get_statement(statement) {
+            Some(Entry::Value(statement)) => {
+                let portal = Portal::try_new(&message, statement)?;
+                client.portal_store().put_portal(Arc::new(portal));
+            }
+            // An empty statement, one that does not exist, parameters for
+            // neither: pgwire's own answers.
+            _ => return self.inner.on_bind(client, message).await,
+        }
+        client
+            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
+            .await?;
+        Ok(())
     }
 
     /// pgwire 0.41 answers an `Execute` without a row limit by collecting

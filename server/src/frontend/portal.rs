@@ -6,9 +6,12 @@
 //! `DataFrame::create_physical_plan`) and copies the session state (with its
 //! function registries) for each step: a fifth of the CPU of a small
 //! prepared query. Here a prepared statement is optimized once, with its
-//! placeholders, the first time it runs ([`PreparedPlans`]); each execution
-//! then substitutes its parameters into that plan and goes straight to
-//! physical planning, reading the tables as they are then
+//! placeholders, the first time it runs ([`PreparedPlans`]). A query that
+//! runs in the frontend also keeps its physical plan, its parameters read
+//! from slots ([`KeptPhysical`]): each execution checks that the plan still
+//! reads the tables and files planning afresh would, and runs it. Otherwise
+//! each execution substitutes its parameters into the optimized plan and
+//! goes straight to physical planning, reading the tables as they are then
 //! ([`with_current_tables`]). Statements other than queries keep
 //! datafusion-postgres' path.
 
@@ -37,7 +40,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{stream, StreamExt};
 
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
-use sluice_engine::kept_plan::{KeptPlan, PlanSettings, Taken, TakenPlan};
+use sluice_engine::kept_plan::{KeptPhysical, TakenPlan};
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -234,10 +237,8 @@ pub struct Prepared {
     /// untyped one, say) or may not be kept ([`keeps_optimized`]): then
     /// each execution optimizes it with its parameters in place.
     optimized: Mutex<Option<(OptimizerOptions, Option<LogicalPlan>)>>,
-    /// Its physical plan, when it runs in the frontend ([`KeptPlan`]); or the
-    /// settings under which it could not be kept (it went to the cluster,
-    /// say), not to try again under them.
-    physical: Mutex<Option<Result<Arc<KeptPlan>, PlanSettings>>>,
+    /// Its physical plan, when it runs in the frontend.
+    physical: KeptPhysical,
 }
 
 impl Prepared {
@@ -286,57 +287,34 @@ impl Prepared {
     }
 
     /// This statement's kept physical plan (`plan` is its logical plan),
-    /// ready to run with `params`; made now if it has none or it is stale.
-    /// `None` when the statement is planned as usual this time.
+    /// ready to run with `params`; `None` when it is planned as usual this
+    /// time.
     async fn take_kept(
         &self,
         state: &SessionState,
         plan: &LogicalPlan,
         params: &ParamValues,
     ) -> PgWireResult<Option<TakenPlan>> {
-        let physical = self
-            .physical
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match physical {
-            Some(Err(refused_under)) if refused_under == PlanSettings::of(state) => {
-                return Ok(None)
+        let optimized = async {
+            match self.kept_optimized(state, plan) {
+                Some(optimized) => with_current_tables(optimized, state, UnknownNames::KeepScan)
+                    .await
+                    .map(Some),
+                None => Ok(None),
             }
-            Some(Ok(kept)) => match kept.take(state, params).await.map_err(api)? {
-                Taken::Ready(taken) => return Ok(Some(taken)),
-                Taken::InUse => return Ok(None),
-                Taken::Stale => {}
-            },
-            _ => {}
-        }
-        let Some(optimized) = self.kept_optimized(state, plan) else {
-            return Ok(None);
         };
-        let optimized = with_current_tables(optimized, state, UnknownNames::KeepScan)
+        self.physical
+            .take(state, params, optimized)
             .await
-            .map_err(api)?;
-        // A plan that cannot be made to keep is planned as usual, which
-        // reports what is wrong with it.
-        let made = KeptPlan::plan(state, &optimized).await.ok().flatten();
-        *self.physical.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(made.clone().ok_or_else(|| PlanSettings::of(state)));
-        let Some(kept) = made else {
-            return Ok(None);
-        };
-        match kept.take(state, params).await.map_err(api)? {
-            Taken::Ready(taken) => Ok(Some(taken)),
-            Taken::InUse | Taken::Stale => Ok(None),
-        }
+            .map_err(api)
     }
 }
 
 /// What one connection keeps of its prepared queries.
 ///
-/// Only the logical optimization is kept: tables, their files and the
-/// physical plan are looked at again on each execution, so new data is
-/// always seen. The plan keeps the table providers it was parsed with, as
-/// the prepared statement itself does.
+/// Each execution reads the tables through the catalog's providers of the
+/// moment and lists their files again, so new data is always seen (a kept
+/// physical plan that no longer matches them is made again).
 #[derive(Default)]
 pub struct PreparedPlans {
     plans: Mutex<HashMap<usize, Arc<Prepared>>>,
@@ -362,7 +340,7 @@ impl PreparedPlans {
             parameter_types: parameter_types(plan)?,
             wire_types: wire_types(&statement.statement)?,
             optimized: Mutex::default(),
-            physical: Mutex::default(),
+            physical: KeptPhysical::default(),
         });
         let mut plans = self.lock();
         // Closed statements are forgotten as new ones come.

@@ -13,10 +13,12 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
+use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::Format;
@@ -24,30 +26,34 @@ use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
+use sluice_engine::kept_plan::KeptPhysical;
 
 use super::parsed::MadeUnder;
-use super::portal::{answer, api, keeps_optimized, only_reads};
+use super::portal::{answer, api, keeps_optimized, only_reads, respond};
 
 /// Most query texts one connection keeps the plans of.
 pub const KEPT_PER_CONNECTION: usize = 64;
 
-/// A query text's statement and its optimized plan.
+/// A query text's statement, its optimized plan and its physical plan.
 struct Kept {
     text: String,
     made_under: MadeUnder,
     statement: Statement,
     optimized: LogicalPlan,
+    physical: Arc<KeptPhysical>,
 }
 
 /// One connection's simple-protocol queries: the parser, and the plans of
 /// its last [`KEPT_PER_CONNECTION`] query texts. Dashboards and tools that
 /// put their values into the text (psycopg2, pgbench's default) send the
 /// same texts again and again; each one is parsed, planned and optimized
-/// once. Only logical plans are kept: each run reads the tables through the
-/// catalog's providers of the moment and lists their files again
-/// ([`with_current_tables`]); a table whose columns changed has its query
-/// planned afresh. Plans calling functions that are not immutable
-/// (`now()`) are not kept.
+/// once, and from its second run a query that runs in the frontend keeps its
+/// physical plan too ([`KeptPhysical`]). Each run reads the tables through
+/// the catalog's providers of the moment and lists their files again
+/// ([`with_current_tables`]), and a kept physical plan that no longer reads
+/// them is made again; a table whose columns changed has its query planned
+/// afresh. Plans calling functions that are not immutable (`now()`) are not
+/// kept.
 pub struct SimpleQueries {
     parser: PostgresCompatibilityParser,
     kept: Mutex<VecDeque<Kept>>,
@@ -81,7 +87,7 @@ impl SimpleQueries {
         let made_under = MadeUnder::of(&state);
         let kept = self.kept(text, &made_under);
         let statement = match &kept {
-            Some((statement, _)) => statement.clone(),
+            Some((statement, _, _)) => statement.clone(),
             None => {
                 let mut statements = self.parser.parse(text).ok()?;
                 match statements.pop() {
@@ -98,9 +104,26 @@ impl SimpleQueries {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let planned = async {
             let current = match kept {
-                Some((_, optimized)) => with_current_tables(optimized, &state, UnknownNames::Fail)
-                    .await
-                    .ok(),
+                Some((_, optimized, physical)) => {
+                    let taken = physical
+                        .take(&state, &ParamValues::List(Vec::new()), async {
+                            with_current_tables(optimized.clone(), &state, UnknownNames::Fail)
+                                .await
+                                .map(Some)
+                        })
+                        .await;
+                    if let Ok(Some(taken)) = taken {
+                        let fields = arrow_schema_to_pg_fields(
+                            taken.schema(),
+                            &Format::UnifiedText,
+                            Some(options),
+                        )?;
+                        return respond(&state, taken.plan(), fields, taken);
+                    }
+                    with_current_tables(optimized, &state, UnknownNames::Fail)
+                        .await
+                        .ok()
+                }
                 None => None,
             };
             let optimized = match current {
@@ -122,15 +145,23 @@ impl SimpleQueries {
         Some(planned.await)
     }
 
-    /// The statement and optimized plan kept for `text` made under
-    /// `made_under`.
-    fn kept(&self, text: &str, made_under: &MadeUnder) -> Option<(Statement, LogicalPlan)> {
+    /// The statement, optimized plan and physical plan kept for `text`
+    /// made under `made_under`.
+    fn kept(
+        &self,
+        text: &str,
+        made_under: &MadeUnder,
+    ) -> Option<(Statement, LogicalPlan, Arc<KeptPhysical>)> {
         let kept = self.lock();
         let found = kept
             .iter()
             .rev()
             .find(|kept| kept.text == text && kept.made_under == *made_under)?;
-        Some((found.statement.clone(), found.optimized.clone()))
+        Some((
+            found.statement.clone(),
+            found.optimized.clone(),
+            Arc::clone(&found.physical),
+        ))
     }
 
     fn keep(
@@ -150,6 +181,7 @@ impl SimpleQueries {
             made_under,
             statement,
             optimized: optimized.clone(),
+            physical: Arc::default(),
         });
     }
 
