@@ -11,8 +11,8 @@
 //!
 //! A kept plan serves an execution only while all of this holds; otherwise
 //! [`KeptPlan::take`] says it is stale and the query is planned again:
-//! - the execution and optimizer settings, and `sluice.frontend_max_bytes`,
-//!   are those it was planned under;
+//! - the execution, optimizer and format settings, and
+//!   `sluice.frontend_max_bytes`, are those it was planned under;
 //! - each table it scans is still the catalog's current provider (a commit
 //!   to a managed table, or a DROP and CREATE, makes a new one);
 //! - each such table lists the same files (path, size, modification time)
@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::datatypes::{DataType, Schema};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::config::{ExecutionOptions, OptimizerOptions};
+use datafusion::common::config::{ExecutionOptions, FormatOptions, OptimizerOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::listing::ListingTable;
@@ -62,6 +62,8 @@ use crate::sandbox::SessionSandbox;
 pub struct PlanSettings {
     execution: ExecutionOptions,
     optimizer: OptimizerOptions,
+    /// How values are shown as text (casts read them when planned).
+    format: FormatOptions,
     frontend_max_bytes: u64,
 }
 
@@ -72,12 +74,27 @@ impl PlanSettings {
         Self {
             execution: options.execution.clone(),
             optimizer: options.optimizer.clone(),
-            frontend_max_bytes: options
-                .extensions
-                .get::<SluiceOptions>()
-                .map_or(0, |sluice| sluice.frontend_max_bytes),
+            format: options.format.clone(),
+            frontend_max_bytes: frontend_max_bytes(session),
         }
     }
+
+    /// Whether `session` has these settings now.
+    pub fn hold_in(&self, session: &dyn Session) -> bool {
+        let options = session.config_options();
+        options.execution == self.execution
+            && options.optimizer == self.optimizer
+            && options.format == self.format
+            && frontend_max_bytes(session) == self.frontend_max_bytes
+    }
+}
+
+fn frontend_max_bytes(session: &dyn Session) -> u64 {
+    session
+        .config_options()
+        .extensions
+        .get::<SluiceOptions>()
+        .map_or(0, |sluice| sluice.frontend_max_bytes)
 }
 
 /// The values of a kept plan's parameters (`$1` first) for the execution
@@ -282,7 +299,7 @@ impl KeptPlan {
         state: &SessionState,
         params: &ParamValues,
     ) -> Result<Taken> {
-        if PlanSettings::of(state) != self.settings {
+        if !self.settings.hold_in(state) {
             return Ok(Taken::Stale);
         }
         crate::catalog::refresh_catalogs(state.catalog_list().as_ref()).await;
@@ -345,9 +362,7 @@ impl KeptPhysical {
     {
         let kept = self.lock().clone();
         match kept {
-            Some(Err(refused_under)) if refused_under == PlanSettings::of(state) => {
-                return Ok(None)
-            }
+            Some(Err(refused_under)) if refused_under.hold_in(state) => return Ok(None),
             Some(Ok(kept)) => match kept.take(state, params).await? {
                 Taken::Ready(taken) => return Ok(Some(taken)),
                 Taken::InUse => return Ok(None),
@@ -426,12 +441,13 @@ fn with_parameter_slots(
     Ok(usable.then_some((replaced.data, count)))
 }
 
+/// A table a plan scans, and its provider there.
+type Scanned = (TableReference, Arc<dyn TableProvider>);
+
 /// The tables `plan` scans, each once; `None` when one is not a listing
 /// table (catalog, system and in-memory tables, table functions).
-fn scanned_listing_tables(
-    plan: &LogicalPlan,
-) -> Result<Option<Vec<(TableReference, Arc<dyn TableProvider>)>>> {
-    let mut tables: Vec<(TableReference, Arc<dyn TableProvider>)> = Vec::new();
+fn scanned_listing_tables(plan: &LogicalPlan) -> Result<Option<Vec<Scanned>>> {
+    let mut tables: Vec<Scanned> = Vec::new();
     let mut listing_only = true;
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {

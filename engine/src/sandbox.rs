@@ -223,7 +223,7 @@ impl LocationSandbox {
             let Ok(canonical) = dir.canonicalize() else {
                 continue;
             };
-            if !visited.insert(canonical) {
+            if !visited.insert(canonical.clone()) {
                 continue;
             }
             let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -238,9 +238,21 @@ impl LocationSandbox {
                     )));
                 }
                 let path = entry.path();
-                // A dangling symlink is skipped, as a listing skips it.
-                let Ok(resolved) = path.canonicalize() else {
-                    continue;
+                // An entry that is not a symlink is where its name says, in
+                // the resolved directory (no system call needed); a symlink
+                // is followed, and a dangling one skipped, as a listing
+                // skips it.
+                let (resolved, is_dir) = match entry.file_type() {
+                    Ok(kind) if !kind.is_symlink() => {
+                        (canonical.join(entry.file_name()), kind.is_dir())
+                    }
+                    _ => match path.canonicalize() {
+                        Ok(resolved) => {
+                            let is_dir = resolved.is_dir();
+                            (resolved, is_dir)
+                        }
+                        Err(_) => continue,
+                    },
                 };
                 self.check_target(
                     &path.display().to_string(),
@@ -254,7 +266,7 @@ impl LocationSandbox {
                         resolved.display()
                     ))
                 })?;
-                if resolved.is_dir() {
+                if is_dir {
                     pending.push(path);
                 }
             }

@@ -20,6 +20,9 @@
 //!
 //! EXPLAIN shows the choice at the plan's root (`FrontendComputeExec:
 //! input_bytes=…`), and EXPLAIN ANALYZE measures the plan where it ran.
+//! Scans of a few small files read them through the frontend's cache of
+//! decoded files ([`crate::decoded_files`]); EXPLAIN ANALYZE reads them
+//! from the files.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -48,6 +51,7 @@ use datafusion::physical_plan::{displayable, ExecutionPlan};
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 
+use crate::decoded_files::cache_small_scans;
 use crate::frontend_compute::on_compute_threads_reading;
 use crate::options::SluiceOptions;
 use crate::single_stage::scanned_bytes;
@@ -146,7 +150,7 @@ async fn small_read(
     if input_bytes > max_bytes {
         return Ok(None);
     }
-    on_compute_threads_reading(physical, input_bytes).map(Some)
+    on_compute_threads_reading(cache_small_scans(physical)?, input_bytes).map(Some)
 }
 
 /// Whether `plan` writes or changes anything: those statements go to the
