@@ -16,7 +16,9 @@
 //! - each table it scans is still the catalog's current provider (a commit
 //!   to a managed table, or a DROP and CREATE, makes a new one);
 //! - each such table lists the same files (path, size, modification time)
-//!   as it did just before planning, so new data is always read;
+//!   as it did just before planning, so new data is always read (a local
+//!   directory is walked whole, so that any change to what DataFusion would
+//!   list shows);
 //! - the location sandbox still admits every table it scans.
 //!
 //! Only plans that run in the frontend over file-backed tables are kept:
@@ -36,7 +38,7 @@ use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::config::{ExecutionOptions, FormatOptions, OptimizerOptions};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
-use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionState;
@@ -468,7 +470,9 @@ fn scanned_listing_tables(plan: &LogicalPlan) -> Result<Option<Vec<Scanned>>> {
     Ok(listing_only.then_some(tables))
 }
 
-/// The files listing table `provider` lists now, in order.
+/// The files of listing table `provider` now, in order: every file under
+/// a local directory (a superset of what the table lists, read without a
+/// thread hand-off), or what the object store lists.
 async fn listed_files(
     state: &SessionState,
     provider: &Arc<dyn TableProvider>,
@@ -479,6 +483,13 @@ async fn listed_files(
     let extension = &table.options().file_extension;
     let mut files = Vec::new();
     for path in table.table_paths() {
+        if let Some(local) = local_directory(path) {
+            let mut walked = Vec::new();
+            if walk_local(&local, &mut walked).is_some() {
+                files.append(&mut walked);
+                continue;
+            }
+        }
         let store = state.runtime_env().object_store(path)?;
         let listed: Vec<_> = path
             .list_all_files(state, store.as_ref(), extension)
@@ -494,6 +505,60 @@ async fn listed_files(
     }
     files.sort();
     Ok(files)
+}
+
+/// Most entries [`walk_local`] reads before leaving a directory to the
+/// object store's listing (which does not hold a runtime thread meanwhile).
+const MAX_LOCAL_ENTRIES: usize = 1_000;
+
+/// The local directory `url` lists, when it is one (no glob).
+fn local_directory(url: &ListingTableUrl) -> Option<std::path::PathBuf> {
+    (url.scheme() == "file" && url.is_collection() && url.get_glob().is_none())
+        .then(|| std::path::PathBuf::from(format!("/{}", url.prefix())))
+}
+
+/// Adds every file under `dir` (symlinks followed, as the object store's
+/// listing follows them) to `files`; `None` when a directory cannot be read
+/// or holds too many entries.
+fn walk_local(dir: &std::path::Path, files: &mut Vec<FileVersion>) -> Option<()> {
+    let mut pending = vec![dir.to_path_buf()];
+    let mut entries = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).ok()? {
+            entries += 1;
+            if entries > MAX_LOCAL_ENTRIES {
+                return None;
+            }
+            let entry = entry.ok()?;
+            let path = entry.path();
+            let metadata = match entry.file_type().ok()? {
+                kind if kind.is_symlink() => match std::fs::metadata(&path) {
+                    Ok(metadata) => metadata,
+                    // A dangling symlink, which a listing skips too.
+                    Err(_) => continue,
+                },
+                _ => entry.metadata().ok()?,
+            };
+            if metadata.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let modified = metadata
+                .modified()
+                .ok()
+                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(i64::MAX, |since| {
+                    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+                });
+            files.push(FileVersion {
+                location: path.to_string_lossy().into_owned(),
+                size: metadata.len(),
+                modified,
+                e_tag: None,
+            });
+        }
+    }
+    Some(())
 }
 
 /// Whether an operator of `plan` filters with a dynamic filter.

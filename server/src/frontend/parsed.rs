@@ -21,7 +21,7 @@ use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::{Type, DEFAULT_NAME};
 use datafusion_postgres::pgwire::messages::extendedquery::Parse;
-use sluice_engine::current_tables::{with_current_tables, UnknownNames};
+use sluice_engine::current_tables::tables_kept_columns;
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -101,10 +101,9 @@ impl ParsedQueries {
         let (_, Some((_, plan))) = &statement.statement else {
             return None;
         };
-        with_current_tables(plan.clone(), &context.state(), UnknownNames::Fail)
+        tables_kept_columns(plan, context)
             .await
-            .ok()
-            .map(|_| statement)
+            .then_some(statement)
     }
 
     /// Keeps `statement`, parsed from `parse`, when it is a query.
