@@ -23,7 +23,7 @@ use datafusion::common::config::OptimizerOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SessionState;
+use datafusion::execution::{SessionState, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
@@ -148,7 +148,7 @@ async fn run(
     if let Some(taken) = prepared.take_kept(&state, plan, &params).await? {
         let fields =
             arrow_schema_to_pg_fields(taken.schema(), &portal.result_column_format, Some(format))?;
-        return respond(&state, taken.plan(), fields, taken);
+        return respond(taken.plan(), taken.task_context(&state), fields, taken);
     }
     let optimized = prepared.optimized(&state, plan, &params)?;
     let optimized = with_current_tables(optimized, &state, UnknownNames::KeepScan)
@@ -171,19 +171,19 @@ pub async fn answer(
         .create_physical_plan(optimized, state)
         .await
         .map_err(api)?;
-    respond(state, physical, fields, ())
+    respond(physical, state.task_ctx(), fields, ())
 }
 
-/// The rows of `physical` as `fields`; `running` (a taken kept plan, say)
-/// lives until the rows end or are dropped.
+/// The rows of `physical`, executed in `context`, as `fields`; `running` (a
+/// taken kept plan, say) lives until the rows end or are dropped.
 pub fn respond<R: Send + 'static>(
-    state: &SessionState,
     physical: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
     fields: Vec<FieldInfo>,
     running: R,
 ) -> PgWireResult<Response> {
     let fields = Arc::new(fields);
-    let batches = execute_stream(physical, state.task_ctx()).map_err(api)?;
+    let batches = execute_stream(physical, context).map_err(api)?;
     let row_fields = Arc::clone(&fields);
     let rows = batches
         .map(move |batch| match batch {

@@ -118,7 +118,7 @@ impl SimpleQueries {
                             &Format::UnifiedText,
                             Some(options),
                         )?;
-                        return respond(&state, taken.plan(), fields, taken);
+                        return respond(taken.plan(), taken.task_context(&state), fields, taken);
                     }
                     with_current_tables(optimized, &state, UnknownNames::Fail)
                         .await
