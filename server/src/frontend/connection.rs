@@ -51,7 +51,7 @@ use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
-use super::off_worker::{off_worker, OffWorker};
+use super::off_worker::{off_worker_for, OffWorker};
 use super::parsed::ParsedQueries;
 use super::portal::{self, PreparedPlans};
 use super::prepared::{CapsHook, ConnectionCaps};
@@ -441,7 +441,7 @@ impl SimpleQueryHandler for SessionHandler {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         // Both read the whole text, up to --max-query-size.
-        let rewritten = off_worker(|| {
+        let rewritten = off_worker_for(query, || {
             check_statement_limits(query, &self.frontend.limits).map(|()| rewrite(query))
         })?;
         let tracker = self.begin(client, query);

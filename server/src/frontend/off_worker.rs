@@ -54,6 +54,16 @@ impl<F: Future> Future for OffWorker<F> {
     }
 }
 
+/// Runs `work` on the statement `text`, with the worker's other duties
+/// handed off unless the text is short.
+pub fn off_worker_for<T>(text: &str, work: impl FnOnce() -> T) -> T {
+    if text.len() > SHORT_STATEMENT_BYTES {
+        off_worker(work)
+    } else {
+        work()
+    }
+}
+
 /// Runs `work` with the worker's other duties handed off (on a
 /// multi-threaded runtime; directly elsewhere): for work on a whole
 /// statement's text, such as checking its depth.

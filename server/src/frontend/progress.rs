@@ -32,7 +32,8 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_secs(2);
 /// Whether the session asked for progress notices.
 pub fn wanted(context: &SessionContext) -> bool {
     context
-        .state()
+        .state_ref()
+        .read()
         .config()
         .options()
         .extensions
