@@ -12,6 +12,44 @@ use std::any::Any;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 
+/// Makes `$type` (`Clone`, `Debug`) a configuration extension under
+/// `$prefix` that carries state with a session rather than settings: it has
+/// no entries, so `SHOW ALL` never lists it and no job ships it, and `SET`
+/// of any of its keys fails.
+macro_rules! carried_extension {
+    ($type:ty, $prefix:literal) => {
+        impl datafusion::common::config::ExtensionOptions for $type {
+            fn as_any(&self) -> &dyn std::any::Any {
+                self
+            }
+
+            fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+                self
+            }
+
+            fn cloned(&self) -> Box<dyn datafusion::common::config::ExtensionOptions> {
+                Box::new(self.clone())
+            }
+
+            fn set(&mut self, key: &str, _value: &str) -> datafusion::error::Result<()> {
+                Err(datafusion::error::DataFusionError::Configuration(format!(
+                    "{}.{key} cannot be set",
+                    $prefix
+                )))
+            }
+
+            fn entries(&self) -> Vec<datafusion::common::config::ConfigEntry> {
+                Vec::new()
+            }
+        }
+
+        impl datafusion::common::config::ConfigExtension for $type {
+            const PREFIX: &'static str = $prefix;
+        }
+    };
+}
+pub(crate) use carried_extension;
+
 /// Default of [`SluiceOptions::single_stage_max_bytes`]: 64 MiB. On two
 /// executors pinned to a core each (`benches/scaleout/run.sh`), splitting
 /// into stages made every TPC-H SF 1 query reading more than ~100 MB faster

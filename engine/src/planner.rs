@@ -16,7 +16,6 @@ use ballista_core::config::BallistaConfig;
 use ballista_core::planner::BallistaQueryPlanner;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
 use datafusion::catalog::Session;
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
@@ -94,34 +93,7 @@ impl RanOn {
     }
 }
 
-impl ExtensionOptions for RanOn {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        Err(DataFusionError::Configuration(format!(
-            "{}.{key} cannot be set",
-            Self::PREFIX
-        )))
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
-    }
-}
-
-impl ConfigExtension for RanOn {
-    const PREFIX: &'static str = "sluice_ran_on";
-}
+crate::options::carried_extension!(RanOn, "sluice_ran_on");
 
 /// Decides where `plan` runs.
 ///

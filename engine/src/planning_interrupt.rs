@@ -11,7 +11,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::Transformed;
 use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
@@ -58,34 +57,7 @@ impl PlanningInterrupt {
     }
 }
 
-impl ExtensionOptions for PlanningInterrupt {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        Err(DataFusionError::Configuration(format!(
-            "{}.{key} cannot be set",
-            Self::PREFIX
-        )))
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
-    }
-}
-
-impl ConfigExtension for PlanningInterrupt {
-    const PREFIX: &'static str = "sluice_planning";
-}
+crate::options::carried_extension!(PlanningInterrupt, "sluice_planning");
 
 /// The frontend's optimizer rules: DataFusion's and Sluice's
 /// ([`crate::optimizer_rules`]), with an interrupt check after each.

@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
-use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
@@ -55,34 +54,7 @@ impl SessionSandbox {
     }
 }
 
-impl ExtensionOptions for SessionSandbox {
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
-        self
-    }
-
-    fn cloned(&self) -> Box<dyn ExtensionOptions> {
-        Box::new(self.clone())
-    }
-
-    fn set(&mut self, key: &str, _value: &str) -> Result<()> {
-        Err(DataFusionError::Configuration(format!(
-            "{}.{key} cannot be set",
-            Self::PREFIX
-        )))
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        Vec::new()
-    }
-}
-
-impl ConfigExtension for SessionSandbox {
-    const PREFIX: &'static str = "sluice_sandbox";
-}
+crate::options::carried_extension!(SessionSandbox, "sluice_sandbox");
 
 /// An allowed or reserved prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
