@@ -31,18 +31,20 @@
 //! immutable functions, which the slots are not; row groups are pruned at
 //! execution, with the values of the moment.
 
-use std::collections::HashMap;
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::datatypes::{DataType, Schema};
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::config::{ExecutionOptions, FormatOptions, OptimizerOptions};
+use datafusion::catalog::TableProvider;
+use datafusion::common::config::{
+    ConfigOptions, ExecutionOptions, FormatOptions, OptimizerOptions,
+};
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::{SessionState, TaskContext};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::expr::{Placeholder, ScalarFunction};
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::{
@@ -55,9 +57,11 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::TryStreamExt;
 
 use crate::frontend_compute::FrontendComputeExec;
+use crate::local_walk::{self, Walked, WalkedEntry};
 use crate::options::SluiceOptions;
 use crate::planner::{Placement, RanOn};
-use crate::sandbox::SessionSandbox;
+use crate::sandbox::{LocationSandbox, SessionSandbox};
+use crate::session_view::SessionView;
 
 /// The settings a physical plan depends on: a plan made under others is
 /// made again.
@@ -71,30 +75,27 @@ pub struct PlanSettings {
 }
 
 impl PlanSettings {
-    /// The settings of `session` now.
-    pub fn of(session: &dyn Session) -> Self {
-        let options = session.config_options();
+    /// The settings in `options`.
+    pub fn of(options: &ConfigOptions) -> Self {
         Self {
             execution: options.execution.clone(),
             optimizer: options.optimizer.clone(),
             format: options.format.clone(),
-            frontend_max_bytes: frontend_max_bytes(session),
+            frontend_max_bytes: frontend_max_bytes(options),
         }
     }
 
-    /// Whether `session` has these settings now.
-    pub fn hold_in(&self, session: &dyn Session) -> bool {
-        let options = session.config_options();
+    /// Whether `options` hold these settings.
+    pub fn hold_in(&self, options: &ConfigOptions) -> bool {
         options.execution == self.execution
             && options.optimizer == self.optimizer
             && options.format == self.format
-            && frontend_max_bytes(session) == self.frontend_max_bytes
+            && frontend_max_bytes(options) == self.frontend_max_bytes
     }
 }
 
-fn frontend_max_bytes(session: &dyn Session) -> u64 {
-    session
-        .config_options()
+fn frontend_max_bytes(options: &ConfigOptions) -> u64 {
+    options
         .extensions
         .get::<SluiceOptions>()
         .map_or(0, |sluice| sluice.frontend_max_bytes)
@@ -215,23 +216,6 @@ impl TakenPlan {
         Arc::clone(&self.running)
     }
 
-    /// The context to execute it in: `state`'s settings and runtime. Its
-    /// operators hold their functions, so it carries no function registry
-    /// (copying DataFusion's few hundred functions into each task context
-    /// cost a twentieth of a small query's CPU).
-    pub fn task_context(&self, state: &SessionState) -> Arc<TaskContext> {
-        Arc::new(TaskContext::new(
-            None,
-            state.session_id().to_string(),
-            state.config().clone(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            HashMap::new(),
-            Arc::clone(state.runtime_env()),
-        ))
-    }
-
     /// The columns it answers with, as the logical plan names them.
     pub fn schema(&self) -> &Schema {
         self.kept.logical.schema().as_arrow()
@@ -249,8 +233,7 @@ impl Drop for TakenPlan {
 /// documentation).
 pub struct KeptPlan {
     settings: PlanSettings,
-    /// The logical plan it was made from, parameters as slot functions: what
-    /// the sandbox checks.
+    /// The logical plan it was made from, parameters as slot functions.
     logical: LogicalPlan,
     tables: Vec<KeptTable>,
     parameter_count: usize,
@@ -264,7 +247,11 @@ impl KeptPlan {
     /// parameters typed placeholders) to keep; `None` when it cannot be kept:
     /// it goes to the cluster, reads tables other than file-backed ones, has
     /// an untyped parameter, or does not plan with slots for parameters.
-    pub async fn plan(state: &SessionState, optimized: &LogicalPlan) -> Result<Option<Arc<Self>>> {
+    pub async fn plan(
+        session: &SessionView<'_>,
+        state: &SessionState,
+        optimized: &LogicalPlan,
+    ) -> Result<Option<Arc<Self>>> {
         let slots = Arc::new(ParameterSlots::default());
         let Some((logical, parameter_count)) = with_parameter_slots(optimized, &slots)? else {
             return Ok(None);
@@ -272,12 +259,12 @@ impl KeptPlan {
         let Some(scanned) = scanned_listing_tables(&logical)? else {
             return Ok(None);
         };
-        let settings = PlanSettings::of(state);
+        let settings = PlanSettings::of(state.config_options());
         let mut tables = Vec::with_capacity(scanned.len());
         // Listed before planning: a file that comes in between makes the
         // plan stale at its first execution rather than missed for ever.
         for (name, provider) in scanned {
-            let files = listed_files(state, &provider).await?;
+            let files = listed_files(session, &provider).await?;
             tables.push(KeptTable {
                 name,
                 provider,
@@ -312,30 +299,27 @@ impl KeptPlan {
         })))
     }
 
-    /// The plan ready to run with `params` in `state`, if it still reads what
-    /// planning afresh would (see the module documentation).
+    /// The plan ready to run with `params` in `session`, if it still reads
+    /// what planning afresh would (see the module documentation).
     pub async fn take(
         self: &Arc<Self>,
-        state: &SessionState,
+        session: &SessionView<'_>,
         params: &ParamValues,
     ) -> Result<Taken> {
-        if !self.settings.hold_in(state) {
+        let options = session.options();
+        if !self.settings.hold_in(options) {
             return Ok(Taken::Stale);
         }
-        crate::catalog::refresh_catalogs(state.catalog_list().as_ref()).await;
+        crate::catalog::refresh_catalogs(session.catalogs()).await;
         for table in &self.tables {
-            let current = match state.schema_for_ref(table.name.clone()) {
-                Ok(schema) => schema.table(table.name.table()).await?,
-                Err(_) => None,
-            };
+            let current = session.table(&table.name).await?;
             let same = current.is_some_and(|current| {
                 std::ptr::addr_eq(Arc::as_ptr(&current), Arc::as_ptr(&table.provider))
             });
-            if !same || listed_files(state, &table.provider).await? != table.files {
+            if !same || listed_files(session, &table.provider).await? != table.files {
                 return Ok(Taken::Stale);
             }
         }
-        SessionSandbox::check_plan(state, &self.logical)?;
         let values = (1..=self.parameter_count)
             .map(|n| {
                 params
@@ -353,7 +337,7 @@ impl KeptPlan {
         };
         taken.running = reset_plan_states(Arc::clone(&taken.running))?;
         self.slots.set(values);
-        if let Some(ran_on) = state.config_options().extensions.get::<RanOn>() {
+        if let Some(ran_on) = options.extensions.get::<RanOn>() {
             ran_on.record(Placement::Frontend);
         }
         Ok(Taken::Ready(taken))
@@ -367,38 +351,50 @@ impl KeptPlan {
 pub struct KeptPhysical(Mutex<Option<std::result::Result<Arc<KeptPlan>, PlanSettings>>>);
 
 impl KeptPhysical {
-    /// The query's kept plan, ready to run with `params`; when it has none
-    /// or it is stale, one is made from `optimized` (the query's optimized
-    /// plan reading the tables as they are now, or `None` if it may not be
-    /// kept). `None` when the query is to be planned as usual this time.
-    pub async fn take<F>(
+    /// The query's kept plan, ready to run with `params` in `session`; when
+    /// it has none or it is stale, one is made from what `optimized` gives
+    /// for a copy of the session's state (the query's optimized plan reading
+    /// the tables as they are now, or `None` if it may not be kept, and the
+    /// state back). `None` when the query is to be planned as usual this
+    /// time.
+    pub async fn take<F, P>(
         &self,
-        state: &SessionState,
+        session: &SessionView<'_>,
         params: &ParamValues,
         optimized: F,
     ) -> Result<Option<TakenPlan>>
     where
-        F: std::future::Future<Output = Result<Option<LogicalPlan>>>,
+        F: FnOnce(SessionState) -> P,
+        P: std::future::Future<Output = Result<(SessionState, Option<LogicalPlan>)>>,
     {
         let kept = self.lock().clone();
         match kept {
-            Some(Err(refused_under)) if refused_under.hold_in(state) => return Ok(None),
-            Some(Ok(kept)) => match kept.take(state, params).await? {
+            Some(Err(refused_under)) if refused_under.hold_in(session.options()) => {
+                return Ok(None)
+            }
+            Some(Ok(kept)) => match kept.take(session, params).await? {
                 Taken::Ready(taken) => return Ok(Some(taken)),
                 Taken::InUse => return Ok(None),
                 Taken::Stale => {}
             },
             _ => {}
         }
-        let Some(optimized) = optimized.await? else {
+        let (state, optimized) = optimized(session.state()).await?;
+        let Some(optimized) = optimized else {
             return Ok(None);
         };
         // A plan that cannot be made to keep is planned as usual, which
         // reports what is wrong with it.
-        let made = KeptPlan::plan(state, &optimized).await.ok().flatten();
-        *self.lock() = Some(made.clone().ok_or_else(|| PlanSettings::of(state)));
+        let made = KeptPlan::plan(session, &state, &optimized)
+            .await
+            .ok()
+            .flatten();
+        *self.lock() = Some(
+            made.clone()
+                .ok_or_else(|| PlanSettings::of(state.config_options())),
+        );
         match made {
-            Some(kept) => match kept.take(state, params).await? {
+            Some(kept) => match kept.take(session, params).await? {
                 Taken::Ready(taken) => Ok(Some(taken)),
                 Taken::InUse | Taken::Stale => Ok(None),
             },
@@ -465,11 +461,20 @@ fn with_parameter_slots(
 type Scanned = (TableReference, Arc<dyn TableProvider>);
 
 /// The tables `plan` scans, each once; `None` when one is not a listing
-/// table (catalog, system and in-memory tables, table functions).
+/// table (catalog, system and in-memory tables, table functions) or the
+/// plan writes or defines anything: a kept plan's sandbox check covers the
+/// tables it scans only.
 fn scanned_listing_tables(plan: &LogicalPlan) -> Result<Option<Vec<Scanned>>> {
     let mut tables: Vec<Scanned> = Vec::new();
     let mut listing_only = true;
     plan.apply_with_subqueries(|node| {
+        if matches!(
+            node,
+            LogicalPlan::Copy(_) | LogicalPlan::Dml(_) | LogicalPlan::Ddl(_)
+        ) {
+            listing_only = false;
+            return Ok(TreeNodeRecursion::Stop);
+        }
         if let LogicalPlan::TableScan(scan) = node {
             match source_as_provider(&scan.source) {
                 Ok(provider) if provider.downcast_ref::<ListingTable>().is_some() => {
@@ -490,27 +495,31 @@ fn scanned_listing_tables(plan: &LogicalPlan) -> Result<Option<Vec<Scanned>>> {
 
 /// The files of listing table `provider` now, in order: every file under
 /// a local directory (a superset of what the table lists, read without a
-/// thread hand-off), or what the object store lists.
+/// thread hand-off), or what the object store lists. Each location is
+/// checked against the session's sandbox on the way, in the same walk of a
+/// local directory.
 async fn listed_files(
-    state: &SessionState,
+    session: &SessionView<'_>,
     provider: &Arc<dyn TableProvider>,
 ) -> Result<Vec<FileVersion>> {
     let Some(table) = provider.downcast_ref::<ListingTable>() else {
         return Ok(Vec::new());
     };
+    let sandbox = SessionSandbox::of(session.options());
     let extension = &table.options().file_extension;
     let mut files = Vec::new();
     for path in table.table_paths() {
-        if let Some(local) = local_directory(path) {
-            let mut walked = Vec::new();
-            if walk_local(&local, &mut walked).is_some() {
-                files.append(&mut walked);
-                continue;
-            }
+        if let Some(mut walked) = walk_local(sandbox, path)? {
+            files.append(&mut walked);
+            continue;
         }
-        let store = state.runtime_env().object_store(path)?;
+        if let Some(sandbox) = sandbox {
+            sandbox.check_url(path.as_str(), path)?;
+        }
+        let store = session.runtime().object_store(path)?;
+        let state = session.state();
         let listed: Vec<_> = path
-            .list_all_files(state, store.as_ref(), extension)
+            .list_all_files(&state, store.as_ref(), extension)
             .await?
             .try_collect()
             .await?;
@@ -529,54 +538,61 @@ async fn listed_files(
 /// object store's listing (which does not hold a runtime thread meanwhile).
 const MAX_LOCAL_ENTRIES: usize = 1_000;
 
-/// The local directory `url` lists, when it is one (no glob).
-fn local_directory(url: &ListingTableUrl) -> Option<std::path::PathBuf> {
-    (url.scheme() == "file" && url.is_collection() && url.get_glob().is_none())
-        .then(|| std::path::PathBuf::from(format!("/{}", url.prefix())))
-}
-
-/// Adds every file under `dir` (symlinks followed, as the object store's
-/// listing follows them) to `files`; `None` when a directory cannot be read
-/// or holds too many entries.
-fn walk_local(dir: &std::path::Path, files: &mut Vec<FileVersion>) -> Option<()> {
-    let mut pending = vec![dir.to_path_buf()];
-    let mut entries = 0;
-    while let Some(dir) = pending.pop() {
-        for entry in std::fs::read_dir(&dir).ok()? {
-            entries += 1;
-            if entries > MAX_LOCAL_ENTRIES {
-                return None;
-            }
-            let entry = entry.ok()?;
-            let path = entry.path();
-            let metadata = match entry.file_type().ok()? {
-                kind if kind.is_symlink() => match std::fs::metadata(&path) {
-                    Ok(metadata) => metadata,
-                    // A dangling symlink, which a listing skips too.
-                    Err(_) => continue,
-                },
-                _ => entry.metadata().ok()?,
-            };
-            if metadata.is_dir() {
-                pending.push(path);
-                continue;
-            }
-            let modified = metadata
-                .modified()
-                .ok()
-                .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(i64::MAX, |since| {
-                    i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
-                });
-            files.push(FileVersion {
-                location: path.to_string_lossy().into_owned(),
-                size: metadata.len(),
-                modified,
-                e_tag: None,
-            });
-        }
+/// Every file under `url` when it is a local directory (no glob), each
+/// admitted by `sandbox` first; `None` when it is not one, or cannot be
+/// read whole within [`MAX_LOCAL_ENTRIES`].
+fn walk_local(
+    sandbox: Option<&LocationSandbox>,
+    url: &ListingTableUrl,
+) -> Result<Option<Vec<FileVersion>>> {
+    if url.scheme() != "file" || !url.is_collection() || url.get_glob().is_some() {
+        return Ok(None);
     }
-    Some(())
+    let mut files = Vec::new();
+    let mut entries = 0;
+    let visit = |entry: &WalkedEntry<'_>| {
+        entries += 1;
+        if entries > MAX_LOCAL_ENTRIES {
+            return Ok(ControlFlow::Break(()));
+        }
+        if entry.is_dir {
+            return Ok(ControlFlow::Continue(()));
+        }
+        let metadata = match entry.entry.file_type() {
+            Ok(kind) if !kind.is_symlink() => entry.entry.metadata(),
+            _ => std::fs::metadata(entry.resolved),
+        };
+        let Ok(metadata) = metadata else {
+            return Ok(ControlFlow::Break(()));
+        };
+        let modified = metadata
+            .modified()
+            .ok()
+            .and_then(|time| time.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(i64::MAX, |since| {
+                i64::try_from(since.as_nanos()).unwrap_or(i64::MAX)
+            });
+        files.push(FileVersion {
+            location: entry.path.to_string_lossy().into_owned(),
+            size: metadata.len(),
+            modified,
+            e_tag: None,
+        });
+        Ok(ControlFlow::Continue(()))
+    };
+    let walked = match sandbox {
+        Some(sandbox) => sandbox.check_walking(url.as_str(), url, visit)?,
+        None => {
+            let dir = std::path::PathBuf::from(format!("/{}", url.prefix()));
+            match dir.canonicalize() {
+                Ok(resolved) if resolved.is_dir() => {
+                    Some(local_walk::walk(&resolved, &resolved, visit)?)
+                }
+                _ => None,
+            }
+        }
+    };
+    Ok((walked == Some(Walked::Complete)).then_some(files))
 }
 
 /// Whether an operator of `plan` filters with a dynamic filter.

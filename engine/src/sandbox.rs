@@ -15,17 +15,20 @@
 //! ([`SandboxedTableFactory`]) and, in the query planner, every scan, `COPY`
 //! and `INSERT` of a file-backed table ([`LocationSandbox::check_plan`]).
 
-use std::collections::HashSet;
+use std::ops::ControlFlow;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::datasource::listing::{ListingTable, ListingTableUrl};
 use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan, TableScan, WriteOp};
+
+use crate::local_walk::{self, Walked, WalkedEntry};
 
 /// The start of every sandbox error message (the frontend reports it with
 /// SQLSTATE 42501).
@@ -44,13 +47,13 @@ const MAX_LISTED_FILES: usize = 100_000;
 pub struct SessionSandbox(pub Arc<LocationSandbox>);
 
 impl SessionSandbox {
-    /// Checks `plan` against the sandbox `session` carries; `Ok` when it
-    /// carries none (a session outside a server).
-    pub fn check_plan(session: &dyn Session, plan: &LogicalPlan) -> Result<()> {
-        match session.config_options().extensions.get::<SessionSandbox>() {
-            Some(sandbox) => sandbox.0.check_plan(plan),
-            None => Ok(()),
-        }
+    /// The sandbox `options` carry, if any (none in a session outside a
+    /// server).
+    pub fn of(options: &ConfigOptions) -> Option<&LocationSandbox> {
+        options
+            .extensions
+            .get::<SessionSandbox>()
+            .map(|sandbox| sandbox.0.as_ref())
     }
 }
 
@@ -149,16 +152,57 @@ impl LocationSandbox {
     /// with a glob) lies under an allowed prefix and neither is nor holds the
     /// server's state; for a local directory, every file in it too.
     pub fn check(&self, location: &str) -> Result<()> {
-        let target = resolve_location(location).map_err(|e| {
-            DataFusionError::Plan(format!("{PERMISSION_DENIED}: location {location}: {e}"))
-        })?;
+        let url = ListingTableUrl::parse(location).map_err(|e| denied(location, e))?;
+        self.check_url(location, &url)
+    }
+
+    /// [`Self::check`] of `location`, already interpreted as `url`.
+    pub fn check_url(&self, location: &str, url: &ListingTableUrl) -> Result<()> {
+        self.check_walking(location, url, |_| Ok(ControlFlow::Continue(())))
+            .map(|_| ())
+    }
+
+    /// [`Self::check`] of `location`, already interpreted as `url`, showing
+    /// `visit` each entry under it, once admitted, when it is a local
+    /// directory (see [`local_walk::walk`]); how the walk ended, or `None`
+    /// when it is not a local directory.
+    pub fn check_walking(
+        &self,
+        location: &str,
+        url: &ListingTableUrl,
+        mut visit: impl FnMut(&WalkedEntry<'_>) -> Result<ControlFlow<()>>,
+    ) -> Result<Option<Walked>> {
+        let target = resolve_url(url).map_err(|e| denied(location, e))?;
         self.check_target(location, &target)?;
-        if let Target::Local(path) = &target {
-            if path.is_dir() {
-                self.check_files_under(location, path)?;
-            }
+        let Target::Local(dir) = &target else {
+            return Ok(None);
+        };
+        if !dir.is_dir() {
+            return Ok(None);
         }
-        Ok(())
+        let mut entries = 0usize;
+        let walked = local_walk::walk(dir, dir, |entry| {
+            entries += 1;
+            if entries > MAX_LISTED_FILES {
+                return Err(DataFusionError::Plan(format!(
+                    "{PERMISSION_DENIED}: location {location} holds more than \
+                     {MAX_LISTED_FILES} files to check"
+                )));
+            }
+            self.check_target(
+                &entry.path.display().to_string(),
+                &Target::Local(entry.resolved.to_path_buf()),
+            )
+            .map_err(|e| {
+                DataFusionError::Plan(format!(
+                    "{PERMISSION_DENIED}: location {location} lists {}, which leads to {}: {e}",
+                    entry.path.display(),
+                    entry.resolved.display()
+                ))
+            })?;
+            visit(entry)
+        })?;
+        Ok(Some(walked))
     }
 
     /// Checks one resolved target.
@@ -183,67 +227,6 @@ impl LocationSandbox {
             }
             _ => Ok(()),
         }
-    }
-
-    /// Resolves every file under local directory `dir` (as a listing would
-    /// return it, symlinked directories followed) and checks it.
-    fn check_files_under(&self, location: &str, dir: &Path) -> Result<()> {
-        let mut pending = vec![dir.to_path_buf()];
-        let mut visited = HashSet::new();
-        let mut files = 0usize;
-        while let Some(dir) = pending.pop() {
-            let Ok(canonical) = dir.canonicalize() else {
-                continue;
-            };
-            if !visited.insert(canonical.clone()) {
-                continue;
-            }
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                files += 1;
-                if files > MAX_LISTED_FILES {
-                    return Err(DataFusionError::Plan(format!(
-                        "{PERMISSION_DENIED}: location {location} holds more than \
-                         {MAX_LISTED_FILES} files to check"
-                    )));
-                }
-                let path = entry.path();
-                // An entry that is not a symlink is where its name says, in
-                // the resolved directory (no system call needed); a symlink
-                // is followed, and a dangling one skipped, as a listing
-                // skips it.
-                let (resolved, is_dir) = match entry.file_type() {
-                    Ok(kind) if !kind.is_symlink() => {
-                        (canonical.join(entry.file_name()), kind.is_dir())
-                    }
-                    _ => match path.canonicalize() {
-                        Ok(resolved) => {
-                            let is_dir = resolved.is_dir();
-                            (resolved, is_dir)
-                        }
-                        Err(_) => continue,
-                    },
-                };
-                self.check_target(
-                    &path.display().to_string(),
-                    &Target::Local(resolved.clone()),
-                )
-                .map_err(|e| {
-                    DataFusionError::Plan(format!(
-                        "{PERMISSION_DENIED}: location {location} lists {}, which leads \
-                             to {}: {e}",
-                        path.display(),
-                        resolved.display()
-                    ))
-                })?;
-                if is_dir {
-                    pending.push(path);
-                }
-            }
-        }
-        Ok(())
     }
 
     /// Checks every location `plan` reads or writes: scans of tables over
@@ -285,15 +268,21 @@ impl LocationSandbox {
         outcome
     }
 
+    /// Checks the locations `table` reads, when it is a table over files.
     fn check_table(&self, table: &dyn TableProvider) -> Result<()> {
         match table.downcast_ref::<ListingTable>() {
             Some(listing) => listing
                 .table_paths()
                 .iter()
-                .try_for_each(|url| self.check(url.as_str())),
+                .try_for_each(|url| self.check_url(url.as_str(), url)),
             None => Ok(()),
         }
     }
+}
+
+/// The sandbox's refusal of `location`, which cannot be interpreted.
+fn denied(location: &str, e: DataFusionError) -> DataFusionError {
+    DataFusionError::Plan(format!("{PERMISSION_DENIED}: location {location}: {e}"))
 }
 
 /// A prefix as a [`Root`]: a local path resolved as far as it exists, or an
@@ -315,7 +304,11 @@ fn local_path(location: &str) -> Option<PathBuf> {
 /// part before any glob, `..` resolved, the scheme in lower case; a local
 /// path then has its symlinks followed.
 fn resolve_location(location: &str) -> Result<Target> {
-    let url = ListingTableUrl::parse(location)?;
+    resolve_url(&ListingTableUrl::parse(location)?)
+}
+
+/// Where `url` leads (see [`resolve_location`]).
+fn resolve_url(url: &ListingTableUrl) -> Result<Target> {
     let prefix = url.prefix().as_ref();
     match url.scheme() {
         "file" => resolve(&PathBuf::from(format!("/{prefix}")))

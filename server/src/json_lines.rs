@@ -43,27 +43,44 @@ impl JsonLines {
         }
     }
 
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Replaces the file with `records`, atomically (a new file renamed over
     /// the old one).
     pub fn rewrite<T: Serialize>(&self, records: &[T]) -> Result<()> {
+        let lines: Vec<String> = records.iter().map(encode).collect();
+        self.rewrite_lines(lines.iter())
+    }
+
+    /// Replaces the file with `lines` (records already encoded), atomically.
+    pub fn rewrite_lines<'a>(&self, lines: impl Iterator<Item = &'a String>) -> Result<()> {
         let failed = self.failed("writing");
         let staging = self.path.with_extension("jsonl.tmp");
-        let mut file = std::fs::File::create(&staging).map_err(&failed)?;
-        for record in records {
-            writeln!(file, "{}", encode(record)).map_err(&failed)?;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&staging).map_err(&failed)?);
+        for line in lines {
+            writeln!(file, "{line}").map_err(&failed)?;
         }
+        let file = file.into_inner().map_err(|e| failed(e.into_error()))?;
         file.sync_all().map_err(&failed)?;
         std::fs::rename(&staging, &self.path).map_err(&failed)
+    }
+
+    /// The file opened for appending (created if missing).
+    pub fn open_to_append(&self) -> Result<std::fs::File> {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(self.failed("opening"))
     }
 
     /// Appends `record`; with `sync`, waits until it is on disk.
     pub fn append<T: Serialize>(&self, record: &T, sync: bool) -> Result<()> {
         let failed = self.failed("writing");
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(&failed)?;
+        let mut file = self.open_to_append()?;
         writeln!(file, "{}", encode(record)).map_err(&failed)?;
         if sync {
             file.sync_data().map_err(&failed)?;
@@ -72,6 +89,7 @@ impl JsonLines {
     }
 }
 
-fn encode<T: Serialize>(record: &T) -> String {
+/// `record` as one line of JSON (without the line break).
+pub fn encode<T: Serialize>(record: &T) -> String {
     serde_json::to_string(record).expect("history records encode as JSON")
 }

@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -14,6 +14,9 @@ use sluice_engine::planner::{Placement, RanOn};
 
 use crate::error::Result;
 use crate::json_lines::JsonLines;
+use history::QueryHistory;
+
+mod history;
 
 /// Lifecycle of a query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,40 +191,6 @@ struct StoredQuery {
     ran_on: Option<String>,
 }
 
-/// The history file and how many records it holds.
-#[derive(Debug)]
-struct QueryHistory {
-    file: JsonLines,
-    /// Records in the file; past twice the log's capacity it is rewritten
-    /// with the newest.
-    lines: AtomicUsize,
-    capacity: usize,
-}
-
-impl QueryHistory {
-    /// Appends an ended query (not synced: a crash may lose the last few).
-    fn append(&self, query: &StoredQuery) {
-        if let Err(e) = self.file.append(query, false) {
-            tracing::warn!("cannot record query {} in the history: {e}", query.id);
-            return;
-        }
-        if self.lines.fetch_add(1, Ordering::Relaxed) + 1 > 2 * self.capacity.max(1) {
-            if let Err(e) = self.compact() {
-                tracing::warn!("cannot compact the query history: {e}");
-            }
-        }
-    }
-
-    /// Keeps only the newest `capacity` records in the file.
-    fn compact(&self) -> Result<Vec<StoredQuery>> {
-        let mut queries: Vec<StoredQuery> = self.file.read()?;
-        queries.drain(..queries.len().saturating_sub(self.capacity));
-        self.file.rewrite(&queries)?;
-        self.lines.store(queries.len(), Ordering::Relaxed);
-        Ok(queries)
-    }
-}
-
 /// Recent queries of one frontend, newest last.
 #[derive(Debug)]
 pub struct QueryLog {
@@ -229,7 +198,7 @@ pub struct QueryLog {
     next_id: AtomicU64,
     records: Mutex<VecDeque<Arc<QueryRecord>>>,
     capacity: usize,
-    history: Option<Arc<QueryHistory>>,
+    history: Arc<QueryHistory>,
 }
 
 impl QueryLog {
@@ -237,12 +206,7 @@ impl QueryLog {
     /// `path`, starting from the queries the file holds; `frontend_id`
     /// makes job names unique across frontends.
     pub fn open(frontend_id: String, path: &Path, capacity: usize) -> Result<Self> {
-        let history = QueryHistory {
-            file: JsonLines::new(path),
-            lines: AtomicUsize::new(0),
-            capacity,
-        };
-        let queries = history.compact()?;
+        let (history, queries) = QueryHistory::open(JsonLines::new(path), capacity)?;
         let next_id = queries.iter().map(|query| query.id + 1).max().unwrap_or(1);
         let records = queries
             .into_iter()
@@ -253,7 +217,7 @@ impl QueryLog {
             next_id: AtomicU64::new(next_id),
             records: Mutex::new(records),
             capacity,
-            history: Some(Arc::new(history)),
+            history: Arc::new(history),
         })
     }
 
@@ -289,7 +253,7 @@ impl QueryLog {
             record,
             rows: AtomicU64::new(0),
             outcome: Mutex::new(None),
-            history: self.history.clone(),
+            history: Arc::clone(&self.history),
         })
     }
 
@@ -297,6 +261,11 @@ impl QueryLog {
     pub fn records(&self) -> Vec<Arc<QueryRecord>> {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.iter().cloned().collect()
+    }
+
+    /// Waits until every query that ended is in the history file.
+    pub fn flush(&self) {
+        self.history.flush();
     }
 }
 
@@ -308,7 +277,7 @@ pub struct QueryTracker {
     rows: AtomicU64,
     outcome: Mutex<Option<(QueryState, Option<String>)>>,
     /// Where the query is recorded when it ends.
-    history: Option<Arc<QueryHistory>>,
+    history: Arc<QueryHistory>,
 }
 
 impl QueryTracker {
@@ -351,8 +320,8 @@ impl Drop for QueryTracker {
         let ended = self
             .record
             .finish(state, self.rows.load(Ordering::Relaxed), error);
-        if let (true, Some(history)) = (ended, &self.history) {
-            history.append(&self.record.stored());
+        if ended {
+            self.history.append(Arc::clone(&self.record));
         }
     }
 }
@@ -434,6 +403,7 @@ mod tests {
         for n in 7..=12 {
             run(&log, &format!("q{n}"));
         }
+        log.flush();
         let lines = std::fs::read_to_string(&path).unwrap().lines().count();
         assert!(lines <= 6, "{lines} lines");
     }

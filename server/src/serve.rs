@@ -115,6 +115,8 @@ impl RunningServer {
         }
         let _ = self.stop.send(());
         let _ = self.frontend.await;
+        let log = Arc::clone(&self.web_ui.log);
+        let _ = tokio::task::spawn_blocking(move || log.flush()).await;
         if let Some(cluster) = self.cluster {
             cluster.shutdown().await;
         }

@@ -191,6 +191,48 @@ fn attacks_are_refused_and_the_server_stays_up() {
         )
         .await;
         std::fs::remove_file(allowed.join("d/q.csv")).unwrap();
+        // 7. A table whose plan a connection keeps (a prepared query, a
+        // text sent again) over a file that becomes a symlink out of the
+        // allowed directory, with the same name, size and modification time
+        // (what a kept plan compares): its next run is refused, and it runs
+        // again once the file is back.
+        let secret = outside.join("secret.csv");
+        let copy = allowed.join("d/q.csv");
+        let same_version = || {
+            std::fs::copy(&secret, &copy).unwrap();
+            let modified = std::fs::metadata(&secret).unwrap().modified().unwrap();
+            let file = std::fs::File::options().write(true).open(&copy).unwrap();
+            file.set_modified(modified).unwrap();
+        };
+        same_version();
+        // Small queries run in the frontend, where plans are kept.
+        writer
+            .simple_query("SET sluice.frontend_max_bytes = 1048576")
+            .await
+            .unwrap();
+        let count = "SELECT count(*) AS n FROM fine";
+        let prepared = writer.prepare(count).await.unwrap();
+        for _ in 0..3 {
+            writer.query(&prepared, &[]).await.unwrap();
+            writer.simple_query(count).await.unwrap();
+        }
+        std::fs::remove_file(&copy).unwrap();
+        std::os::unix::fs::symlink(&secret, &copy).unwrap();
+        let got = code(writer.query(&prepared, &[]).await, count);
+        assert_eq!(
+            got,
+            SqlState::INSUFFICIENT_PRIVILEGE.code(),
+            "{count} (prepared)"
+        );
+        refused(&writer, count, &SqlState::INSUFFICIENT_PRIVILEGE).await;
+        std::fs::remove_file(&copy).unwrap();
+        same_version();
+        writer.query(&prepared, &[]).await.unwrap();
+        std::fs::remove_file(&copy).unwrap();
+        writer
+            .simple_query("RESET sluice.frontend_max_bytes")
+            .await
+            .unwrap();
 
         // 2. Statements too deep to plan.
         let sum = |terms: usize| format!("select 1{}", "+1".repeat(terms));

@@ -27,7 +27,7 @@ use datafusion_postgres::pgwire::api::portal::{Portal, PortalExecutionState};
 use datafusion_postgres::pgwire::api::query::{
     send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
 };
-use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::results::{DescribeResponse, Response};
 use datafusion_postgres::pgwire::api::stmt::{QueryParser, StoredStatement};
 use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
 use datafusion_postgres::pgwire::api::{
@@ -35,8 +35,9 @@ use datafusion_postgres::pgwire::api::{
     DEFAULT_NAME, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::data::{NoData, RowDescription};
 use datafusion_postgres::pgwire::messages::extendedquery::{
-    Bind, BindComplete, Execute, Parse, ParseComplete,
+    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
 };
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
@@ -568,6 +569,37 @@ impl ExtendedQueryHandler for SessionHandler {
         client
             .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
             .await?;
+        Ok(())
+    }
+
+    /// pgwire's own `Describe`, but a portal's description (what libpq sends
+    /// before each `Execute`) is sent with the next Sync or Flush rather than
+    /// written at once.
+    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let portal = match client.portal_store().get_portal(name) {
+            Some(Entry::Value(portal)) if message.target_type == TARGET_TYPE_BYTE_PORTAL => portal,
+            _ => return self._on_describe(client, message).await,
+        };
+        let described = self.do_describe_portal(client, &portal).await?;
+        let description = if described.is_no_data() {
+            PgWireBackendMessage::NoData(NoData::new())
+        } else {
+            let fields = described.fields().iter().map(Into::into).collect();
+            PgWireBackendMessage::RowDescription(RowDescription::new(fields))
+        };
+        client.feed(description).await?;
         Ok(())
     }
 

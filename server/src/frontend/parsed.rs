@@ -14,8 +14,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
-use datafusion::common::config::{OptimizerOptions, SqlParserOptions};
-use datafusion::execution::SessionState;
+use datafusion::common::config::{ConfigOptions, OptimizerOptions, SqlParserOptions};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
@@ -54,9 +53,8 @@ pub struct MadeUnder {
 }
 
 impl MadeUnder {
-    /// The settings of `state` a plan depends on.
-    pub fn of(state: &SessionState) -> Self {
-        let options = state.config_options();
+    /// The settings in `options` a plan depends on.
+    pub fn of(options: &ConfigOptions) -> Self {
         Self {
             defaults: (
                 options.catalog.default_catalog.clone(),
@@ -69,7 +67,7 @@ impl MadeUnder {
 
     /// The settings of `context`'s session a plan depends on.
     fn now(context: &SessionContext) -> Self {
-        Self::of(&context.state_ref().read())
+        Self::of(context.state_ref().read().config_options())
     }
 }
 

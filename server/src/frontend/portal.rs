@@ -41,6 +41,7 @@ use futures::{stream, StreamExt};
 
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 use sluice_engine::kept_plan::{KeptPhysical, TakenPlan};
+use sluice_engine::session_view::SessionView;
 
 use super::datafusion_ddl::PreparedStatement;
 
@@ -144,12 +145,13 @@ async fn run(
     params: ParamValues,
     format: Arc<FormatOptions>,
 ) -> PgWireResult<Response> {
-    let state = context.state();
-    if let Some(taken) = prepared.take_kept(&state, plan, &params).await? {
+    let session = SessionView::of(context);
+    if let Some(taken) = prepared.take_kept(&session, plan, &params).await? {
         let fields =
             arrow_schema_to_pg_fields(taken.schema(), &portal.result_column_format, Some(format))?;
-        return respond(taken.plan(), taken.task_context(&state), fields, taken);
+        return respond(taken.plan(), session.task_context(), fields, taken);
     }
+    let state = session.state();
     let optimized = prepared.optimized(&state, plan, &params)?;
     let optimized = with_current_tables(optimized, &state, UnknownNames::KeepScan)
         .await
@@ -291,20 +293,21 @@ impl Prepared {
     /// time.
     async fn take_kept(
         &self,
-        state: &SessionState,
+        session: &SessionView<'_>,
         plan: &LogicalPlan,
         params: &ParamValues,
     ) -> PgWireResult<Option<TakenPlan>> {
-        let optimized = async {
-            match self.kept_optimized(state, plan) {
-                Some(optimized) => with_current_tables(optimized, state, UnknownNames::KeepScan)
-                    .await
-                    .map(Some),
-                None => Ok(None),
-            }
+        let optimized = |state: SessionState| async move {
+            let optimized = match self.kept_optimized(&state, plan) {
+                Some(optimized) => {
+                    Some(with_current_tables(optimized, &state, UnknownNames::KeepScan).await?)
+                }
+                None => None,
+            };
+            Ok((state, optimized))
         };
         self.physical
-            .take(state, params, optimized)
+            .take(session, params, optimized)
             .await
             .map_err(api)
     }

@@ -394,8 +394,8 @@ fn set_config_calls(statement: &Statement, params: &ParamValues) -> Vec<(String,
     let mut calls = vec![];
     let _ = visit_expressions(statement, |expr| {
         if let Expr::Function(function) = expr {
-            let name = function.name.0.last().map(|part| part.to_string());
-            if name.is_some_and(|name| name.eq_ignore_ascii_case("set_config")) {
+            let name = function.name.0.last().and_then(|part| part.as_ident());
+            if name.is_some_and(|name| name.value.eq_ignore_ascii_case("set_config")) {
                 if let FunctionArguments::List(list) = &function.args {
                     if let [name, value, _] = list.args.as_slice() {
                         if let (Some(name), Some(value)) = (constant(name), constant(value)) {

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use datafusion::common::ParamValues;
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
@@ -27,6 +28,7 @@ use datafusion_postgres::pgwire::error::PgWireResult;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 use sluice_engine::kept_plan::KeptPhysical;
+use sluice_engine::session_view::SessionView;
 
 use super::parsed::MadeUnder;
 use super::portal::{answer, api, keeps_optimized, only_reads, respond};
@@ -83,8 +85,8 @@ impl SimpleQueries {
     where
         C: HookClient,
     {
-        let state = context.state();
-        let made_under = MadeUnder::of(&state);
+        let session = SessionView::of(context);
+        let made_under = MadeUnder::of(session.options());
         let kept = self.kept(text, &made_under);
         let statement = match &kept {
             Some((statement, _, _)) => statement.clone(),
@@ -103,23 +105,27 @@ impl SimpleQueries {
         }
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let planned = async {
+            if let Some((_, optimized, physical)) = &kept {
+                let current = |state: SessionState| async move {
+                    let current =
+                        with_current_tables(optimized.clone(), &state, UnknownNames::Fail).await?;
+                    Ok((state, Some(current)))
+                };
+                let taken = physical
+                    .take(&session, &ParamValues::List(Vec::new()), current)
+                    .await;
+                if let Ok(Some(taken)) = taken {
+                    let fields = arrow_schema_to_pg_fields(
+                        taken.schema(),
+                        &Format::UnifiedText,
+                        Some(options),
+                    )?;
+                    return respond(taken.plan(), session.task_context(), fields, taken);
+                }
+            }
+            let state = session.state();
             let current = match kept {
-                Some((_, optimized, physical)) => {
-                    let taken = physical
-                        .take(&state, &ParamValues::List(Vec::new()), async {
-                            with_current_tables(optimized.clone(), &state, UnknownNames::Fail)
-                                .await
-                                .map(Some)
-                        })
-                        .await;
-                    if let Ok(Some(taken)) = taken {
-                        let fields = arrow_schema_to_pg_fields(
-                            taken.schema(),
-                            &Format::UnifiedText,
-                            Some(options),
-                        )?;
-                        return respond(taken.plan(), taken.task_context(&state), fields, taken);
-                    }
+                Some((_, optimized, _)) => {
                     with_current_tables(optimized, &state, UnknownNames::Fail)
                         .await
                         .ok()
