@@ -368,6 +368,11 @@ fn psycopg3_binds_parameters_and_reads_typed_values() {
 }
 
 #[test]
+fn psycopg3_named_cursors_fetch_in_chunks() {
+    run_python_client("psycopg_named_cursor.py", "psycopg named cursor");
+}
+
+#[test]
 fn sqlalchemy_inspects_the_catalog_and_pandas_reads_100k_rows() {
     run_python_client("sqlalchemy_pandas.py", "sqlalchemy+pandas");
 }

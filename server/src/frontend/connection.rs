@@ -592,11 +592,27 @@ impl ExtendedQueryHandler for SessionHandler {
             Some(Entry::Value(portal)) if message.target_type == TARGET_TYPE_BYTE_PORTAL => portal,
             _ => return self._on_describe(client, message).await,
         };
-        let described = self.do_describe_portal(client, &portal).await?;
-        let description = if described.is_no_data() {
+        // A cursor opened by DECLARE has no plan of its own: its rows are
+        // described as the query it was declared for answers them (what
+        // psycopg's named cursors read before their first FETCH).
+        let cursor_fields = match &*portal.state().lock().await {
+            PortalExecutionState::Suspended(rows) if portal.statement.statement.1.is_none() => {
+                Some(rows.row_schema())
+            }
+            _ => None,
+        };
+        let fields = match cursor_fields {
+            Some(fields) => fields.as_ref().clone(),
+            None => self
+                .do_describe_portal(client, &portal)
+                .await?
+                .fields()
+                .to_vec(),
+        };
+        let description = if fields.is_empty() {
             PgWireBackendMessage::NoData(NoData::new())
         } else {
-            let fields = described.fields().iter().map(Into::into).collect();
+            let fields = fields.iter().map(Into::into).collect();
             PgWireBackendMessage::RowDescription(RowDescription::new(fields))
         };
         client.feed(description).await?;
