@@ -37,6 +37,9 @@ pub struct StreamRun {
     pub rows: u64,
     /// Wall-clock seconds from sending the query to the last row.
     pub seconds: f64,
+    /// Wall-clock seconds from sending the query to the first row, if any
+    /// came.
+    pub first_row_seconds: Option<f64>,
 }
 
 impl StreamRun {
@@ -54,13 +57,20 @@ pub async fn stream(
 ) -> Result<StreamRun, tokio_postgres::Error> {
     let started = Instant::now();
     let mut rows = 0;
+    let mut first_row = None;
+    let mut counted = || {
+        if rows == 0 {
+            first_row = Some(started.elapsed().as_secs_f64());
+        }
+        rows += 1;
+    };
     match format {
         WireFormat::Text => {
             let messages = client.simple_query_raw(query).await?;
             futures::pin_mut!(messages);
             while let Some(message) = messages.next().await {
                 if let SimpleQueryMessage::Row(_) = message? {
-                    rows += 1;
+                    counted();
                 }
             }
         }
@@ -69,7 +79,7 @@ pub async fn stream(
             let stream = client.query_raw(query, none).await?;
             futures::pin_mut!(stream);
             while stream.try_next().await?.is_some() {
-                rows += 1;
+                counted();
             }
         }
     }
@@ -77,5 +87,6 @@ pub async fn stream(
         format,
         rows,
         seconds: started.elapsed().as_secs_f64(),
+        first_row_seconds: first_row,
     })
 }

@@ -9,6 +9,7 @@
 #
 #   benches/streaming/run.sh               # SF 1
 #   SF=0.1 benches/streaming/run.sh
+#   SLUICE=/path/to/sluice DATA=/path/to/sf1 benches/streaming/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -29,8 +30,11 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 rss_kb() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 
-cargo build --release -p sluice-server --bin sluice
-sluice="$target/release/sluice"
+if [ -z "${SLUICE:-}" ]; then
+  cargo build --release -p sluice-server --bin sluice
+  SLUICE="$target/release/sluice"
+fi
+sluice="$SLUICE"
 if [ ! -d "$data/lineitem" ]; then
   "$sluice" tpch gen --sf "$sf" --out "$data"
 fi
@@ -66,21 +70,30 @@ psql -X -q -h 127.0.0.1 -p "$sluice_port" -U sluice -d sluice \
 pg -c "VACUUM ANALYZE lineitem"
 rows="$(pg -At -c "SELECT count(*) FROM lineitem")"
 
+# seconds COMMAND...: runs COMMAND (output discarded) and prints its wall-clock seconds.
+seconds() {
+  local start end
+  start=$(date +%s.%N)
+  "$@" >/dev/null
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$end - $start:.2f}')"
+}
+sl() { psql -X -q -h 127.0.0.1 -p "$sluice_port" -U sluice -d sluice "$@"; }
+
 echo
 echo "== client: sluice bench stream (tokio-postgres), SELECT * FROM lineitem"
 "$sluice" bench stream --port "$sluice_port" --iterations "$iterations" --label sluice
-echo "== client: psql \\copy (SELECT * FROM lineitem) TO /dev/null"
-start=$(date +%s.%N)
-psql -X -q -h 127.0.0.1 -p "$sluice_port" -U sluice -d sluice -c "\\copy (SELECT * FROM lineitem) TO '/dev/null'"
-end=$(date +%s.%N)
-echo "RESULT sluice psql-copy: $(python3 -c "print(f'{$rows/($end-$start):.0f}')") rows/s"
+echo "== client: psql, both servers, $rows rows"
+sluice_fetch="$(seconds sl -v FETCH_COUNT=10000 -A -t -c 'select * from lineitem')"
+sluice_copy="$(seconds sl -c "\\copy (select * from lineitem) to '/dev/null'")"
 kill "$sampler" 2>/dev/null || true
 peak_kb="$(sort -n "$work/rss" | tail -1)"
+pg_fetch="$(seconds pg -v FETCH_COUNT=10000 -A -t -c 'select * from lineitem')"
+pg_copy="$(seconds pg -c "\\copy (select * from lineitem) to '/dev/null'")"
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+echo "RESULT psql -v FETCH_COUNT=10000 -A -t: sluice ${sluice_fetch} s, postgresql ${pg_fetch} s ($(ratio "$sluice_fetch" "$pg_fetch")x)"
+echo "RESULT psql \\copy ... to /dev/null: sluice ${sluice_copy} s, postgresql ${pg_copy} s ($(ratio "$sluice_copy" "$pg_copy")x)"
 echo "RESULT sluice memory: resident $((before_kb / 1024)) MB idle, peak $((peak_kb / 1024)) MB while streaming (growth $(((peak_kb - before_kb) / 1024)) MB)"
 
 "$sluice" bench stream --port "$pg_port" --user postgres --dbname postgres \
   --iterations "$iterations" --label postgresql
-start=$(date +%s.%N)
-pg -c "\\copy (SELECT * FROM lineitem) TO '/dev/null'"
-end=$(date +%s.%N)
-echo "RESULT postgresql psql-copy: $(python3 -c "print(f'{$rows/($end-$start):.0f}')") rows/s"

@@ -39,12 +39,13 @@ pub async fn run(args: StreamArgs) -> Result<()> {
                 .map_err(|e| ServerError::Config(format!("streaming `{}`: {e}", args.query)))?;
             rows = run.rows;
             println!(
-                "{} {} #{iteration}: {} rows in {:.2} s = {:.0} rows/s",
+                "{} {} #{iteration}: {} rows in {:.2} s = {:.0} rows/s, first row after {:.3} s",
                 args.label,
                 format.name(),
                 run.rows,
                 run.seconds,
-                run.rows_per_second()
+                run.rows_per_second(),
+                run.first_row_seconds.unwrap_or(f64::NAN)
             );
             best = Some(best.map_or(run.rows_per_second(), |b: f64| b.max(run.rows_per_second())));
         }
