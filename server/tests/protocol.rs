@@ -529,3 +529,35 @@ async fn datafusion_ddl_works_on_both_protocols() {
     }
     server.stop().expect("stops");
 }
+
+/// `COPY … TO STDOUT`, as psql sends it, writes each value as PostgreSQL
+/// 15 writes it (the expected texts are PostgreSQL's output for the same
+/// values): doubles without `.0` and with `e+XX`, timestamps without a zero
+/// fraction.
+#[test]
+fn copy_to_stdout_writes_values_as_postgres_does() {
+    let server = start(1);
+    let values = "SELECT 15.0::double precision AS d, 1e20::double precision AS e, \
+                  1.5e-7::double precision AS f, 0.1::real AS r, \
+                  timestamp '2024-01-02 03:04:05' AS t, \
+                  timestamp '2024-01-02 03:04:05.25' AS u, date '2024-01-02' AS day, \
+                  CAST(-0.5 AS decimal(12, 2)) AS n, true AS b, CAST(NULL AS int) AS z, \
+                  'a\tb,\"c\"' AS s, CAST(-42 AS bigint) AS i";
+    for (options, expected) in [
+        (
+            "",
+            "15\t1e+20\t1.5e-07\t0.1\t2024-01-02 03:04:05\t2024-01-02 03:04:05.25\t\
+             2024-01-02\t-0.50\tt\t\\N\ta\\tb,\"c\"\t-42\n",
+        ),
+        (
+            "(FORMAT csv)",
+            "15,1e+20,1.5e-07,0.1,2024-01-02 03:04:05,2024-01-02 03:04:05.25,\
+             2024-01-02,-0.50,t,,\"a\tb,\"\"c\"\"\",-42\n",
+        ),
+    ] {
+        let copy = format!("COPY ({values}) TO STDOUT {options}");
+        let written = sluice_sql_tests::psql(server.port(), &[&copy]);
+        assert_eq!(written, expected, "{copy}");
+    }
+    server.stop().expect("stops");
+}

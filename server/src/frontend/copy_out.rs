@@ -1,16 +1,15 @@
 //! `COPY (query) TO STDOUT [(FORMAT text|csv, HEADER, DELIMITER 'c', NULL 's')]`:
 //! what psql's `\copy (query) TO 'file'` sends. Rows stream to the client as
 //! they come from the cluster, one `CopyData` message per row, in PostgreSQL's
-//! text or CSV format.
+//! text or CSV format, each batch encoded a column at a time
+//! ([`TextColumn`]).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
-use datafusion::arrow::array::{Array, BooleanArray};
-use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::arrow::util::display::FormatOptions;
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::LogicalPlan;
@@ -23,12 +22,15 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use futures::StreamExt;
 
+use super::pg_text::TextColumn;
+
 /// The output format of a `COPY … TO STDOUT`.
 #[derive(Debug, Clone, PartialEq)]
 struct CopyFormat {
     csv: bool,
     header: bool,
-    delimiter: char,
+    /// One ASCII byte, as PostgreSQL requires.
+    delimiter: u8,
     null: String,
 }
 
@@ -56,60 +58,76 @@ impl CopyFormat {
         if header && !csv {
             return Err("COPY HEADER available only in CSV mode".into());
         }
+        let delimiter = delimiter.unwrap_or(if csv { ',' } else { '\t' });
+        if !delimiter.is_ascii() {
+            return Err("COPY delimiter must be a single one-byte character".into());
+        }
         Ok(Self {
             csv,
             header,
-            delimiter: delimiter.unwrap_or(if csv { ',' } else { '\t' }),
+            delimiter: delimiter as u8,
             null: null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() }),
         })
     }
 
-    /// Appends one field, quoted or escaped as the format requires.
-    fn field(&self, out: &mut String, value: Option<&str>) {
+    /// Appends one field, quoted or escaped as the format requires (bytes
+    /// of UTF-8 text: a multi-byte character never holds an ASCII byte).
+    fn field(&self, out: &mut BytesMut, value: Option<&[u8]>) {
         let Some(value) = value else {
-            out.push_str(&self.null);
+            out.extend_from_slice(self.null.as_bytes());
             return;
         };
+        let delimiter = self.delimiter;
         if self.csv {
             let quote = value.is_empty()
-                || value == self.null
+                || value == self.null.as_bytes()
                 || value
-                    .chars()
-                    .any(|c| c == self.delimiter || c == '"' || c == '\n' || c == '\r');
+                    .iter()
+                    .any(|b| *b == delimiter || matches!(b, b'"' | b'\n' | b'\r'));
             if quote {
-                out.push('"');
-                out.push_str(&value.replace('"', "\"\""));
-                out.push('"');
+                out.put_u8(b'"');
+                for &byte in value {
+                    if byte == b'"' {
+                        out.put_u8(b'"');
+                    }
+                    out.put_u8(byte);
+                }
+                out.put_u8(b'"');
             } else {
-                out.push_str(value);
+                out.extend_from_slice(value);
             }
             return;
         }
-        for c in value.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '\n' => out.push_str("\\n"),
-                '\r' => out.push_str("\\r"),
-                '\t' => out.push_str("\\t"),
-                c if c == self.delimiter => {
-                    out.push('\\');
-                    out.push(c);
+        for &byte in value {
+            match byte {
+                b'\\' => out.extend_from_slice(b"\\\\"),
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.extend_from_slice(b"\\t"),
+                byte if byte == delimiter => {
+                    out.put_u8(b'\\');
+                    out.put_u8(byte);
                 }
-                c => out.push(c),
+                byte => out.put_u8(byte),
             }
         }
     }
 
-    fn line<'a>(&self, fields: impl Iterator<Item = Option<&'a str>>) -> String {
-        let mut line = String::new();
+    /// Appends one row of `fields` and its line end.
+    fn row<'a>(&self, out: &mut BytesMut, fields: impl Iterator<Item = Option<&'a [u8]>>) {
         for (index, value) in fields.enumerate() {
             if index > 0 {
-                line.push(self.delimiter);
+                out.put_u8(self.delimiter);
             }
-            self.field(&mut line, value);
+            self.field(out, value);
         }
-        line.push('\n');
-        line
+        out.put_u8(b'\n');
+    }
+
+    fn line<'a>(&self, fields: impl Iterator<Item = Option<&'a str>>) -> Bytes {
+        let mut line = BytesMut::new();
+        self.row(&mut line, fields.map(|value| value.map(str::as_bytes)));
+        line.freeze()
     }
 }
 
@@ -123,42 +141,20 @@ fn format_options() -> FormatOptions<'static> {
         .with_time_format(Some("%H:%M:%S%.f"))
 }
 
-/// The rows of `batch`, one `CopyData` each.
+/// The rows of `batch`, one `CopyData` each, encoded a column at a time
+/// into one buffer.
 fn encode(format: &CopyFormat, batch: &RecordBatch) -> Result<Vec<CopyData>, DataFusionError> {
     let options = format_options();
-    let columns: Vec<(ArrayFormatter, &dyn Array)> = batch
+    let columns = batch
         .columns()
         .iter()
-        .map(|column| {
-            Ok((
-                ArrayFormatter::try_new(column.as_ref(), &options)?,
-                column.as_ref(),
-            ))
-        })
-        .collect::<Result<_, DataFusionError>>()?;
+        .map(|column| TextColumn::encode(column, &options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut buffer = BytesMut::with_capacity(batch.get_array_memory_size().max(1024));
     let mut rows = Vec::with_capacity(batch.num_rows());
-    let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
     for row in 0..batch.num_rows() {
-        values.clear();
-        for (formatter, array) in &columns {
-            values.push(if array.is_null(row) {
-                None
-            } else if array.data_type() == &DataType::Boolean {
-                let flags = array.as_any().downcast_ref::<BooleanArray>();
-                Some(
-                    if flags.is_some_and(|f| f.value(row)) {
-                        "t"
-                    } else {
-                        "f"
-                    }
-                    .into(),
-                )
-            } else {
-                Some(formatter.value(row).to_string())
-            });
-        }
-        let line = format.line(values.iter().map(Option::as_deref));
-        rows.push(CopyData::new(Bytes::from(line)));
+        format.row(&mut buffer, columns.iter().map(|column| column.value(row)));
+        rows.push(CopyData::new(buffer.split().freeze()));
     }
     Ok(rows)
 }
@@ -214,7 +210,7 @@ async fn copy_out(
         // The header travels with the first row: pgwire counts messages for
         // the command tag, and the header is not a row.
         if let (Some(text), Some(Ok(first))) = (header.as_ref(), rows.first_mut()) {
-            let mut data = BytesMut::from(text.as_bytes());
+            let mut data = BytesMut::from(text.as_ref());
             data.put(first.data.clone());
             first.data = data.freeze();
             header = None;

@@ -13,6 +13,7 @@ mod interrupt;
 mod managed;
 mod off_worker;
 mod parsed;
+mod pg_text;
 mod portal;
 mod prepared;
 mod progress;
