@@ -90,33 +90,33 @@ impl TextColumn {
                     decimal_text(out, decimals.value(row), scale)
                 });
             }
-            DataType::Date32 if in_common_era(array) => {
+            DataType::Date32 => {
                 let days = array.as_primitive::<Date32Type>();
+                let in_era = (0..days.len())
+                    .all(|row| column.nulls[row] || in_common_era(i64::from(days.value(row))));
+                if !in_era {
+                    column.formatted(array, options)?;
+                    return Ok(column);
+                }
                 column.each(days.len(), |out, row| {
                     let (year, month, day) = civil_from_days(i64::from(days.value(row)));
                     date_text(out, year, month, day);
                 });
             }
-            DataType::Timestamp(unit, None) if in_common_era(array) => {
-                let (micros, per_second) = timestamp_micros(array, unit);
+            DataType::Timestamp(unit, None) => {
+                let (micros, with_fraction) = timestamp_micros(array, unit);
+                let in_era = (0..micros.len()).all(|row| {
+                    column.nulls[row] || in_common_era(micros[row].div_euclid(MICROS_PER_DAY))
+                });
+                if !in_era {
+                    column.formatted(array, options)?;
+                    return Ok(column);
+                }
                 column.each(micros.len(), |out, row| {
-                    timestamp_text(out, micros[row], per_second)
+                    timestamp_text(out, micros[row], with_fraction)
                 });
             }
-            _ => {
-                let formatter = ArrayFormatter::try_new(array.as_ref(), options)?;
-                let mut text = String::new();
-                for row in 0..array.len() {
-                    if !column.nulls[row] {
-                        use std::fmt::Write;
-                        text.clear();
-                        write!(text, "{}", formatter.value(row))
-                            .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-                        column.bytes.extend_from_slice(text.as_bytes());
-                    }
-                    column.ends.push(column.bytes.len());
-                }
-            }
+            _ => column.formatted(array, options)?,
         }
         Ok(column)
     }
@@ -128,6 +128,27 @@ impl TextColumn {
         }
         let start = if row == 0 { 0 } else { self.ends[row - 1] };
         Some(&self.bytes[start..self.ends[row]])
+    }
+
+    /// Writes each value with Arrow's display formatter.
+    fn formatted(
+        &mut self,
+        array: &ArrayRef,
+        options: &FormatOptions<'_>,
+    ) -> Result<(), ArrowError> {
+        use std::fmt::Write;
+        let formatter = ArrayFormatter::try_new(array.as_ref(), options)?;
+        let mut text = String::new();
+        for row in 0..array.len() {
+            if !self.nulls[row] {
+                text.clear();
+                write!(text, "{}", formatter.value(row))
+                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+                self.bytes.extend_from_slice(text.as_bytes());
+            }
+            self.ends.push(self.bytes.len());
+        }
+        Ok(())
     }
 
     /// Writes each non-null row with `write`.
@@ -153,27 +174,15 @@ impl TextColumn {
     }
 }
 
-/// Whether every date or time in `array` lies in years 1 to 9999, which
-/// the typed loops print (PostgreSQL writes others with `BC` or more
-/// digits; Arrow's formatter shows them).
-fn in_common_era(array: &ArrayRef) -> bool {
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Whether `day` (days since 1970-01-01) lies in years 1 to 9999, which the
+/// typed loops print (PostgreSQL writes others with `BC` or more digits;
+/// Arrow's formatter shows them).
+fn in_common_era(day: i64) -> bool {
     const FIRST_DAY: i64 = -719_162; // 0001-01-01
     const LAST_DAY: i64 = 2_932_896; // 9999-12-31
-    let days = |day: i64| (FIRST_DAY..=LAST_DAY).contains(&day);
-    let all = |mut inside: Box<dyn FnMut(usize) -> bool + '_>| {
-        (0..array.len()).all(|row| array.is_null(row) || inside(row))
-    };
-    match array.data_type() {
-        DataType::Date32 => {
-            let values = array.as_primitive::<Date32Type>();
-            all(Box::new(|row| days(i64::from(values.value(row)))))
-        }
-        DataType::Timestamp(unit, _) => {
-            let (micros, _) = timestamp_micros(array, unit);
-            all(Box::new(|row| days(micros[row].div_euclid(86_400_000_000))))
-        }
-        _ => false,
-    }
+    (FIRST_DAY..=LAST_DAY).contains(&day)
 }
 
 /// The microseconds since 1970 of each value of timestamp `array` (nulls as
@@ -349,8 +358,8 @@ fn date_text(out: &mut Vec<u8>, year: i64, month: u32, day: u32) {
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the fraction without trailing zeros, as
 /// PostgreSQL prints a `timestamp`.
 fn timestamp_text(out: &mut Vec<u8>, micros: i64, with_fraction: bool) {
-    let days = micros.div_euclid(86_400_000_000);
-    let of_day = micros.rem_euclid(86_400_000_000);
+    let days = micros.div_euclid(MICROS_PER_DAY);
+    let of_day = micros.rem_euclid(MICROS_PER_DAY);
     let (year, month, day) = civil_from_days(days);
     date_text(out, year, month, day);
     out.push(b' ');
@@ -493,6 +502,18 @@ mod tests {
             all(Arc::new(nanos)),
             ["2024-01-02 03:04:05.000001", "2024-01-02 03:04:05.000002"]
         );
+    }
+
+    #[test]
+    fn dates_outside_years_1_to_9999_go_to_the_formatter() {
+        // 10000-01-01, then a null.
+        let dates = Date32Array::from(vec![Some(2_932_897), None]);
+        let shown = texts(Arc::new(dates));
+        assert!(
+            shown[0].as_deref().is_some_and(|day| day.contains("10000")),
+            "{shown:?}"
+        );
+        assert_eq!(shown[1], None);
     }
 
     #[test]
