@@ -48,6 +48,7 @@ use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
+use super::cursor::DeclareCursorHook;
 use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
@@ -76,6 +77,7 @@ fn query_hooks(caps: &Arc<ConnectionCaps>) -> Vec<Arc<dyn QueryHook>> {
         Arc::new(CapsHook {
             caps: Arc::clone(caps),
         }),
+        Arc::new(DeclareCursorHook),
         Arc::new(CursorStatementHook),
         Arc::new(PgSettingsHook),
         Arc::new(PlanningHook::new(show_engine_setting)),

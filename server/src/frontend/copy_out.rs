@@ -2,7 +2,7 @@
 //! what psql's `\copy (query) TO 'file'` sends. Rows stream to the client as
 //! they come from the cluster, one `CopyData` message per row, in PostgreSQL's
 //! text or CSV format, each batch encoded a column at a time
-//! ([`TextColumn`]).
+//! ([`pg_text::encode`]).
 
 use std::sync::Arc;
 
@@ -22,7 +22,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use futures::StreamExt;
 
-use super::pg_text::TextColumn;
+use super::pg_text;
 
 /// The output format of a `COPY … TO STDOUT`.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,7 +148,7 @@ fn encode(format: &CopyFormat, batch: &RecordBatch) -> Result<Vec<CopyData>, Dat
     let columns = batch
         .columns()
         .iter()
-        .map(|column| TextColumn::encode(column, &options))
+        .map(|column| pg_text::encode(column, &options))
         .collect::<Result<Vec<_>, _>>()?;
     let mut buffer = BytesMut::with_capacity(batch.get_array_memory_size().max(1024));
     let mut rows = Vec::with_capacity(batch.num_rows());

@@ -12,13 +12,15 @@ use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
-use datafusion_postgres::arrow_pg::datatypes::df::encode_dataframe;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::Format;
-use datafusion_postgres::pgwire::api::results::{Response, Tag};
+use datafusion_postgres::pgwire::api::results::{QueryResponse, Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use sluice_engine::parallel_write::WriteAnswer;
+
+use super::data_rows::row_stream;
 
 /// How a recognised statement is planned.
 pub enum PlanSource {
@@ -71,9 +73,11 @@ async fn run(context: &SessionContext, plan: LogicalPlan) -> PgWireResult<Respon
         let rows = WriteAnswer::read(&batches).rows as usize;
         return Ok(Response::Execution(Tag::new("COPY").with_rows(rows)));
     }
-    Ok(Response::Query(
-        encode_dataframe(frame, &Format::UnifiedText, None).await?,
-    ))
+    let fields = arrow_schema_to_pg_fields(frame.schema().as_arrow(), &Format::UnifiedText, None)?;
+    let fields = Arc::new(fields);
+    let batches = frame.execute_stream().await.map_err(api)?;
+    let rows = row_stream(Arc::clone(&fields), batches, ());
+    Ok(Response::Query(QueryResponse::new(fields, rows)))
 }
 
 #[async_trait]

@@ -1,7 +1,7 @@
 //! Values in PostgreSQL's text output format, encoded a column at a time.
 //!
-//! [`TextColumn::encode`] writes every value of an Arrow column into one
-//! buffer, each value's end noted, with typed loops for the common types
+//! [`encode`] writes every value of an Arrow column into one
+//! [`EncodedColumn`], with typed loops for the common types
 //! (integers, floats, decimals, text, booleans, dates, timestamps): no
 //! formatter object or `String` per value. Values print as PostgreSQL prints
 //! them: `15` and `1e+20` for doubles (the shortest digits that read back
@@ -20,174 +20,149 @@ use datafusion::arrow::datatypes::{
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 
-/// One column's values as text, in one buffer.
-#[derive(Debug, Default)]
-pub struct TextColumn {
-    bytes: Vec<u8>,
-    /// Where each row's value ends in `bytes` (a null's value is empty).
-    ends: Vec<usize>,
-    nulls: Vec<bool>,
-}
+use super::encoded_column::EncodedColumn;
 
-impl TextColumn {
-    /// The text of every value of `array`; `options` shows the types without
-    /// a typed loop here.
-    pub fn encode(array: &ArrayRef, options: &FormatOptions<'_>) -> Result<Self, ArrowError> {
-        let mut column = Self {
-            bytes: Vec::with_capacity(array.len() * 8),
-            ends: Vec::with_capacity(array.len()),
-            nulls: (0..array.len()).map(|row| array.is_null(row)).collect(),
-        };
-        match array.data_type() {
-            DataType::Int8 => column.integers::<Int8Type>(array),
-            DataType::Int16 => column.integers::<Int16Type>(array),
-            DataType::Int32 => column.integers::<Int32Type>(array),
-            DataType::Int64 => column.integers::<Int64Type>(array),
-            DataType::UInt8 => column.integers::<UInt8Type>(array),
-            DataType::UInt16 => column.integers::<UInt16Type>(array),
-            DataType::UInt32 => column.integers::<UInt32Type>(array),
-            DataType::UInt64 => column.integers::<UInt64Type>(array),
-            DataType::Float32 => {
-                let floats = array.as_primitive::<Float32Type>();
-                column.each(floats.len(), |out, row| {
-                    float_text(out, f64::from(floats.value(row)), true)
-                });
-            }
-            DataType::Float64 => {
-                let floats = array.as_primitive::<Float64Type>();
-                column.each(floats.len(), |out, row| {
-                    float_text(out, floats.value(row), false)
-                });
-            }
-            DataType::Utf8 => {
-                let strings = array.as_string::<i32>();
-                column.each(strings.len(), |out, row| {
-                    out.extend_from_slice(strings.value(row).as_bytes())
-                });
-            }
-            DataType::LargeUtf8 => {
-                let strings = array.as_string::<i64>();
-                column.each(strings.len(), |out, row| {
-                    out.extend_from_slice(strings.value(row).as_bytes())
-                });
-            }
-            DataType::Utf8View => {
-                let strings = array.as_string_view();
-                column.each(strings.len(), |out, row| {
-                    out.extend_from_slice(strings.value(row).as_bytes())
-                });
-            }
-            DataType::Boolean => {
-                let flags: &BooleanArray = array.as_boolean();
-                column.each(flags.len(), |out, row| {
-                    out.push(if flags.value(row) { b't' } else { b'f' })
-                });
-            }
-            DataType::Decimal128(_, scale) if *scale >= 0 => {
-                let decimals: &Decimal128Array = array.as_primitive();
-                let scale = *scale as usize;
-                column.each(decimals.len(), |out, row| {
-                    decimal_text(out, decimals.value(row), scale)
-                });
-            }
-            DataType::Date32 => {
-                let days = array.as_primitive::<Date32Type>();
-                let in_era = (0..days.len())
-                    .all(|row| column.nulls[row] || in_common_era(i64::from(days.value(row))));
-                if !in_era {
-                    column.formatted(array, options)?;
-                    return Ok(column);
-                }
-                column.each(days.len(), |out, row| {
-                    let (year, month, day) = civil_from_days(i64::from(days.value(row)));
-                    date_text(out, year, month, day);
-                });
-            }
-            DataType::Timestamp(unit, None) => {
-                let (micros, with_fraction) = timestamp_micros(array, unit);
-                let in_era = (0..micros.len()).all(|row| {
-                    column.nulls[row] || in_common_era(micros[row].div_euclid(MICROS_PER_DAY))
-                });
-                if !in_era {
-                    column.formatted(array, options)?;
-                    return Ok(column);
-                }
-                column.each(micros.len(), |out, row| {
-                    timestamp_text(out, micros[row], with_fraction)
-                });
-            }
-            _ => column.formatted(array, options)?,
-        }
-        Ok(column)
-    }
-
-    /// The text of row `row`; `None` for a null.
-    pub fn value(&self, row: usize) -> Option<&[u8]> {
-        if self.nulls[row] {
-            return None;
-        }
-        let start = if row == 0 { 0 } else { self.ends[row - 1] };
-        Some(&self.bytes[start..self.ends[row]])
-    }
-
-    /// Writes each value with Arrow's display formatter.
-    fn formatted(
-        &mut self,
-        array: &ArrayRef,
-        options: &FormatOptions<'_>,
-    ) -> Result<(), ArrowError> {
-        use std::fmt::Write;
-        let formatter = ArrayFormatter::try_new(array.as_ref(), options)?;
-        let mut text = String::new();
-        for row in 0..array.len() {
-            if !self.nulls[row] {
-                text.clear();
-                write!(text, "{}", formatter.value(row))
-                    .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
-                self.bytes.extend_from_slice(text.as_bytes());
-            }
-            self.ends.push(self.bytes.len());
-        }
-        Ok(())
-    }
-
-    /// Writes each non-null row with `write`.
-    fn each(&mut self, rows: usize, mut write: impl FnMut(&mut Vec<u8>, usize)) {
-        for row in 0..rows {
-            if !self.nulls[row] {
-                write(&mut self.bytes, row);
-            }
-            self.ends.push(self.bytes.len());
-        }
-    }
-
-    fn integers<T>(&mut self, array: &ArrayRef)
-    where
-        T: ArrowPrimitiveType,
-        T::Native: itoa::Integer,
-    {
-        let values: &PrimitiveArray<T> = array.as_primitive();
-        let mut digits = itoa::Buffer::new();
-        self.each(values.len(), |out, row| {
-            out.extend_from_slice(digits.format(values.value(row)).as_bytes())
-        });
+/// The text of every value of `array`; `options` shows the types
+/// [`encode_typed`] has no loop for.
+pub fn encode(array: &ArrayRef, options: &FormatOptions<'_>) -> Result<EncodedColumn, ArrowError> {
+    match encode_typed(array) {
+        Some(column) => Ok(column),
+        None => formatted(array, options),
     }
 }
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+/// The text of every value of `array` when its type has a typed loop here
+/// (and, for dates and timestamps, every value lies in years 1 to 9999).
+pub fn encode_typed(array: &ArrayRef) -> Option<EncodedColumn> {
+    let mut column = EncodedColumn::for_array(array.as_ref(), 8);
+    match array.data_type() {
+        DataType::Int8 => integers::<Int8Type>(&mut column, array),
+        DataType::Int16 => integers::<Int16Type>(&mut column, array),
+        DataType::Int32 => integers::<Int32Type>(&mut column, array),
+        DataType::Int64 => integers::<Int64Type>(&mut column, array),
+        DataType::UInt8 => integers::<UInt8Type>(&mut column, array),
+        DataType::UInt16 => integers::<UInt16Type>(&mut column, array),
+        DataType::UInt32 => integers::<UInt32Type>(&mut column, array),
+        DataType::UInt64 => integers::<UInt64Type>(&mut column, array),
+        DataType::Float32 => {
+            let floats = array.as_primitive::<Float32Type>();
+            column.each(floats.len(), |out, row| {
+                float_text(out, f64::from(floats.value(row)), true)
+            });
+        }
+        DataType::Float64 => {
+            let floats = array.as_primitive::<Float64Type>();
+            column.each(floats.len(), |out, row| {
+                float_text(out, floats.value(row), false)
+            });
+        }
+        DataType::Utf8 => {
+            let strings = array.as_string::<i32>();
+            column.each(strings.len(), |out, row| {
+                out.extend_from_slice(strings.value(row).as_bytes())
+            });
+        }
+        DataType::LargeUtf8 => {
+            let strings = array.as_string::<i64>();
+            column.each(strings.len(), |out, row| {
+                out.extend_from_slice(strings.value(row).as_bytes())
+            });
+        }
+        DataType::Utf8View => {
+            let strings = array.as_string_view();
+            column.each(strings.len(), |out, row| {
+                out.extend_from_slice(strings.value(row).as_bytes())
+            });
+        }
+        DataType::Boolean => {
+            let flags: &BooleanArray = array.as_boolean();
+            column.each(flags.len(), |out, row| {
+                out.push(if flags.value(row) { b't' } else { b'f' })
+            });
+        }
+        DataType::Decimal128(_, scale) if *scale >= 0 => {
+            let decimals: &Decimal128Array = array.as_primitive();
+            let scale = *scale as usize;
+            column.each(decimals.len(), |out, row| {
+                decimal_text(out, decimals.value(row), scale)
+            });
+        }
+        DataType::Date32 => {
+            let days = array.as_primitive::<Date32Type>();
+            let in_era = (0..days.len())
+                .all(|row| column.is_null(row) || in_common_era(i64::from(days.value(row))));
+            if !in_era {
+                return None;
+            }
+            column.each(days.len(), |out, row| {
+                let (year, month, day) = civil_from_days(i64::from(days.value(row)));
+                date_text(out, year, month, day);
+            });
+        }
+        DataType::Timestamp(unit, None) => {
+            let (micros, with_fraction) = timestamp_micros(array, unit);
+            let in_era = (0..micros.len()).all(|row| {
+                column.is_null(row) || in_common_era(micros[row].div_euclid(MICROS_PER_DAY))
+            });
+            if !in_era {
+                return None;
+            }
+            column.each(micros.len(), |out, row| {
+                timestamp_text(out, micros[row], with_fraction)
+            });
+        }
+        _ => return None,
+    }
+    Some(column)
+}
+
+/// Every value of `array` written by Arrow's display formatter.
+fn formatted(array: &ArrayRef, options: &FormatOptions<'_>) -> Result<EncodedColumn, ArrowError> {
+    use std::fmt::Write;
+    let formatter = ArrayFormatter::try_new(array.as_ref(), options)?;
+    let mut column = EncodedColumn::for_array(array.as_ref(), 8);
+    let mut text = String::new();
+    for row in 0..array.len() {
+        if column.is_null(row) {
+            column.push(None);
+            continue;
+        }
+        text.clear();
+        write!(text, "{}", formatter.value(row))
+            .map_err(|e| ArrowError::ExternalError(Box::new(e)))?;
+        column.push(Some(text.as_bytes()));
+    }
+    Ok(column)
+}
+
+fn integers<T>(column: &mut EncodedColumn, array: &ArrayRef)
+where
+    T: ArrowPrimitiveType,
+    T::Native: itoa::Integer,
+{
+    let values: &PrimitiveArray<T> = array.as_primitive();
+    let mut digits = itoa::Buffer::new();
+    column.each(values.len(), |out, row| {
+        out.extend_from_slice(digits.format(values.value(row)).as_bytes())
+    });
+}
+
+/// Microseconds in a day.
+pub(super) const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Whether `day` (days since 1970-01-01) lies in years 1 to 9999, which the
 /// typed loops print (PostgreSQL writes others with `BC` or more digits;
 /// Arrow's formatter shows them).
-fn in_common_era(day: i64) -> bool {
+pub(super) fn in_common_era(day: i64) -> bool {
     const FIRST_DAY: i64 = -719_162; // 0001-01-01
     const LAST_DAY: i64 = 2_932_896; // 9999-12-31
     (FIRST_DAY..=LAST_DAY).contains(&day)
 }
 
 /// The microseconds since 1970 of each value of timestamp `array` (nulls as
-/// 0), and how many fractional digits its unit has at most (0 or 6).
-fn timestamp_micros(array: &ArrayRef, unit: &TimeUnit) -> (Vec<i64>, bool) {
+/// 0; nanoseconds rounded to the nearest microsecond, as PostgreSQL rounds
+/// them), and how many fractional digits its unit has at most (0 or 6).
+pub(super) fn timestamp_micros(array: &ArrayRef, unit: &TimeUnit) -> (Vec<i64>, bool) {
     fn scaled<T: ArrowPrimitiveType<Native = i64>>(
         array: &ArrayRef,
         scale: impl Fn(i64) -> i64,
@@ -395,7 +370,7 @@ mod tests {
     use super::*;
 
     fn texts(array: ArrayRef) -> Vec<Option<String>> {
-        let column = TextColumn::encode(&array, &FormatOptions::new()).unwrap();
+        let column = encode(&array, &FormatOptions::new()).unwrap();
         (0..array.len())
             .map(|row| {
                 column

@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
+use super::data_rows::row_stream;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::OptimizerOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
@@ -28,8 +29,8 @@ use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
-use datafusion_postgres::arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::{Format, Portal};
 use datafusion_postgres::pgwire::api::results::{FieldInfo, QueryResponse, Response};
@@ -37,7 +38,6 @@ use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
-use futures::{stream, StreamExt};
 
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 use sluice_engine::kept_plan::{KeptPhysical, TakenPlan};
@@ -186,16 +186,7 @@ pub fn respond<R: Send + 'static>(
 ) -> PgWireResult<Response> {
     let fields = Arc::new(fields);
     let batches = execute_stream(physical, context).map_err(api)?;
-    let row_fields = Arc::clone(&fields);
-    let rows = batches
-        .map(move |batch| match batch {
-            Ok(batch) => {
-                let _running = &running;
-                stream::iter(encode_recordbatch(Arc::clone(&row_fields), batch)).left_stream()
-            }
-            Err(e) => stream::once(async move { Err(api(e)) }).right_stream(),
-        })
-        .flatten();
+    let rows = row_stream(Arc::clone(&fields), batches, running);
     Ok(Response::Query(QueryResponse::new(fields, rows)))
 }
 
