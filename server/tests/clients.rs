@@ -373,6 +373,11 @@ fn psycopg3_named_cursors_fetch_in_chunks() {
 }
 
 #[test]
+fn psycopg3_copy_reads_binary_and_text_rows() {
+    run_python_client("psycopg_copy.py", "psycopg copy");
+}
+
+#[test]
 fn sqlalchemy_inspects_the_catalog_and_pandas_reads_100k_rows() {
     run_python_client("sqlalchemy_pandas.py", "sqlalchemy+pandas");
 }

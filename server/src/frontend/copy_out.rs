@@ -1,8 +1,9 @@
-//! `COPY (query) TO STDOUT [(FORMAT text|csv, HEADER, DELIMITER 'c', NULL 's')]`:
-//! what psql's `\copy (query) TO 'file'` sends. Rows stream to the client as
-//! they come from the cluster, one `CopyData` message per row, in PostgreSQL's
-//! text or CSV format, each batch encoded a column at a time
-//! ([`pg_text::encode`]).
+//! `COPY (query) TO STDOUT [(FORMAT text|csv|binary, HEADER, DELIMITER 'c',
+//! NULL 's')]`: what psql's `\copy (query) TO 'file'` sends. Rows stream to
+//! the client as they come from the cluster, one `CopyData` message per row,
+//! in PostgreSQL's text, CSV or binary format, each batch encoded a column
+//! at a time ([`pg_text::encode`], and for binary the encoders of result
+//! rows, [`encode_tuples`]).
 
 use std::sync::Arc;
 
@@ -22,12 +23,21 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use futures::StreamExt;
 
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::pgwire::api::portal::Format;
+
+use super::data_rows::encode_tuples;
 use super::pg_text;
+
+/// The signature, flags and header extension length that open a binary
+/// COPY (PostgreSQL's `PGCOPY` format, version 0).
+const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 
 /// The output format of a `COPY … TO STDOUT`.
 #[derive(Debug, Clone, PartialEq)]
 struct CopyFormat {
     csv: bool,
+    binary: bool,
     header: bool,
     /// One ASCII byte, as PostgreSQL requires.
     delimiter: u8,
@@ -36,23 +46,32 @@ struct CopyFormat {
 
 impl CopyFormat {
     fn new(options: &[CopyOption]) -> Result<Self, String> {
-        let mut csv = false;
+        let (mut csv, mut binary) = (false, false);
         let (mut header, mut delimiter, mut null) = (false, None, None);
         for option in options {
             match option {
                 CopyOption::Format(name) => match name.value.to_ascii_lowercase().as_str() {
-                    "text" => csv = false,
-                    "csv" => csv = true,
-                    other => {
-                        return Err(format!(
-                            "COPY TO STDOUT format {other} is not supported (use text or csv)"
-                        ))
-                    }
+                    "text" => (csv, binary) = (false, false),
+                    "csv" => (csv, binary) = (true, false),
+                    "binary" => (csv, binary) = (false, true),
+                    other => return Err(format!("COPY format \"{other}\" not recognized")),
                 },
                 CopyOption::Header(value) => header = *value,
                 CopyOption::Delimiter(value) => delimiter = Some(*value),
                 CopyOption::Null(value) => null = Some(value.clone()),
                 other => return Err(format!("COPY option {other} is not supported")),
+            }
+        }
+        if binary {
+            // PostgreSQL's words for each.
+            if delimiter.is_some() {
+                return Err("cannot specify DELIMITER in BINARY mode".into());
+            }
+            if null.is_some() {
+                return Err("cannot specify NULL in BINARY mode".into());
+            }
+            if header {
+                return Err("cannot specify HEADER in BINARY mode".into());
             }
         }
         if header && !csv {
@@ -64,6 +83,7 @@ impl CopyFormat {
         }
         Ok(Self {
             csv,
+            binary,
             header,
             delimiter: delimiter as u8,
             null: null.unwrap_or_else(|| if csv { String::new() } else { "\\N".into() }),
@@ -143,7 +163,20 @@ fn format_options() -> FormatOptions<'static> {
 
 /// The rows of `batch`, one `CopyData` each, encoded a column at a time
 /// into one buffer.
-fn encode(format: &CopyFormat, batch: &RecordBatch) -> Result<Vec<CopyData>, DataFusionError> {
+fn encode(format: &CopyFormat, batch: &RecordBatch) -> PgWireResult<Vec<CopyData>> {
+    if format.binary {
+        let fields = arrow_schema_to_pg_fields(&batch.schema(), &Format::UnifiedBinary, None)?;
+        let tuples = encode_tuples(&fields, batch, true)?;
+        return Ok(tuples
+            .into_iter()
+            .map(|tuple| CopyData::new(tuple.freeze()))
+            .collect());
+    }
+    encode_text(format, batch).map_err(api)
+}
+
+/// [`encode`] in the text and CSV formats.
+fn encode_text(format: &CopyFormat, batch: &RecordBatch) -> Result<Vec<CopyData>, DataFusionError> {
     let options = format_options();
     let columns = batch
         .columns()
@@ -189,26 +222,31 @@ async fn copy_out(
     let format = CopyFormat::new(options).map_err(|e| api(DataFusionError::NotImplemented(e)))?;
     let frame = context.sql(&source_query(source)).await.map_err(api)?;
     let columns = frame.schema().fields().len();
-    let header = format.header.then(|| {
-        format.line(
-            frame
-                .schema()
-                .fields()
-                .iter()
-                .map(|field| Some(field.name().as_str())),
-        )
-    });
+    let header = if format.binary {
+        Some(Bytes::from_static(BINARY_HEADER))
+    } else {
+        format.header.then(|| {
+            format.line(
+                frame
+                    .schema()
+                    .fields()
+                    .iter()
+                    .map(|field| Some(field.name().as_str())),
+            )
+        })
+    };
     let batches = frame.execute_stream().await.map_err(api)?;
+    let binary = format.binary;
     let format = Arc::new(format);
     let mut header = header;
     let rows = batches.flat_map(move |batch| {
-        let rows = batch.and_then(|batch| encode(&format, &batch));
+        let rows = batch.map_err(api).and_then(|batch| encode(&format, &batch));
         let mut rows = match rows {
             Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
-            Err(e) => vec![Err(api(e))],
+            Err(e) => vec![Err(e)],
         };
-        // The header travels with the first row: pgwire counts messages for
-        // the command tag, and the header is not a row.
+        // The header (or binary signature) travels with the first row:
+        // pgwire counts messages for the command tag, and it is not a row.
         if let (Some(text), Some(Ok(first))) = (header.as_ref(), rows.first_mut()) {
             let mut data = BytesMut::from(text.as_ref());
             data.put(first.data.clone());
@@ -217,7 +255,12 @@ async fn copy_out(
         }
         futures::stream::iter(rows)
     });
-    Ok(Response::CopyOut(CopyResponse::new(0, columns, rows)))
+    let format_code = if binary { 1 } else { 0 };
+    Ok(Response::CopyOut(CopyResponse::new(
+        format_code,
+        columns,
+        rows,
+    )))
 }
 
 /// Answers `COPY … TO STDOUT` (simple query protocol, as psql sends it).

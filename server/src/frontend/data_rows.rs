@@ -52,6 +52,23 @@ pub fn row_stream<K: Send + 'static>(
 /// The rows of `batch` as `DataRow` messages for a result described by
 /// `fields` (one per column, in order).
 pub fn encode_batch(fields: &[FieldInfo], batch: &RecordBatch) -> PgWireResult<Vec<DataRow>> {
+    let field_count = field_count(batch)?;
+    let tuples = encode_tuples(fields, batch, false)?;
+    Ok(tuples
+        .into_iter()
+        .map(|data| DataRow::new(data, field_count))
+        .collect())
+}
+
+/// The rows of `batch` as tuples of the wire protocol, each in its own
+/// slice of one allocation: every value as its length (-1 for a null) and
+/// its bytes, as `fields` asks for it; led by the number of values when
+/// `counted` (a binary COPY's tuple; a `DataRow` carries it apart).
+pub fn encode_tuples(
+    fields: &[FieldInfo],
+    batch: &RecordBatch,
+    counted: bool,
+) -> PgWireResult<Vec<BytesMut>> {
     let schema = batch.schema();
     let columns = batch
         .columns()
@@ -60,15 +77,19 @@ pub fn encode_batch(fields: &[FieldInfo], batch: &RecordBatch) -> PgWireResult<V
         .zip(fields)
         .map(|((array, field), pg_field)| encode_column(array, field, pg_field))
         .collect::<PgWireResult<Vec<_>>>()?;
+    let field_count = field_count(batch)?;
     let rows = batch.num_rows();
-    let field_count = i16::try_from(columns.len()).map_err(|_| too_large("a row's columns"))?;
     let total = columns
         .iter()
         .map(|column| column.value_bytes() + 4 * rows)
-        .sum();
+        .sum::<usize>()
+        + if counted { 2 * rows } else { 0 };
     let mut buffer = BytesMut::with_capacity(total);
-    let mut data_rows = Vec::with_capacity(rows);
+    let mut tuples = Vec::with_capacity(rows);
     for row in 0..rows {
+        if counted {
+            buffer.put_i16(field_count);
+        }
         for column in &columns {
             match column.value(row) {
                 None => buffer.put_i32(-1),
@@ -79,9 +100,14 @@ pub fn encode_batch(fields: &[FieldInfo], batch: &RecordBatch) -> PgWireResult<V
                 }
             }
         }
-        data_rows.push(DataRow::new(buffer.split(), field_count));
+        tuples.push(buffer.split());
     }
-    Ok(data_rows)
+    Ok(tuples)
+}
+
+/// The number of columns of `batch`, as the protocol counts them.
+fn field_count(batch: &RecordBatch) -> PgWireResult<i16> {
+    i16::try_from(batch.num_columns()).map_err(|_| too_large("a row's columns"))
 }
 
 /// The values of `array` (the column `field`) as `pg_field` asks for them.
