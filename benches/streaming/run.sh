@@ -10,6 +10,8 @@
 #   benches/streaming/run.sh               # SF 1
 #   SF=0.1 benches/streaming/run.sh
 #   SLUICE=/path/to/sluice DATA=/path/to/sf1 benches/streaming/run.sh
+#   PYTHON=/path/to/venv/python (with psycopg 3): adds a named-cursor read
+#   SKIP_ENCODER=1: leaves out the encoder cargo bench
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -97,3 +99,21 @@ echo "RESULT sluice memory: resident $((before_kb / 1024)) MB idle, peak $((peak
 
 "$sluice" bench stream --port "$pg_port" --user postgres --dbname postgres \
   --iterations "$iterations" --label postgresql
+
+# A psycopg 3 named cursor (SQLAlchemy stream_results, chunked pandas.read_sql),
+# when the Python given has psycopg.
+python="${PYTHON:-python3}"
+if "$python" -c "import psycopg" 2>/dev/null; then
+  echo "== client: psycopg 3 named cursor, fetchmany(10000)"
+  read -r s_rows s_secs < <("$python" benches/streaming/named_cursor.py 127.0.0.1 "$sluice_port" sluice sluice "SELECT * FROM lineitem")
+  read -r p_rows p_secs < <("$python" benches/streaming/named_cursor.py 127.0.0.1 "$pg_port" postgres postgres "SELECT * FROM lineitem")
+  echo "RESULT psycopg named cursor: sluice ${s_rows} rows in ${s_secs} s, postgresql ${p_rows} rows in ${p_secs} s ($(ratio "$s_secs" "$p_secs")x)"
+else
+  echo "(no psycopg for $python: PYTHON=/path/to/python with psycopg 3 adds the named-cursor run)"
+fi
+
+# The row encoders alone (a cargo bench; SKIP_ENCODER=1 leaves it out).
+if [ -z "${SKIP_ENCODER:-}" ]; then
+  echo "== DataRow encoding alone, lineitem SF $sf batches in memory"
+  SF="$sf" cargo bench -q -p sluice-server --bench row_encoding
+fi

@@ -1,7 +1,7 @@
 //! How Sluice's own physical plan nodes travel from the scheduler to the
 //! executors inside task plans: [`SluicePhysicalCodec`] encodes a
-//! [`SingleStageExec`] and a [`ParallelWriteExec`] and hands every other node
-//! to Ballista's codec.
+//! [`SingleStageExec`], a [`ParallelWriteExec`] and a [`LiveResultExec`] and
+//! hands every other node to Ballista's codec.
 
 use std::sync::Arc;
 
@@ -16,6 +16,7 @@ use datafusion_proto::physical_plan::{
 };
 use datafusion_proto::protobuf::PhysicalPlanNode;
 
+use crate::live_result::LiveResultExec;
 use crate::parallel_write::{with_input, ParallelWriteExec};
 use crate::single_stage::SingleStageExec;
 
@@ -26,6 +27,10 @@ const SINGLE_STAGE_TAG: &[u8] = b"sluice.single_stage\0";
 /// Marks a [`ParallelWriteExec`]: its `DataSinkExec` over a placeholder (the
 /// real input travels as the node's child).
 const PARALLEL_WRITE_TAG: &[u8] = b"sluice.parallel_write\0";
+
+/// Marks a [`LiveResultExec`]: its result key (its input travels as the
+/// node's child).
+const LIVE_RESULT_TAG: &[u8] = b"sluice.live_result\0";
 
 /// Ballista's physical codec plus Sluice's nodes. The scheduler encodes task
 /// plans and the executors decode them with it.
@@ -74,6 +79,17 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             )?;
             return Ok(Arc::new(ParallelWriteExec::new(sink)?));
         }
+        if let Some(key) = buf.strip_prefix(LIVE_RESULT_TAG) {
+            let [input] = inputs else {
+                return Err(DataFusionError::Internal(
+                    "a LiveResultExec in a task plan has one input".into(),
+                ));
+            };
+            let key = String::from_utf8(key.to_vec()).map_err(|_| {
+                DataFusionError::Internal("a LiveResultExec's key is not UTF-8".into())
+            })?;
+            return Ok(Arc::new(LiveResultExec::new(Arc::clone(input), key)));
+        }
         self.ballista.try_decode(buf, inputs, ctx, proto_converter)
     }
 
@@ -98,6 +114,11 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             return proto_converter
                 .execution_plan_to_proto(&sink, self)?
                 .try_encode(buf);
+        }
+        if let Some(live) = node.downcast_ref::<LiveResultExec>() {
+            buf.extend_from_slice(LIVE_RESULT_TAG);
+            buf.extend_from_slice(live.key().as_bytes());
+            return Ok(());
         }
         self.ballista.try_encode(node, buf, proto_converter)
     }

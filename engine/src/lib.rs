@@ -17,6 +17,8 @@ pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;
 pub mod kept_plan;
+pub mod live_result;
+pub mod live_results;
 pub mod local_walk;
 pub mod optimizer_rules;
 pub mod options;

@@ -81,6 +81,8 @@ const FRONTEND_MAX_BYTES: &str = "frontend_max_bytes";
 
 const PROGRESS: &str = "progress";
 
+const RESULT_KEY: &str = "result_key";
+
 /// Settings of the Sluice planner.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SluiceOptions {
@@ -119,6 +121,12 @@ pub struct SluiceOptions {
     /// `sluice.progress`: while a statement's job runs, the client gets a
     /// NOTICE with its stage progress every few seconds (psql prints them).
     pub progress: bool,
+    /// `sluice.result_key`: not a user setting. The frontend sets it on
+    /// each job it submits (replacing any value a session set) to a new
+    /// [`crate::live_results::new_result_key`]; executors of the frontend's
+    /// process hand the final stage's rows over under it as they make them.
+    /// Empty: the result is fetched once the job has finished.
+    pub result_key: String,
     /// What `RESET sluice.single_stage_max_bytes` and `RESET
     /// sluice.frontend_max_bytes` restore: the server's settings (not
     /// shipped with jobs; nothing resets settings there).
@@ -153,6 +161,7 @@ impl SluiceOptions {
             stage_partitions: 0,
             frontend_max_bytes: server.frontend_max_bytes,
             progress: false,
+            result_key: String::new(),
             server,
         }
     }
@@ -183,6 +192,10 @@ impl SluiceOptions {
             }
             PROGRESS => {
                 self.progress = false;
+                Ok(())
+            }
+            RESULT_KEY => {
+                self.result_key.clear();
                 Ok(())
             }
             _ => Err(unrecognized(key)),
@@ -251,13 +264,14 @@ impl ExtensionOptions for SluiceOptions {
                     ))
                 })?
             }
+            RESULT_KEY => self.result_key = value.trim().to_string(),
             _ => return Err(unrecognized(key)),
         }
         Ok(())
     }
 
     fn entries(&self) -> Vec<ConfigEntry> {
-        vec![
+        let mut entries = vec![
             ConfigEntry {
                 key: format!("{}.{SINGLE_STAGE_MAX_BYTES}", Self::PREFIX),
                 value: Some(self.single_stage_max_bytes.to_string()),
@@ -288,7 +302,16 @@ impl ExtensionOptions for SluiceOptions {
                 description: "Send a NOTICE with the running job's stage progress every \
                               few seconds",
             },
-        ]
+        ];
+        // Shipped with the jobs that carry it; sessions do not show it.
+        if !self.result_key.is_empty() {
+            entries.push(ConfigEntry {
+                key: format!("{}.{RESULT_KEY}", Self::PREFIX),
+                value: Some(self.result_key.clone()),
+                description: "The key the job's result is handed to its frontend under",
+            });
+        }
+        entries
     }
 }
 

@@ -7,10 +7,13 @@
 //! too high after `kill -9` of one of three executors). The same happens when a
 //! task cannot fetch its input and its stage is rolled back.
 //!
-//! Results reach the frontend only after the whole job has finished, so Sluice
-//! can check the job before any row leaves: when the scheduler reports that one
-//! of the job's tasks failed and was run again, the job is submitted afresh on
-//! the surviving executors. The client sees a slower query, never a wrong one.
+//! Sluice checks a job when it ends: when the scheduler reports that one of
+//! its tasks failed and was run again, a job none of whose rows has reached
+//! the client yet is submitted afresh on the surviving executors, and the
+//! client sees a slower query, never a wrong one. Rows of a job whose final
+//! stage runs in this process leave while it runs
+//! ([`crate::live_results`]); once some have, the query cannot restart
+//! without sending them twice, so it fails with SQLSTATE 40001 instead.
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +23,7 @@ use ballista_core::config::{BallistaConfig, BALLISTA_JOB_NAME};
 use ballista_core::execution_plans::DistributedQueryExec;
 use ballista_core::extension::SessionConfigExt;
 use ballista_core::serde::BallistaLogicalExtensionCodec;
+use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -30,7 +34,10 @@ use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
 use datafusion_proto::protobuf::LogicalPlanNode;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
+
+use crate::live_results::{self, LiveReader};
+use crate::options::SluiceOptions;
 
 /// Attempts of one query before Sluice gives up with an error.
 pub const MAX_JOB_ATTEMPTS: usize = 3;
@@ -215,73 +222,269 @@ impl ExecutionPlan for RecoveringJobExec {
             );
             move || Arc::new(new_job(&url, &config, &plan, &session))
         };
-        let control = Arc::clone(&self.control);
-        let last_job_id = Arc::clone(&self.last_job_id);
-        let schema = self.job.schema();
-        let results = futures::stream::once(async move {
-            let mut attempt = 1;
-            let mut job = new_attempt();
-            loop {
-                let mut stream = job.execute(partition, Arc::clone(&context))?;
-                let mut running = CancelUnlessFinished {
-                    job: Arc::clone(&job),
-                    job_name: context
-                        .session_config()
-                        .ballista_config()
-                        .settings()
-                        .get(BALLISTA_JOB_NAME)
-                        .cloned()
-                        .unwrap_or_default(),
-                    control: Arc::clone(&control),
-                    finished: false,
-                };
-                // The first batch (or the end, or an error) arrives once the
-                // job has finished on the cluster.
-                let first = stream.next().await;
-                running.finished = true;
-                let job_id = job.job_id().map(|id| id.to_string()).unwrap_or_default();
-                // A failed job reports its own error; only a job that
-                // succeeded can carry output read twice.
-                let succeeded = !matches!(first, Some(Err(_)));
-                let retried = succeeded
-                    && !job_id.is_empty()
-                    && control
-                        .job_retried_tasks(&job_id)
-                        .await
-                        .unwrap_or_else(|e| {
-                            tracing::warn!("cannot check job {job_id} for lost work: {e}");
-                            false
-                        });
-                let release = ReleaseOnDrop {
-                    job_id: job_id.clone(),
-                    control: Arc::clone(&control),
-                };
-                if !retried {
-                    *last_job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
-                    return Ok(futures::stream::iter(first)
-                        .chain(stream)
-                        .map(move |batch| {
-                            let _keep_until_read = &release;
-                            batch
-                        }));
+        let job_name = context
+            .session_config()
+            .ballista_config()
+            .settings()
+            .get(BALLISTA_JOB_NAME)
+            .cloned()
+            .unwrap_or_default();
+        let run = JobRun {
+            new_attempt: Box::new(new_attempt),
+            partition,
+            context,
+            job_name,
+            control: Arc::clone(&self.control),
+            last_job_id: Arc::clone(&self.last_job_id),
+            attempt: 0,
+            phase: Phase::Start,
+        };
+        let results = futures::stream::unfold(run, |mut run| async move {
+            let item = run.next().await?;
+            Some((item, run))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.job.schema(),
+            results,
+        )))
+    }
+}
+
+/// `context` for a job whose result is handed over under `key`
+/// (`sluice.result_key`) by executors in this process as they make it
+/// ([`live_results`]).
+fn with_result_key(context: &Arc<TaskContext>, key: &str) -> Arc<TaskContext> {
+    let mut config = context.session_config().clone();
+    if let Some(options) = config.options_mut().extensions.get_mut::<SluiceOptions>() {
+        options.result_key = key.to_string();
+    }
+    Arc::new(TaskContext::new(
+        context.task_id(),
+        context.session_id(),
+        config,
+        context.scalar_functions().clone(),
+        context.higher_order_functions().clone(),
+        context.aggregate_functions().clone(),
+        context.window_functions().clone(),
+        context.runtime_env(),
+    ))
+}
+
+/// Forgets a job's result in this process's registry when its reading ends.
+struct ForgetOnDrop(String);
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        live_results::forget(&self.0);
+    }
+}
+
+/// Where a query's run stands.
+enum Phase {
+    /// A job is to be submitted.
+    Start,
+    /// The job runs; rows its final stage hands over go to the client.
+    Running(Box<Running>),
+    /// The job has finished: the rest of the rows handed over, then those
+    /// fetched from the executors.
+    Draining(Box<Draining>),
+    /// Every row was sent, or an error was.
+    Done,
+}
+
+/// A running job.
+struct Running {
+    job: Arc<DistributedQueryExec<LogicalPlanNode>>,
+    /// Ballista's result stream: its first item comes once the job ended.
+    results: SendableRecordBatchStream,
+    guard: CancelUnlessFinished,
+    /// Reads what the final stage hands over in this process.
+    live: (LiveReader, ForgetOnDrop),
+}
+
+/// A finished job's rows still to send.
+struct Draining {
+    /// Rows have been sent.
+    sent: bool,
+    live: Option<(LiveReader, ForgetOnDrop)>,
+    rest: futures::stream::BoxStream<'static, Result<RecordBatch>>,
+    _release: ReleaseOnDrop,
+}
+
+/// What woke a running query up.
+enum Woken {
+    /// A batch the final stage handed over (or why none can be read).
+    Batch(Result<RecordBatch>),
+    /// The job ended: Ballista's first item.
+    Ended(Option<Result<RecordBatch>>),
+}
+
+/// One query's jobs: attempts until one runs without lost work.
+struct JobRun {
+    new_attempt: Box<dyn Fn() -> Arc<DistributedQueryExec<LogicalPlanNode>> + Send>,
+    partition: usize,
+    context: Arc<TaskContext>,
+    job_name: String,
+    control: Arc<dyn JobControl>,
+    last_job_id: Arc<std::sync::Mutex<Option<String>>>,
+    attempt: usize,
+    phase: Phase,
+}
+
+impl JobRun {
+    /// The query's next batch, `None` at its end.
+    async fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            match &mut self.phase {
+                Phase::Start => match self.submit() {
+                    Ok(running) => self.phase = Phase::Running(Box::new(running)),
+                    Err(e) => return self.fail(e),
+                },
+                Phase::Running(running) => match Self::wake(running).await {
+                    Woken::Batch(Ok(batch)) => return Some(Ok(batch)),
+                    Woken::Batch(Err(e)) => return self.fail(e),
+                    Woken::Ended(first) => {
+                        if let Some(item) = self.ended(first).await {
+                            return Some(item);
+                        }
+                    }
+                },
+                Phase::Draining(draining) => {
+                    if let Some((live, _)) = &mut draining.live {
+                        match live.next_after_end().await {
+                            Ok(Some(batch)) => {
+                                draining.sent = true;
+                                return Some(Ok(batch));
+                            }
+                            Ok(None) => draining.live = None,
+                            Err(e) => return self.fail(e),
+                        }
+                        continue;
+                    }
+                    match draining.rest.next().await {
+                        Some(Ok(batch)) => {
+                            draining.sent |= batch.num_rows() > 0;
+                            return Some(Ok(batch));
+                        }
+                        // The executor holding the rest of the result is
+                        // gone (or failing): the rows sent cannot be taken
+                        // back, so the query cannot start over.
+                        Some(Err(e)) if draining.sent => {
+                            return self.fail(live_results::rows_already_sent(&format!(
+                                "fetching the rest of the result failed ({e})"
+                            )))
+                        }
+                        Some(Err(e)) => return self.fail(e),
+                        None => {
+                            self.phase = Phase::Done;
+                            return None;
+                        }
+                    }
                 }
-                drop(release);
-                if attempt == MAX_JOB_ATTEMPTS {
-                    return Err(DataFusionError::Execution(format!(
-                        "job {job_id} lost work on failed executors in each of \
-                         {MAX_JOB_ATTEMPTS} attempts; the cluster is unstable"
-                    )));
-                }
-                attempt += 1;
-                job = new_attempt();
-                tracing::warn!(
-                    "job {job_id} recovered from a lost executor or shuffle fetch; Ballista \
-                     may have read some output twice, so the query runs again \
-                     (attempt {attempt} of {MAX_JOB_ATTEMPTS})"
-                );
+                Phase::Done => return None,
             }
+        }
+    }
+
+    /// Ends the query with `error`.
+    fn fail(&mut self, error: DataFusionError) -> Option<Result<RecordBatch>> {
+        self.phase = Phase::Done;
+        Some(Err(error))
+    }
+
+    /// Submits the next attempt's job.
+    fn submit(&mut self) -> Result<Running> {
+        self.attempt += 1;
+        let job = (self.new_attempt)();
+        let key = live_results::new_result_key();
+        let live = (LiveReader::new(&key), ForgetOnDrop(key.clone()));
+        let results = job.execute(self.partition, with_result_key(&self.context, &key))?;
+        let guard = CancelUnlessFinished {
+            job: Arc::clone(&job),
+            job_name: self.job_name.clone(),
+            control: Arc::clone(&self.control),
+            finished: false,
+        };
+        Ok(Running {
+            job,
+            results,
+            guard,
+            live,
         })
-        .try_flatten();
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, results)))
+    }
+
+    /// Waits for the next thing to happen to a running job.
+    async fn wake(running: &mut Running) -> Woken {
+        let (live, _) = &mut running.live;
+        tokio::select! {
+            first = running.results.next() => Woken::Ended(first),
+            batch = live.next_batch() => Woken::Batch(batch),
+        }
+    }
+
+    /// The job ended with `first` as Ballista's first item: the next phase,
+    /// and what to send now, if anything.
+    async fn ended(&mut self, first: Option<Result<RecordBatch>>) -> Option<Result<RecordBatch>> {
+        let Phase::Running(running) = std::mem::replace(&mut self.phase, Phase::Done) else {
+            return None;
+        };
+        let Running {
+            job,
+            results,
+            mut guard,
+            live,
+        } = *running;
+        guard.finished = true;
+        let job_id = job.job_id().map(|id| id.to_string()).unwrap_or_default();
+        let rows_sent = live.0.rows_read();
+        // A failed job reports its own error; only a job that succeeded can
+        // carry output read twice.
+        if matches!(first, Some(Err(_))) {
+            return first;
+        }
+        let retried = !job_id.is_empty()
+            && self
+                .control
+                .job_retried_tasks(&job_id)
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::warn!("cannot check job {job_id} for lost work: {e}");
+                    false
+                });
+        let release = ReleaseOnDrop {
+            job_id: job_id.clone(),
+            control: Arc::clone(&self.control),
+        };
+        if !retried {
+            *self.last_job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
+            let live = Some(live).filter(|(live, _)| live.any_partition());
+            self.phase = Phase::Draining(Box::new(Draining {
+                sent: rows_sent,
+                live,
+                rest: futures::stream::iter(first).chain(results).boxed(),
+                _release: release,
+            }));
+            return None;
+        }
+        if rows_sent {
+            return Some(Err(live_results::rows_already_sent(&format!(
+                "job {job_id} recomputed output a failed executor had lost"
+            ))));
+        }
+        drop(release);
+        if self.attempt == MAX_JOB_ATTEMPTS {
+            return Some(Err(DataFusionError::Execution(format!(
+                "job {job_id} lost work on failed executors in each of \
+                 {MAX_JOB_ATTEMPTS} attempts; the cluster is unstable"
+            ))));
+        }
+        tracing::warn!(
+            "job {job_id} recovered from a lost executor or shuffle fetch; Ballista \
+             may have read some output twice, so the query runs again \
+             (attempt {} of {MAX_JOB_ATTEMPTS})",
+            self.attempt + 1
+        );
+        self.phase = Phase::Start;
+        None
     }
 }

@@ -53,6 +53,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
+use crate::live_result::{returns_rows, LiveResultExec};
 use crate::options::{ServerPlannerSettings, SluiceOptions};
 
 /// How the executors of a cluster share the machines' cores, which decides
@@ -218,7 +219,32 @@ impl fmt::Debug for SingleStagePlanner {
 
 #[async_trait]
 impl QueryPlanner for SingleStagePlanner {
+    /// The job's plan; a query's rows marked for the frontend that reads
+    /// them as they are made, when it said where it runs
+    /// ([`LiveResultExec`]).
     async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.plan_job(logical_plan, session).await?;
+        let key = session
+            .config_options()
+            .extensions
+            .get::<SluiceOptions>()
+            .map(|options| options.result_key.clone())
+            .unwrap_or_default();
+        if key.is_empty() || !returns_rows(logical_plan) {
+            return Ok(plan);
+        }
+        Ok(Arc::new(LiveResultExec::new(plan, key)))
+    }
+}
+
+impl SingleStagePlanner {
+    /// The job's plan: one stage where stages would not pay, else the
+    /// plan Ballista cuts into stages.
+    async fn plan_job(
         &self,
         logical_plan: &LogicalPlan,
         session: &dyn Session,

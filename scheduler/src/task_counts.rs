@@ -29,7 +29,7 @@ use ballista_core::JobId;
 use crate::cancellable::{cancellable, CancelFlag};
 use crate::metrics::RunningTask;
 use crate::shuffle_memory::reader::MemoryShuffleReaderExec;
-use crate::shuffle_memory::stage::{MemoryStage, TaskOutput};
+use crate::shuffle_memory::stage::{result_key_here, MemoryStage, TaskOutput};
 use crate::shuffle_memory::ShuffleMemory;
 use ballista_core::execution_plans::{RangeShuffleReaderExec, ShuffleReaderExec};
 use ballista_executor::execution_engine::{
@@ -99,6 +99,7 @@ impl ExecutionEngine for CountingEngine {
         config: &SessionConfig,
     ) -> Result<Arc<dyn QueryStageExecutor>> {
         let cancel = CancelFlag::default();
+        let live = result_key_here(&plan);
         let mut plan = cancellable(plan, &cancel)?;
         if let Some(memory) = &self.shuffle_memory {
             plan = read_held_partitions(plan, work_dir, memory)?;
@@ -122,7 +123,7 @@ impl ExecutionEngine for CountingEngine {
                 global_output_partition_ids,
             };
             if let Some(stage) =
-                MemoryStage::try_new(&plan, Arc::clone(&inner), output, Arc::clone(memory))
+                MemoryStage::try_new(&plan, live, Arc::clone(&inner), output, Arc::clone(memory))
             {
                 inner = Arc::new(stage);
             }

@@ -60,6 +60,24 @@ static SPILLED_BYTES: LazyLock<IntCounter> = lazy_metric!(
     "Bytes of shuffle and result partitions written to disk because the shuffle memory budget was full"
 );
 
+static LIVE_ROWS: LazyLock<IntCounter> = lazy_metric!(
+    register_int_counter,
+    "sluice_live_result_rows_total",
+    "Result rows final-stage tasks handed to the frontend of their process as they made them"
+);
+static LIVE_SPILLED_BYTES: LazyLock<IntCounter> = lazy_metric!(
+    register_int_counter,
+    "sluice_live_result_spilled_bytes_total",
+    "Bytes of result rows written to disk because the frontend read them slower than they came"
+);
+
+/// Counts a result partition handed over as it was made: its rows, and the
+/// bytes that waited on disk for the reader.
+pub(crate) fn count_live_result(rows: u64, spilled_bytes: u64) {
+    LIVE_ROWS.inc_by(rows);
+    LIVE_SPILLED_BYTES.inc_by(spilled_bytes);
+}
+
 /// Names one output partition of one task, as a partition location does.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct OutputKey {
@@ -170,6 +188,8 @@ impl ShuffleMemory {
         // Served from the start, at zero.
         LazyLock::force(&HELD_BYTES);
         LazyLock::force(&SPILLED_BYTES);
+        LazyLock::force(&LIVE_ROWS);
+        LazyLock::force(&LIVE_SPILLED_BYTES);
         Arc::new(Self {
             budget,
             held: AtomicU64::new(0),

@@ -32,14 +32,21 @@ use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties, Partitio
 use futures::StreamExt;
 use tokio::task::JoinSet;
 
+use sluice_engine::live_result::LiveResultExec;
+use sluice_engine::live_results::{self, made_here};
+
 use super::sink::{PartitionSink, SinkStats};
-use super::{HeldOutput, OutputKey, ShuffleMemory};
+use super::{count_live_result, HeldOutput, OutputKey, ShuffleMemory};
 
 /// How a stage's rows become output partitions.
 #[derive(Debug)]
 enum StageOutput {
     /// Each input partition is one output partition (these global ids).
     Passthrough { global_ids: Vec<usize> },
+    /// The job's final stage, whose frontend is in this process: each input
+    /// partition is handed to it under the result key as it is made
+    /// ([`live_results`]), and an empty output stands for it in the store.
+    Live { key: String, global_ids: Vec<usize> },
     /// Rows are hash-partitioned on `exprs` into `partitions`.
     Hash {
         exprs: Vec<Arc<dyn PhysicalExpr>>,
@@ -82,6 +89,16 @@ impl TaskOutput {
     }
 }
 
+/// The result key under which the stage `plan` (as the scheduler sent it)
+/// hands its rows to the frontend of this process as they are made: when
+/// its shuffle writer stands over a [`LiveResultExec`] whose key this
+/// process made (the stage is the job's last).
+pub fn result_key_here(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    plan.downcast_ref::<ShuffleWriterExec>()?;
+    let live = plan.children().first()?.downcast_ref::<LiveResultExec>()?;
+    made_here(live.key()).then(|| live.key().to_string())
+}
+
 /// A query stage task writing its output to [`ShuffleMemory`].
 #[derive(Debug)]
 pub struct MemoryStage {
@@ -99,15 +116,21 @@ impl MemoryStage {
     /// The task running `plan` (whose root is a shuffle writer) into
     /// `memory`, keeping `ballista` (Ballista's task for the same plan) for
     /// what it collects; `None` when the writer is not one this replaces.
+    /// `live`: the result key, when the stage is a job's last and hands its
+    /// rows to this process's frontend ([`result_key_here`]).
     pub fn try_new(
         plan: &Arc<dyn ExecutionPlan>,
+        live: Option<String>,
         ballista: Arc<dyn QueryStageExecutor>,
         task: TaskOutput,
         memory: Arc<ShuffleMemory>,
     ) -> Option<Self> {
         let output = if plan.downcast_ref::<ShuffleWriterExec>().is_some() {
-            StageOutput::Passthrough {
-                global_ids: task.global_output_partition_ids.clone(),
+            let global_ids = task.global_output_partition_ids.clone();
+            if let Some(key) = live {
+                StageOutput::Live { key, global_ids }
+            } else {
+                StageOutput::Passthrough { global_ids }
             }
         } else if let Some(writer) = plan.downcast_ref::<SortShuffleWriterExec>() {
             match writer.shuffle_output_partitioning() {
@@ -162,6 +185,50 @@ impl MemoryStage {
                     sink.push(batch?)?;
                 }
                 let (output, stats) = sink.finish(stage_dir)?;
+                Ok::<_, DataFusionError>((partition, output, stats))
+            });
+        }
+        join_all(drains).await
+    }
+
+    /// Live: each input partition handed to this process's frontend under
+    /// result key `key`; the store keeps an empty output for each (what
+    /// Ballista's result fetch then reads).
+    async fn write_live(
+        &self,
+        key: &str,
+        global_ids: &[usize],
+        context: Arc<TaskContext>,
+    ) -> Result<Vec<(usize, HeldOutput, SinkStats)>> {
+        let job = live_results::job(key);
+        let mut drains = JoinSet::new();
+        for local in 0..self.input.output_partitioning().partition_count() {
+            let partition = global_ids.get(local).copied().unwrap_or(local);
+            let spill_path = self.task.stage_dir().join(format!(
+                "sluice-live-{partition}-{}.arrow",
+                self.task.task_id
+            ));
+            let mut writer = job.open_partition(partition, self.input.schema(), spill_path);
+            let mut stream = self.input.execute(local, Arc::clone(&context))?;
+            let placeholder = PartitionSink::new(
+                Arc::clone(&self.memory),
+                self.input.schema(),
+                1,
+                PathBuf::new(),
+            );
+            let stage_dir = self.task.stage_dir();
+            drains.spawn(async move {
+                let mut stats = SinkStats::default();
+                while let Some(batch) = stream.next().await {
+                    let batch = batch?;
+                    stats.num_rows += batch.num_rows() as u64;
+                    stats.num_batches += 1;
+                    stats.num_bytes += batch.get_array_memory_size() as u64;
+                    writer.push(batch)?;
+                }
+                let spilled = writer.finish()?;
+                count_live_result(stats.num_rows, spilled);
+                let (output, _) = placeholder.finish(stage_dir)?;
                 Ok::<_, DataFusionError>((partition, output, stats))
             });
         }
@@ -261,6 +328,9 @@ impl QueryStageExecutor for MemoryStage {
         let (written, is_sort_shuffle) = match &self.output {
             StageOutput::Passthrough { global_ids } => {
                 (self.write_passthrough(global_ids, context).await?, false)
+            }
+            StageOutput::Live { key, global_ids } => {
+                (self.write_live(key, global_ids, context).await?, false)
             }
             StageOutput::Hash { exprs, partitions } => {
                 (self.write_hash(exprs, *partitions, context).await?, true)

@@ -8,7 +8,7 @@ mod connection;
 mod copy;
 mod copy_out;
 mod cursor;
-mod data_rows;
+pub mod data_rows;
 mod datafusion_ddl;
 mod encoded_column;
 mod hooks;

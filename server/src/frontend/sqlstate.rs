@@ -50,12 +50,21 @@ pub const INVALID_PARAMETER_VALUE: &str = "22023";
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
 /// `program_limit_exceeded`: a value or statement over the server's limits.
 pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+/// `serialization_failure`: the query could not finish and may be run again
+/// (rows had already been sent when an executor's work was lost).
+pub const SERIALIZATION_FAILURE: &str = "40001";
 /// `internal_error`: only for real internal errors.
 pub const INTERNAL_ERROR: &str = "XX000";
 
 /// Message fragments that identify an error class when only text is left
 /// (errors raised on an executor reach the frontend as a job failure message).
 const MESSAGE_PATTERNS: &[(&str, &str)] = &[
+    // A query that lost work after its rows had started to leave
+    // (sluice_engine::live_results).
+    (
+        sluice_engine::live_results::ROWS_ALREADY_SENT,
+        SERIALIZATION_FAILURE,
+    ),
     // The location sandbox (sluice_engine::sandbox).
     (
         sluice_engine::sandbox::PERMISSION_DENIED,

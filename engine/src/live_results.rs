@@ -1,0 +1,471 @@
+//! A job's result rows handed from its final stage to the frontend of the
+//! same process while the job runs.
+//!
+//! Ballista reports a job's result locations only when the whole job has
+//! finished, and the frontend then fetches them over Arrow Flight: the first
+//! row of `SELECT * FROM lineitem` waited for every row to be scanned and
+//! held. When the frontend and the executor running a final-stage task are
+//! one process (`sluice serve`), the task instead hands its batches to the
+//! frontend through this process-wide registry as it makes them:
+//!
+//! - The frontend gives each job it submits a [`new_result_key`]
+//!   (`sluice.result_key`: this process's mark and the attempt's own id);
+//!   the scheduler wraps the job's plan in a
+//!   [`crate::live_result::LiveResultExec`] carrying it, which ends up at
+//!   the root of the final stage.
+//! - An executor of the marked process ([`made_here`]) runs such a task
+//!   through a
+//!   [`LiveWriter`] per output partition: batches queue in memory up to
+//!   [`QUEUE_BYTES`] per partition, and once a slow reader lets the queue
+//!   fill, the rest is appended to an Arrow IPC stream file in the stage's
+//!   directory. The task never waits for the client, so it ends and frees
+//!   its slot as it would have, and memory stays bounded.
+//! - The frontend reads with a [`LiveReader`]: queued batches, then the
+//!   file as it grows, from whichever partition has rows.
+//!
+//! **Rows that leave before the job ends.** A job that lost work (an
+//! executor died, a task was run again) cannot hand out rows twice: when a
+//! result partition is opened again after rows of the job were read, or
+//! Ballista reports that the job recomputed lost output, the query fails
+//! with [`ROWS_ALREADY_SENT`] (SQLSTATE 40001) instead of restarting. A job
+//! whose rows have not started to leave is still submitted again
+//! ([`crate::recovery`]).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamDecoder;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::{DataFusionError, Result};
+use tokio::sync::watch;
+
+/// Bytes of batches one result partition keeps in memory for its reader;
+/// beyond them its task appends batches to a file.
+pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Bytes of a partition's file read at a time.
+const READ_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The start of the error of a query that lost work after rows had left
+/// (mapped to SQLSTATE 40001: the client may run it again).
+pub const ROWS_ALREADY_SENT: &str = "could not complete the query after sending rows";
+
+/// This process's mark on the jobs its frontend submits.
+fn process_mark() -> &'static str {
+    static MARK: LazyLock<String> = LazyLock::new(|| uuid::Uuid::new_v4().to_string());
+    &MARK
+}
+
+/// A key for the result of one job this process's frontend submits: the
+/// process's mark, then the job's own id.
+pub fn new_result_key() -> String {
+    format!("{}/{}", process_mark(), uuid::Uuid::new_v4())
+}
+
+/// Whether the frontend of this process made result key `key` (and reads
+/// the result it names).
+pub fn made_here(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(mark, _)| mark == process_mark())
+}
+
+/// The result named `key` as its tasks hand it over (created by whichever
+/// side comes first).
+pub fn job(key: &str) -> Arc<LiveJob> {
+    let mut jobs = lock(&JOBS);
+    Arc::clone(jobs.entry(key.to_string()).or_insert_with(|| {
+        Arc::new(LiveJob {
+            state: Mutex::default(),
+            changes: watch::Sender::new(0),
+        })
+    }))
+}
+
+/// Forgets the result named `key` (read, or no longer wanted); its spill
+/// files go with the job's directory.
+pub fn forget(key: &str) {
+    lock(&JOBS).remove(key);
+}
+
+static JOBS: LazyLock<Mutex<HashMap<String, Arc<LiveJob>>>> = LazyLock::new(Mutex::default);
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The error of a query whose rows had started to leave when `reason`.
+pub fn rows_already_sent(reason: &str) -> DataFusionError {
+    DataFusionError::Execution(format!(
+        "{ROWS_ALREADY_SENT}: {reason}; rows cannot be sent twice, so run the query again"
+    ))
+}
+
+/// One job's result partitions.
+#[derive(Debug)]
+pub struct LiveJob {
+    state: Mutex<JobState>,
+    /// Bumped at every change, for the reader to wait on.
+    changes: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct JobState {
+    partitions: BTreeMap<usize, Arc<LivePartition>>,
+    /// The reader has taken rows.
+    rows_read: bool,
+    /// A partition was opened again after rows were read.
+    restarted: bool,
+}
+
+impl LiveJob {
+    /// A writer for output `partition` of the final stage, spilling to
+    /// `spill_path`; it replaces an earlier attempt's partition.
+    pub fn open_partition(
+        self: &Arc<Self>,
+        partition: usize,
+        schema: SchemaRef,
+        spill_path: PathBuf,
+    ) -> LiveWriter {
+        let opened = Arc::new(LivePartition {
+            state: Mutex::new(PartitionState {
+                spill_path,
+                ..PartitionState::default()
+            }),
+        });
+        {
+            let mut state = lock(&self.state);
+            if state.partitions.contains_key(&partition) && state.rows_read {
+                state.restarted = true;
+            }
+            state.partitions.insert(partition, Arc::clone(&opened));
+        }
+        self.changed();
+        LiveWriter {
+            job: Arc::clone(self),
+            partition: opened,
+            schema,
+            spill: None,
+            finished: false,
+        }
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|version| *version += 1);
+    }
+}
+
+/// One output partition of the final stage.
+#[derive(Debug)]
+struct LivePartition {
+    state: Mutex<PartitionState>,
+}
+
+#[derive(Debug, Default)]
+struct PartitionState {
+    queue: VecDeque<RecordBatch>,
+    queued_bytes: usize,
+    /// Once set, every later batch goes to the file.
+    spilling: bool,
+    spill_path: PathBuf,
+    /// Bytes of the file that hold whole messages.
+    spilled_bytes: u64,
+    finished: bool,
+    failed: Option<String>,
+}
+
+/// Counts the bytes written through it.
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Hands one output partition of a final-stage task to the frontend.
+pub struct LiveWriter {
+    job: Arc<LiveJob>,
+    partition: Arc<LivePartition>,
+    schema: SchemaRef,
+    spill: Option<StreamWriter<Counted<BufWriter<File>>>>,
+    finished: bool,
+}
+
+impl LiveWriter {
+    /// Hands over `batch`: queued while the queue has room, else appended
+    /// to the partition's file. Never waits for the reader.
+    pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let bytes = batch.get_array_memory_size();
+        {
+            let mut state = lock(&self.partition.state);
+            let room = state.queue.is_empty() || state.queued_bytes + bytes <= QUEUE_BYTES;
+            if !state.spilling && room {
+                state.queue.push_back(batch);
+                state.queued_bytes += bytes;
+                drop(state);
+                self.job.changed();
+                return Ok(());
+            }
+            state.spilling = true;
+        }
+        let spilled = self.append(&batch)?;
+        lock(&self.partition.state).spilled_bytes = spilled;
+        self.job.changed();
+        Ok(())
+    }
+
+    /// Appends `batch` to the file and flushes it: the bytes now readable.
+    fn append(&mut self, batch: &RecordBatch) -> Result<u64> {
+        if self.spill.is_none() {
+            let path = lock(&self.partition.state).spill_path.clone();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io_error(&path, e))?;
+            }
+            let file = File::create(&path).map_err(|e| io_error(&path, e))?;
+            let counted = Counted {
+                inner: BufWriter::new(file),
+                bytes: 0,
+            };
+            self.spill = Some(StreamWriter::try_new(counted, &self.schema)?);
+        }
+        let spill = self.spill.as_mut().expect("opened above");
+        spill.write(batch)?;
+        spill.flush()?;
+        Ok(spill.get_ref().bytes)
+    }
+
+    /// Marks the partition complete; the bytes it appended to its file.
+    pub fn finish(mut self) -> Result<u64> {
+        let mut spilled = 0;
+        if let Some(spill) = self.spill.as_mut() {
+            spill.finish()?;
+            spilled = spill.get_ref().bytes;
+            lock(&self.partition.state).spilled_bytes = spilled;
+        }
+        self.finished = true;
+        lock(&self.partition.state).finished = true;
+        self.job.changed();
+        Ok(spilled)
+    }
+}
+
+impl Drop for LiveWriter {
+    fn drop(&mut self) {
+        if !self.finished {
+            lock(&self.partition.state).failed =
+                Some("its task ended before its output was complete".into());
+            self.job.changed();
+        }
+    }
+}
+
+fn io_error(path: &std::path::Path, e: std::io::Error) -> DataFusionError {
+    DataFusionError::Execution(format!("result spill file {}: {e}", path.display()))
+}
+
+/// Reads one job's result partitions as their tasks hand them over.
+pub struct LiveReader {
+    job: Arc<LiveJob>,
+    changes: watch::Receiver<u64>,
+    cursors: BTreeMap<usize, Cursor>,
+}
+
+/// How far one partition has been read.
+struct Cursor {
+    partition: Arc<LivePartition>,
+    /// Rows of this partition were taken.
+    read_rows: bool,
+    file: Option<File>,
+    offset: u64,
+    decoder: StreamDecoder,
+    decoded: VecDeque<RecordBatch>,
+    done: bool,
+}
+
+impl Cursor {
+    fn new(partition: Arc<LivePartition>) -> Self {
+        Self {
+            partition,
+            read_rows: false,
+            file: None,
+            offset: 0,
+            decoder: StreamDecoder::new(),
+            decoded: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    /// The partition's next batch if one is ready; errors when its task
+    /// failed after rows of it were read.
+    fn next_ready(&mut self) -> Result<Option<RecordBatch>> {
+        if let Some(batch) = self.decoded.pop_front() {
+            return Ok(Some(batch));
+        }
+        let (spilled, path, finished) = {
+            let mut state = lock(&self.partition.state);
+            if let Some(batch) = state.queue.pop_front() {
+                state.queued_bytes -= batch.get_array_memory_size();
+                return Ok(Some(batch));
+            }
+            if let Some(failure) = &state.failed {
+                if self.read_rows {
+                    return Err(rows_already_sent(&format!(
+                        "a result partition was lost ({failure})"
+                    )));
+                }
+                // Another attempt of the task will replace it, or the job
+                // fails.
+                return Ok(None);
+            }
+            (
+                state.spilled_bytes,
+                state.spill_path.clone(),
+                state.finished,
+            )
+        };
+        if spilled > self.offset {
+            self.read_spill(&path, spilled)?;
+            if let Some(batch) = self.decoded.pop_front() {
+                return Ok(Some(batch));
+            }
+        }
+        if finished && self.offset == spilled {
+            self.done = true;
+        }
+        Ok(None)
+    }
+
+    /// Decodes the bytes of the file from where reading stopped, up to
+    /// `end` and [`READ_BYTES`] at a time, until a batch is whole.
+    fn read_spill(&mut self, path: &std::path::Path, end: u64) -> Result<()> {
+        while self.decoded.is_empty() && self.offset < end {
+            let chunk_end = end.min(self.offset + READ_BYTES);
+            self.read_chunk(path, chunk_end)?;
+        }
+        Ok(())
+    }
+
+    /// Decodes the bytes of the file from where reading stopped to `end`.
+    fn read_chunk(&mut self, path: &std::path::Path, end: u64) -> Result<()> {
+        if self.file.is_none() {
+            self.file = Some(File::open(path).map_err(|e| io_error(path, e))?);
+        }
+        let file = self.file.as_mut().expect("opened above");
+        let mut bytes = vec![0; (end - self.offset) as usize];
+        file.seek(SeekFrom::Start(self.offset))
+            .and_then(|_| file.read_exact(&mut bytes))
+            .map_err(|e| io_error(path, e))?;
+        self.offset = end;
+        let mut buffer = Buffer::from_vec(bytes);
+        while !buffer.is_empty() {
+            if let Some(batch) = self.decoder.decode(&mut buffer)? {
+                self.decoded.push_back(batch);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LiveReader {
+    /// A reader of the result named `key`.
+    pub fn new(key: &str) -> Self {
+        let job = job(key);
+        let changes = job.changes.subscribe();
+        Self {
+            job,
+            changes,
+            cursors: BTreeMap::new(),
+        }
+    }
+
+    /// Whether rows of the job have been taken.
+    pub fn rows_read(&self) -> bool {
+        lock(&self.job.state).rows_read
+    }
+
+    /// Whether any task has handed over a partition.
+    pub fn any_partition(&self) -> bool {
+        !lock(&self.job.state).partitions.is_empty()
+    }
+
+    /// The next batch ready in any partition, without waiting.
+    fn next_ready(&mut self) -> Result<Option<RecordBatch>> {
+        let partitions = {
+            let state = lock(&self.job.state);
+            if state.restarted {
+                return Err(rows_already_sent("a task of its final stage was run again"));
+            }
+            state.partitions.clone()
+        };
+        for (id, partition) in partitions {
+            let cursor = self
+                .cursors
+                .entry(id)
+                .or_insert_with(|| Cursor::new(Arc::clone(&partition)));
+            if !Arc::ptr_eq(&cursor.partition, &partition) {
+                // A new attempt of the task; nothing of the old one was read
+                // (else the job is marked restarted).
+                *cursor = Cursor::new(partition);
+            }
+            if cursor.done {
+                continue;
+            }
+            if let Some(batch) = cursor.next_ready()? {
+                cursor.read_rows = true;
+                lock(&self.job.state).rows_read = true;
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next batch, waiting for a task to hand one over (for ever if
+    /// none comes: the caller waits for the job's end beside it).
+    pub async fn next_batch(&mut self) -> Result<RecordBatch> {
+        loop {
+            self.changes.borrow_and_update();
+            if let Some(batch) = self.next_ready()? {
+                return Ok(batch);
+            }
+            if self.changes.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Once the job has finished: the next batch of what is left, `None`
+    /// when every partition has been read.
+    pub async fn next_after_end(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            self.changes.borrow_and_update();
+            if let Some(batch) = self.next_ready()? {
+                return Ok(Some(batch));
+            }
+            let partitions = lock(&self.job.state).partitions.len();
+            if self.cursors.len() == partitions && self.cursors.values().all(|c| c.done) {
+                return Ok(None);
+            }
+            if self.changes.changed().await.is_err() {
+                return Ok(None);
+            }
+        }
+    }
+}
