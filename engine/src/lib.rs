@@ -23,6 +23,7 @@ pub mod local_walk;
 pub mod optimizer_rules;
 pub mod options;
 pub mod parallel_write;
+pub mod pg_cursors;
 pub mod pg_functions;
 pub mod pg_settings;
 pub mod planner;

@@ -1,12 +1,14 @@
 """SQLAlchemy 2 (psycopg 3 driver) and pandas against a running Sluice server:
-schema inspection with correct types, a 100k-row read_sql, and the
-PostgreSQL session functions ORMs rely on.
+schema inspection with correct types, a 100k-row read_sql, server-side
+cursors (stream_results, read_sql with chunksize), and the PostgreSQL session
+functions ORMs rely on.
 
 Usage: python sqlalchemy_pandas.py PORT DATA_DIR
 Exits non-zero (with an assertion message) on any mismatch.
 """
 
 import datetime
+import logging
 import sys
 
 import pandas as pd
@@ -71,6 +73,43 @@ def main() -> None:
     # PostgreSQL names an unaliased count(*) column "count".
     assert list(grouped.columns) == ["bucket", "count"], list(grouped.columns)
     assert grouped["count"].sum() == 50_000
+
+    # Server-side cursors: SQLAlchemy's stream_results reads through a named
+    # cursor and, closing it, asks pg_catalog.pg_cursors whether it exists; a
+    # failure there is only logged, so the log is watched.
+    failures = []
+
+    class Watch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.levelno >= logging.ERROR:
+                failures.append(record.getMessage())
+
+    logging.getLogger("sqlalchemy").addHandler(Watch())
+    with engine.connect() as conn:
+        streamed = conn.execution_options(stream_results=True, max_row_buffer=1_000).execute(
+            sa.text("SELECT id, label FROM sa_rows ORDER BY id")
+        )
+        seen = 0
+        for part in streamed.partitions(7_000):
+            for row_id, label in part:
+                seen += 1
+                assert (row_id, label) == (seen, f"row {seen}"), (row_id, label, seen)
+        assert seen == 100_000, seen
+        streamed.close()
+        chunks = list(
+            pd.read_sql(
+                sa.text("SELECT id, amount FROM sa_rows ORDER BY id"),
+                conn.execution_options(stream_results=True),
+                chunksize=30_000,
+            )
+        )
+        assert [len(chunk) for chunk in chunks] == [30_000, 30_000, 30_000, 10_000]
+        together = pd.concat(chunks)
+        assert together["id"].tolist() == list(range(1, 100_001))
+        assert float(together["amount"].iloc[-1]) == 1000.0
+        open_cursors = conn.execute(sa.text("SELECT count(*) FROM pg_catalog.pg_cursors")).scalar()
+        assert open_cursors == 0, open_cursors
+    assert not failures, failures
     print("sqlalchemy+pandas: ok")
 
 

@@ -67,6 +67,7 @@ use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
+use sluice_engine::pg_cursors::OpenCursors;
 use sluice_engine::planning_interrupt::PlanningInterrupt;
 
 /// datafusion-postgres' statement hooks plus Sluice's own, for a connection
@@ -107,6 +108,11 @@ impl Connection {
         slot: Arc<ConnectionSlot>,
     ) -> Self {
         let context = Arc::new(frontend.sessions.new_session());
+        context
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::new(OpenCursors::default()));
         let caps = Arc::new(ConnectionCaps::default());
         let hooks = query_hooks(&caps);
         let inner = DfSessionService::new_with_hooks(context.clone(), hooks.clone());

@@ -1,0 +1,188 @@
+//! `pg_catalog.pg_cursors`: the cursors a connection has open.
+//!
+//! psycopg 3 asks it whether a server-side cursor it did not declare itself
+//! still exists before closing it (SQLAlchemy's `stream_results`). Each
+//! connection's session carries its [`OpenCursors`] (a session config
+//! extension the frontend's `DECLARE` and `CLOSE` keep up to date), and the
+//! shared `pg_catalog` schema gets a table that shows the asking session's.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{BooleanArray, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+
+/// The table's name in `pg_catalog`.
+const PG_CURSORS: &str = "pg_cursors";
+
+/// One open cursor, as `pg_cursors` shows it.
+#[derive(Debug, Clone)]
+struct OpenCursor {
+    name: String,
+    statement: String,
+    created: SystemTime,
+}
+
+/// The cursors one connection has declared and not closed.
+#[derive(Debug, Default)]
+pub struct OpenCursors {
+    cursors: Mutex<Vec<OpenCursor>>,
+}
+
+impl OpenCursors {
+    /// The open cursors of the session configured by `config`, if it keeps
+    /// them (a frontend connection's does).
+    pub fn of(config: &SessionConfig) -> Option<Arc<Self>> {
+        config.get_extension::<Self>()
+    }
+
+    /// Notes cursor `name`, declared by `statement` (replacing one of the
+    /// same name).
+    pub fn declared(&self, name: &str, statement: &str) {
+        let mut cursors = self.lock();
+        cursors.retain(|cursor| cursor.name != name);
+        cursors.push(OpenCursor {
+            name: name.to_string(),
+            statement: statement.to_string(),
+            created: SystemTime::now(),
+        });
+    }
+
+    /// Forgets cursor `name`.
+    pub fn closed(&self, name: &str) {
+        self.lock().retain(|cursor| cursor.name != name);
+    }
+
+    /// Forgets every cursor; their names.
+    pub fn close_all(&self) -> Vec<String> {
+        self.lock().drain(..).map(|cursor| cursor.name).collect()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<OpenCursor>> {
+        self.cursors.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds `pg_cursors` to the `pg_catalog` schema of catalog `catalog` in
+/// `context` (after datafusion-postgres installed the schema).
+pub fn install(context: &SessionContext, catalog: &str) -> Result<()> {
+    let catalog = context.catalog(catalog).ok_or_else(|| {
+        DataFusionError::Configuration(format!("no catalog {catalog} to add pg_cursors to"))
+    })?;
+    let inner = catalog.schema("pg_catalog").ok_or_else(|| {
+        DataFusionError::Configuration("no pg_catalog schema to add pg_cursors to".into())
+    })?;
+    catalog.register_schema("pg_catalog", Arc::new(WithPgCursors { inner }))?;
+    Ok(())
+}
+
+/// A `pg_catalog` schema plus `pg_cursors`.
+#[derive(Debug)]
+struct WithPgCursors {
+    inner: Arc<dyn SchemaProvider>,
+}
+
+#[async_trait]
+impl SchemaProvider for WithPgCursors {
+    fn table_names(&self) -> Vec<String> {
+        let mut names = self.inner.table_names();
+        names.push(PG_CURSORS.to_string());
+        names
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name.eq_ignore_ascii_case(PG_CURSORS) {
+            return Ok(Some(Arc::new(PgCursorsTable::default())));
+        }
+        self.inner.table(name).await
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        name.eq_ignore_ascii_case(PG_CURSORS) || self.inner.table_exist(name)
+    }
+}
+
+/// `pg_cursors` for the session that reads it.
+#[derive(Debug)]
+struct PgCursorsTable {
+    schema: SchemaRef,
+}
+
+impl Default for PgCursorsTable {
+    fn default() -> Self {
+        let timestamp = DataType::Timestamp(TimeUnit::Microsecond, Some("+00:00".into()));
+        Self {
+            schema: Arc::new(Schema::new(vec![
+                Field::new("name", DataType::Utf8, false),
+                Field::new("statement", DataType::Utf8, false),
+                Field::new("is_holdable", DataType::Boolean, false),
+                Field::new("is_binary", DataType::Boolean, false),
+                Field::new("is_scrollable", DataType::Boolean, false),
+                Field::new("creation_time", timestamp, false),
+            ])),
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for PgCursorsTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let cursors = OpenCursors::of(state.config())
+            .map(|open| open.lock().clone())
+            .unwrap_or_default();
+        let micros = |time: SystemTime| {
+            time.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |since| since.as_micros() as i64)
+        };
+        // Cursors are declared WITHOUT HOLD, text, forward only.
+        let none = || BooleanArray::from(vec![false; cursors.len()]);
+        let batch = RecordBatch::try_new(
+            self.schema(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    cursors.iter().map(|c| &c.name),
+                )),
+                Arc::new(StringArray::from_iter_values(
+                    cursors.iter().map(|c| &c.statement),
+                )),
+                Arc::new(none()),
+                Arc::new(none()),
+                Arc::new(none()),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(
+                        cursors.iter().map(|c| micros(c.created)),
+                    )
+                    .with_timezone("+00:00"),
+                ),
+            ],
+        )?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema(),
+            projection.cloned(),
+        )?)
+    }
+}
