@@ -47,10 +47,10 @@ use tokio::sync::watch;
 
 /// Bytes of batches one result partition keeps in memory for its reader;
 /// beyond them its task appends batches to a file.
-pub const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Bytes of a partition's file read at a time.
-const READ_BYTES: u64 = 4 * 1024 * 1024;
+const READ_BYTES: u64 = 1024 * 1024;
 
 /// The start of the error of a query that lost work after rows had left
 /// (mapped to SQLSTATE 40001: the client may run it again).

@@ -15,7 +15,7 @@ fn binary() -> &'static Path {
 }
 
 /// Rows of the test table: about 45 MB of Arrow data, more than a result
-/// partition queues in memory (16 MiB).
+/// partition queues in memory (4 MiB).
 const ROWS: i64 = 400_000;
 
 /// The test table: `v` 1..=ROWS, and 100 bytes of padding per row.
