@@ -2,14 +2,15 @@
 //!
 //! [`encode_typed`] writes every value of an Arrow column into one
 //! [`EncodedColumn`] with a typed loop: integers, floats, booleans, text,
-//! dates and timestamps, as the wire types `arrow_pg` gives those columns
-//! (`int2`, `int4`, `int8`, `float4`, `float8`, `bool`, `text`, `date`,
-//! `timestamp`) take them. Other columns are left to `arrow_pg`.
+//! decimals, dates and timestamps, as the wire types `arrow_pg` gives those
+//! columns (`int2`, `int4`, `int8`, `float4`, `float8`, `bool`, `text`,
+//! `numeric`, `date`, `timestamp`) take them. Other columns are left to
+//! `arrow_pg`.
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, PrimitiveArray};
 use datafusion::arrow::datatypes::{
-    ArrowPrimitiveType, DataType, Date32Type, Field, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Int8Type,
+    ArrowPrimitiveType, DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type,
+    Int16Type, Int32Type, Int64Type, Int8Type,
 };
 
 use super::encoded_column::EncodedColumn;
@@ -59,6 +60,19 @@ pub fn encode_typed(array: &ArrayRef, field: &Field) -> Option<EncodedColumn> {
                 out.extend_from_slice(strings.value(row).as_bytes())
             });
         }
+        DataType::Decimal128(_, scale) if *scale >= 0 => {
+            let decimals = array.as_primitive::<Decimal128Type>();
+            let scale = *scale as u16;
+            let fits = (0..decimals.len()).all(|row| {
+                column.is_null(row) || numeric_groups(decimals.value(row), scale).is_some()
+            });
+            if !fits {
+                return None;
+            }
+            column.each(decimals.len(), |out, row| {
+                numeric_binary(out, decimals.value(row), scale)
+            });
+        }
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>();
             let in_range = (0..days.len())
@@ -99,4 +113,81 @@ fn fixed<T: ArrowPrimitiveType, const N: usize>(
     column.each(values.len(), |out, row| {
         out.extend_from_slice(&bytes(values.value(row)))
     });
+}
+
+/// The base-10000 digits of decimal `value` with `scale` digits after the
+/// point, most significant first, the last group aligned to end a multiple
+/// of four digits after the point; `None` when aligning overflows.
+fn numeric_groups(value: i128, scale: u16) -> Option<(Vec<i16>, i16)> {
+    let fraction_groups = scale.div_ceil(4);
+    let mut magnitude = value.unsigned_abs();
+    let pad = (4 - scale % 4) % 4;
+    magnitude = magnitude.checked_mul(10u128.pow(u32::from(pad)))?;
+    let mut groups = Vec::with_capacity(10);
+    while magnitude > 0 {
+        groups.push((magnitude % 10_000) as i16);
+        magnitude /= 10_000;
+    }
+    groups.reverse();
+    let weight = groups.len() as i16 - fraction_groups as i16 - 1;
+    // PostgreSQL keeps no trailing zero groups (`strip_var`).
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    Some((groups, weight))
+}
+
+/// Writes decimal `value` (`scale` digits after the point) as PostgreSQL's
+/// `numeric_send` does: the number of base-10000 groups, the weight of the
+/// first, the sign, the display scale, then the groups. Zero has no groups
+/// and keeps its scale (`0.00`).
+fn numeric_binary(out: &mut Vec<u8>, value: i128, scale: u16) {
+    let (groups, weight) = numeric_groups(value, scale).unwrap_or_default();
+    let (weight, sign) = if groups.is_empty() {
+        (0i16, 0u16)
+    } else if value < 0 {
+        (weight, 0x4000)
+    } else {
+        (weight, 0)
+    };
+    out.extend_from_slice(&(groups.len() as u16).to_be_bytes());
+    out.extend_from_slice(&weight.to_be_bytes());
+    out.extend_from_slice(&sign.to_be_bytes());
+    out.extend_from_slice(&scale.to_be_bytes());
+    for group in groups {
+        out.extend_from_slice(&group.to_be_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(value: i128, scale: u16) -> Vec<u8> {
+        let mut out = Vec::new();
+        numeric_binary(&mut out, value, scale);
+        out
+    }
+
+    /// Expected bytes are PostgreSQL 15's `numeric_send` of the same values
+    /// (`SELECT numeric_send(1.50::numeric(15,2))`, …).
+    #[test]
+    fn decimals_are_sent_as_postgres_sends_numeric() {
+        // 1.50: one group 1 (weight 0), one 5000, dscale 2.
+        assert_eq!(numeric(150, 2), [0, 2, 0, 0, 0, 0, 0, 2, 0, 1, 0x13, 0x88]);
+        // -0.05: one group 500 at weight -1, negative.
+        assert_eq!(
+            numeric(-5, 2),
+            [0, 1, 0xff, 0xff, 0x40, 0, 0, 2, 0x01, 0xf4]
+        );
+        // 0.00: no groups, scale kept.
+        assert_eq!(numeric(0, 2), [0, 0, 0, 0, 0, 0, 0, 2]);
+        // 10000: group 1 at weight 1, the trailing zero group stripped.
+        assert_eq!(numeric(10_000, 0), [0, 1, 0, 1, 0, 0, 0, 0, 0, 1]);
+        // 123456789.12345: 1|2345|6789 . 1234|5000
+        assert_eq!(
+            numeric(12_345_678_912_345, 5),
+            [0, 5, 0, 2, 0, 0, 0, 5, 0, 1, 0x09, 0x29, 0x1a, 0x85, 0x04, 0xd2, 0x13, 0x88]
+        );
+    }
 }
