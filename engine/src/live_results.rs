@@ -35,7 +35,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -75,25 +75,27 @@ pub fn made_here(key: &str) -> bool {
         .is_some_and(|(mark, _)| mark == process_mark())
 }
 
-/// The result named `key` as its tasks hand it over (created by whichever
-/// side comes first).
+/// The result named `key`, for a task to hand its rows over to. Its reader
+/// registered it before the job was submitted; when the reader has gone (the
+/// client left, the query failed), the task gets a result nobody reads,
+/// which drops what it is given.
 pub fn job(key: &str) -> Arc<LiveJob> {
-    let mut jobs = lock(&JOBS);
-    Arc::clone(jobs.entry(key.to_string()).or_insert_with(|| {
-        Arc::new(LiveJob {
-            state: Mutex::default(),
-            changes: watch::Sender::new(0),
-        })
-    }))
+    lock(&JOBS)
+        .get(key)
+        .and_then(Weak::upgrade)
+        .unwrap_or_else(|| LiveJob::new(true))
 }
 
 /// Forgets the result named `key` (read, or no longer wanted); its spill
-/// files go with the job's directory.
+/// files go with the job's directory. Tasks still writing keep what they
+/// hold until they end.
 pub fn forget(key: &str) {
     lock(&JOBS).remove(key);
 }
 
-static JOBS: LazyLock<Mutex<HashMap<String, Arc<LiveJob>>>> = LazyLock::new(Mutex::default);
+/// The results being read in this process, by key; each is held by its
+/// reader and the tasks writing it.
+static JOBS: LazyLock<Mutex<HashMap<String, Weak<LiveJob>>>> = LazyLock::new(Mutex::default);
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
@@ -112,6 +114,8 @@ pub struct LiveJob {
     state: Mutex<JobState>,
     /// Bumped at every change, for the reader to wait on.
     changes: watch::Sender<u64>,
+    /// Nobody reads it: what tasks hand over is dropped.
+    unread: bool,
 }
 
 #[derive(Debug, Default)]
@@ -124,6 +128,14 @@ struct JobState {
 }
 
 impl LiveJob {
+    fn new(unread: bool) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::default(),
+            changes: watch::Sender::new(0),
+            unread,
+        })
+    }
+
     /// A writer for output `partition` of the final stage, spilling to
     /// `spill_path`; it replaces an earlier attempt's partition.
     pub fn open_partition(
@@ -210,7 +222,7 @@ impl LiveWriter {
     /// Hands over `batch`: queued while the queue has room, else appended
     /// to the partition's file. Never waits for the reader.
     pub fn push(&mut self, batch: RecordBatch) -> Result<()> {
-        if batch.num_rows() == 0 {
+        if batch.num_rows() == 0 || self.job.unread {
             return Ok(());
         }
         let bytes = batch.get_array_memory_size();
@@ -385,9 +397,11 @@ impl Cursor {
 }
 
 impl LiveReader {
-    /// A reader of the result named `key`.
+    /// The reader of the result named `key`, registered for the tasks that
+    /// will hand it over (before its job is submitted).
     pub fn new(key: &str) -> Self {
-        let job = job(key);
+        let job = LiveJob::new(false);
+        lock(&JOBS).insert(key.to_string(), Arc::downgrade(&job));
         let changes = job.changes.subscribe();
         Self {
             job,
