@@ -4,7 +4,8 @@
 //! [`EncodedColumn`] a column at a time; COPY and DataRow messages then take
 //! each row's value from it by position.
 
-use datafusion::arrow::array::Array;
+use datafusion::arrow::array::{Array, AsArray};
+use datafusion::arrow::datatypes::DataType;
 
 /// The encoded values of one column, one after another in one buffer.
 #[derive(Debug, Default)]
@@ -53,6 +54,34 @@ impl EncodedColumn {
             }
             self.ends.push(self.bytes.len());
         }
+    }
+
+    /// Writes each string of `array` as its UTF-8 bytes (PostgreSQL's text
+    /// and binary forms of `text` alike); `false` when `array` holds no
+    /// strings.
+    pub fn strings(&mut self, array: &dyn Array) -> bool {
+        match array.data_type() {
+            DataType::Utf8 => {
+                let strings = array.as_string::<i32>();
+                self.each(strings.len(), |out, row| {
+                    out.extend_from_slice(strings.value(row).as_bytes())
+                });
+            }
+            DataType::LargeUtf8 => {
+                let strings = array.as_string::<i64>();
+                self.each(strings.len(), |out, row| {
+                    out.extend_from_slice(strings.value(row).as_bytes())
+                });
+            }
+            DataType::Utf8View => {
+                let strings = array.as_string_view();
+                self.each(strings.len(), |out, row| {
+                    out.extend_from_slice(strings.value(row).as_bytes())
+                });
+            }
+            _ => return false,
+        }
+        true
     }
 
     /// Appends the next row's value (`None`: a null).

@@ -42,23 +42,8 @@ pub fn encode_typed(array: &ArrayRef, field: &Field) -> Option<EncodedColumn> {
             let flags = array.as_boolean();
             column.each(flags.len(), |out, row| out.push(u8::from(flags.value(row))));
         }
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
-        }
-        DataType::LargeUtf8 => {
-            let strings = array.as_string::<i64>();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
-        }
-        DataType::Utf8View => {
-            let strings = array.as_string_view();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            column.strings(array.as_ref());
         }
         DataType::Decimal128(_, scale) if *scale >= 0 => {
             let decimals = array.as_primitive::<Decimal128Type>();

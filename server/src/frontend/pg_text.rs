@@ -56,23 +56,8 @@ pub fn encode_typed(array: &ArrayRef) -> Option<EncodedColumn> {
                 float_text(out, floats.value(row), false)
             });
         }
-        DataType::Utf8 => {
-            let strings = array.as_string::<i32>();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
-        }
-        DataType::LargeUtf8 => {
-            let strings = array.as_string::<i64>();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
-        }
-        DataType::Utf8View => {
-            let strings = array.as_string_view();
-            column.each(strings.len(), |out, row| {
-                out.extend_from_slice(strings.value(row).as_bytes())
-            });
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+            column.strings(array.as_ref());
         }
         DataType::Boolean => {
             let flags: &BooleanArray = array.as_boolean();
