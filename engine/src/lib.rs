@@ -10,6 +10,7 @@ pub mod codec;
 pub mod compact;
 pub mod complexity;
 pub mod current_tables;
+pub mod cursor_rows;
 pub mod decoded_files;
 pub mod error;
 pub mod explain_analyze;

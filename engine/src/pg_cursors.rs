@@ -1,9 +1,10 @@
-//! `pg_catalog.pg_cursors`: the cursors a connection has open.
+//! The cursors a connection has open, and `pg_catalog.pg_cursors`, which
+//! shows them.
 //!
 //! psycopg 3 asks it whether a server-side cursor it did not declare itself
 //! still exists before closing it (SQLAlchemy's `stream_results`). Each
 //! connection's session carries its [`OpenCursors`] (a session config
-//! extension the frontend's `DECLARE` and `CLOSE` keep up to date), and the
+//! extension the frontend's `DECLARE`, `FETCH` and `CLOSE` use), and the
 //! shared `pg_catalog` schema gets a table that shows the asking session's.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -21,15 +22,20 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
+use crate::cursor_rows::CursorRows;
+
 /// The table's name in `pg_catalog`.
 const PG_CURSORS: &str = "pg_cursors";
 
-/// One open cursor, as `pg_cursors` shows it.
+/// One open cursor: what `pg_catalog.pg_cursors` shows of it and the rows
+/// it has left.
 #[derive(Debug, Clone)]
 struct OpenCursor {
     name: String,
     statement: String,
     created: SystemTime,
+    schema: SchemaRef,
+    rows: Arc<tokio::sync::Mutex<CursorRows>>,
 }
 
 /// The cursors one connection has declared and not closed.
@@ -45,26 +51,57 @@ impl OpenCursors {
         config.get_extension::<Self>()
     }
 
-    /// Notes cursor `name`, declared by `statement` (replacing one of the
-    /// same name).
-    pub fn declared(&self, name: &str, statement: &str) {
+    /// Opens cursor `name`, declared by `statement`, over `rows`; `false`
+    /// (and nothing opened) when the connection has one of that name open
+    /// already.
+    pub fn declare(&self, name: &str, statement: &str, rows: CursorRows) -> bool {
         let mut cursors = self.lock();
-        cursors.retain(|cursor| cursor.name != name);
+        if cursors.iter().any(|cursor| cursor.name == name) {
+            return false;
+        }
         cursors.push(OpenCursor {
             name: name.to_string(),
             statement: statement.to_string(),
             created: SystemTime::now(),
+            schema: rows.schema(),
+            rows: Arc::new(tokio::sync::Mutex::new(rows)),
         });
+        true
     }
 
-    /// Forgets cursor `name`.
-    pub fn closed(&self, name: &str) {
-        self.lock().retain(|cursor| cursor.name != name);
+    /// Whether cursor `name` is open.
+    pub fn is_open(&self, name: &str) -> bool {
+        self.lock().iter().any(|cursor| cursor.name == name)
     }
 
-    /// Forgets every cursor; their names.
-    pub fn close_all(&self) -> Vec<String> {
-        self.lock().drain(..).map(|cursor| cursor.name).collect()
+    /// The schema of open cursor `name`'s rows.
+    pub fn schema(&self, name: &str) -> Option<SchemaRef> {
+        let cursors = self.lock();
+        let cursor = cursors.iter().find(|cursor| cursor.name == name)?;
+        Some(Arc::clone(&cursor.schema))
+    }
+
+    /// The rows open cursor `name` has left (see [`CursorRows::fetch`]) and
+    /// their schema.
+    pub fn rows(&self, name: &str) -> Option<(Arc<tokio::sync::Mutex<CursorRows>>, SchemaRef)> {
+        let cursors = self.lock();
+        let cursor = cursors.iter().find(|cursor| cursor.name == name)?;
+        Some((Arc::clone(&cursor.rows), Arc::clone(&cursor.schema)))
+    }
+
+    /// Closes cursor `name`, dropping its rows (and the query producing
+    /// them, unless a `FETCH` still reads them); `false` when no cursor of
+    /// that name is open.
+    pub fn close(&self, name: &str) -> bool {
+        let mut cursors = self.lock();
+        let before = cursors.len();
+        cursors.retain(|cursor| cursor.name != name);
+        cursors.len() != before
+    }
+
+    /// Closes every cursor.
+    pub fn close_all(&self) {
+        self.lock().clear();
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<OpenCursor>> {

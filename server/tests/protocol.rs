@@ -387,6 +387,79 @@ async fn prepared_statements_return_typed_values() {
     server.stop().expect("stops");
 }
 
+/// A cursor's rows are fetched over either protocol in the formats each
+/// asks for: `Describe` of a prepared `FETCH` answers the cursor's columns
+/// (what tokio-postgres checks rows against), its rows come back binary,
+/// and simple and extended FETCHes take turns on one cursor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_fetch_typed_rows_over_the_extended_protocol() {
+    let server = start(2);
+    let client = connect(server.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    create_typed_table(&client, dir.path()).await;
+    client
+        .batch_execute(
+            "DECLARE c CURSOR FOR SELECT id, n, t, dt, ts, maybe FROM typed \
+             UNION ALL SELECT id + 10, n, t, dt, ts, maybe FROM typed ORDER BY id",
+        )
+        .await
+        .expect("declare");
+
+    let fetch = client.prepare("FETCH 1 FROM c").await.expect("prepare");
+    let names: Vec<_> = fetch.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(names, ["id", "n", "t", "dt", "ts", "maybe"]);
+    let rows = client.query(&fetch, &[]).await.expect("first fetch");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, i64>(0), 1);
+    assert_eq!(rows[0].get::<_, Decimal>(1), Decimal::new(1234, 2));
+    assert_eq!(rows[0].get::<_, String>(2), "hello");
+    assert_eq!(
+        rows[0].get::<_, NaiveDate>(3),
+        NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+    );
+    assert_eq!(rows[0].get::<_, Option<i32>>(5), None);
+
+    // The simple protocol reads the next row as text.
+    assert_eq!(
+        simple_rows(&client, "FETCH NEXT FROM c").await[0][0],
+        Some("2".into())
+    );
+
+    let rows = client
+        .query("FETCH FORWARD 5 FROM c", &[])
+        .await
+        .expect("fetch the rest");
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [11, 12]);
+    assert_eq!(rows[1].get::<_, Option<i32>>(5), Some(3));
+    assert!(client
+        .query(&fetch, &[])
+        .await
+        .expect("past the end")
+        .is_empty());
+
+    // PostgreSQL's errors, and the connection stays usable.
+    let code = |e: tokio_postgres::Error| e.code().map(|c| c.code().to_string());
+    let again = client.batch_execute("DECLARE c CURSOR FOR SELECT 1").await;
+    assert_eq!(again.map_err(code).unwrap_err().as_deref(), Some("42P03"));
+    let backward = client.query("FETCH BACKWARD 1 FROM c", &[]).await;
+    assert_eq!(
+        backward.map_err(code).unwrap_err().as_deref(),
+        Some("55000")
+    );
+    client.batch_execute("CLOSE c").await.expect("close");
+    let unknown = client.prepare("FETCH 1 FROM c").await.expect("prepare");
+    assert!(unknown.columns().is_empty());
+    let closed = client.query(&unknown, &[]).await;
+    assert_eq!(closed.map_err(code).unwrap_err().as_deref(), Some("34000"));
+    let row = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .expect("usable");
+    assert_eq!(row.get::<_, i64>(0), 1);
+    server.stop().expect("stops");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_sqlstate_and_keep_the_connection() {
     let server = start(2);

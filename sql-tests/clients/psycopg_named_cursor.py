@@ -1,6 +1,7 @@
 """Server-side cursors on a Sluice server, with psycopg 3's named cursors
 (what SQLAlchemy's stream_results and chunked pandas.read_sql use): DECLARE,
-a Describe of the cursor's portal, FETCH in chunks, CLOSE. Run once with
+a Describe of the cursor's portal, FETCH in chunks (in text, and in binary
+over the extended protocol), CLOSE. Run once with
 psycopg's pure-Python implementation and once with its binary one.
 
 Usage: python psycopg_named_cursor.py PORT DATA_DIR
@@ -8,6 +9,8 @@ Exits non-zero (with an assertion message) on any mismatch.
 """
 
 import os
+from datetime import date, timedelta
+from decimal import Decimal
 import subprocess
 import sys
 
@@ -43,6 +46,26 @@ def check(port: int) -> None:
                 seen += 1
                 assert (v, s, d) == (seen, f"row {seen}", seen * 0.5), (v, s, d, seen)
         assert seen == ROWS, seen
+        cur.close()
+    # binary=True fetches over the extended protocol with binary results:
+    # each FETCH is described as the cursor's columns and typed on the wire.
+    with conn.transaction():
+        cur = conn.cursor(name="typed", binary=True)
+        cur.execute(
+            "SELECT value AS v, CAST(value AS DECIMAL(10, 2)) / 4 AS n, "
+            "DATE '2024-02-28' + CAST(value AS INT) AS day, "
+            "CASE WHEN value % 2 = 0 THEN NULL ELSE 'odd' END AS maybe "
+            "FROM generate_series(1, 2500) ORDER BY value"
+        )
+        seen = 0
+        while chunk := cur.fetchmany(1000):
+            for v, n, day, maybe in chunk:
+                seen += 1
+                assert v == seen, (v, seen)
+                assert n == Decimal(seen) / 4, (n, seen)
+                assert day == date(2024, 2, 28) + timedelta(days=seen), (day, seen)
+                assert maybe == (None if seen % 2 == 0 else "odd"), (maybe, seen)
+        assert seen == 2500, seen
         cur.close()
     conn.close()
 

@@ -23,7 +23,7 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
-use datafusion_postgres::pgwire::api::portal::{Portal, PortalExecutionState};
+use datafusion_postgres::pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use datafusion_postgres::pgwire::api::query::{
     send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
 };
@@ -40,6 +40,7 @@ use datafusion_postgres::pgwire::messages::extendedquery::{
     Bind, BindComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
 };
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
+use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, SinkExt, Stream};
 
@@ -48,7 +49,7 @@ use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
 use super::copy_out::CopyToStdoutHook;
-use super::cursor::DeclareCursorHook;
+use super::cursor::{self, DeclareCursorHook};
 use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
@@ -596,26 +597,22 @@ impl ExtendedQueryHandler for SessionHandler {
         PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
     {
         let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let portal = match client.portal_store().get_portal(name) {
-            Some(Entry::Value(portal)) if message.target_type == TARGET_TYPE_BYTE_PORTAL => portal,
-            _ => return self._on_describe(client, message).await,
-        };
-        // A cursor opened by DECLARE has no plan of its own: its rows are
-        // described as the query it was declared for answers them (what
+        if message.target_type != TARGET_TYPE_BYTE_PORTAL {
+            return self._on_describe(client, message).await;
+        }
+        // A cursor opened by DECLARE is a portal too: its rows are described
+        // as the query it was declared for answers them, in text (what
         // psycopg's named cursors read before their first FETCH).
-        let cursor_fields = match &*portal.state().lock().await {
-            PortalExecutionState::Suspended(rows) if portal.statement.statement.1.is_none() => {
-                Some(rows.row_schema())
-            }
-            _ => None,
-        };
-        let fields = match cursor_fields {
-            Some(fields) => fields.as_ref().clone(),
-            None => self
-                .do_describe_portal(client, &portal)
-                .await?
-                .fields()
-                .to_vec(),
+        let fields = match cursor::described(&self.context, name, &Format::UnifiedText) {
+            Some(fields) => fields?,
+            None => match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => self
+                    .do_describe_portal(client, &portal)
+                    .await?
+                    .fields()
+                    .to_vec(),
+                _ => return self._on_describe(client, message).await,
+            },
         };
         let description = if fields.is_empty() {
             PgWireBackendMessage::NoData(NoData::new())
@@ -697,6 +694,14 @@ impl ExtendedQueryHandler for SessionHandler {
         let tracker = self.begin(client, &portal.statement.statement.0);
         let watch = self.watch();
         let response = guarded(&tracker, async {
+            // A FETCH encodes its cursor's rows in the portal's formats.
+            if let Some((statement, _)) = &portal.statement.statement.1 {
+                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+                let format = &portal.result_column_format;
+                if let Some(rows) = cursor::fetch(statement, &self.context, format, options).await {
+                    return rows;
+                }
+            }
             let wire_types = |statement: &_| self.parser.get_parameter_types(statement);
             let query = portal::run_query(
                 &self.context,

@@ -1,8 +1,10 @@
-//! `DECLARE … CURSOR` and `CLOSE`: the declared query planned and encoded as
-//! every other query of the connection is (Sluice's planner and placement,
-//! its row encoder, the session's output settings), its rows kept in a
-//! portal that datafusion-postgres' `FETCH` reads; the connection's
-//! [`OpenCursors`] (what `pg_catalog.pg_cursors` shows) follow both.
+//! `DECLARE … CURSOR`, `FETCH` and `CLOSE`: the declared query planned as
+//! every other query of the connection is (Sluice's planner and placement),
+//! its rows kept as Arrow batches in the connection's [`OpenCursors`] (what
+//! `pg_catalog.pg_cursors` shows) and encoded by each `FETCH` in the formats
+//! it asks for: text for the simple protocol, the portal's formats for the
+//! extended one, whose `Describe` of a `FETCH` answers the cursor's columns
+//! as PostgreSQL's does.
 
 use std::sync::Arc;
 
@@ -11,72 +13,90 @@ use datafusion::common::ParamValues;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{CloseCursor, Declare, DeclareType, Statement};
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, Declare, DeclareType, FetchDirection, Ident, Statement, Value,
+};
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
-use datafusion_postgres::pgwire::api::portal::{Format, Portal};
-use datafusion_postgres::pgwire::api::results::{Response, Tag};
-use datafusion_postgres::pgwire::api::stmt::StoredStatement;
-use datafusion_postgres::pgwire::api::store::PortalStore;
+use datafusion_postgres::pgwire::api::portal::Format;
+use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 
+use sluice_engine::cursor_rows::CursorRows;
 use sluice_engine::pg_cursors::OpenCursors;
 
-use super::portal::{answer, api};
+use super::portal::{api, batches, rows_response};
 
-/// Opens the cursors of `DECLARE name CURSOR FOR query` and closes them;
-/// other `DECLARE`s (and the errors of malformed ones) are
+/// Opens the cursors of `DECLARE name CURSOR FOR query`, fetches from them
+/// and closes them; other `DECLARE`s (and the errors of malformed ones) are
 /// datafusion-postgres'.
 pub struct DeclareCursorHook;
 
-/// The connection's open cursors, kept in its session.
-fn open_cursors(context: &SessionContext) -> Option<Arc<OpenCursors>> {
-    OpenCursors::of(context.state_ref().read().config())
+/// An error with `code` and `message`, as PostgreSQL reports it.
+fn user_error(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".to_string(),
+        code.to_string(),
+        message,
+    )))
 }
 
-/// `CLOSE name` or `CLOSE ALL`: the cursors' portals dropped.
-fn close(
-    cursor: &CloseCursor,
+/// PostgreSQL's error for a cursor name nothing is open under.
+fn no_cursor(name: &str) -> PgWireError {
+    user_error("34000", format!("cursor \"{name}\" does not exist"))
+}
+
+/// The connection's open cursors, kept in its session.
+fn open_cursors(context: &SessionContext) -> PgWireResult<Arc<OpenCursors>> {
+    OpenCursors::of(context.state_ref().read().config())
+        .ok_or_else(|| PgWireError::ApiError("this session keeps no cursors".into()))
+}
+
+/// The columns open cursor `name` answers, as a `RowDescription` in
+/// `format` shows them; `None` when no such cursor is open.
+pub fn described(
     context: &SessionContext,
-    client: &mut dyn HookClient,
-) -> PgWireResult<Response> {
-    let store = client.portal_store();
-    let open = open_cursors(context);
+    name: &str,
+    format: &Format,
+) -> Option<PgWireResult<Vec<FieldInfo>>> {
+    let schema = open_cursors(context).ok()?.schema(name)?;
+    Some(arrow_schema_to_pg_fields(&schema, format, None))
+}
+
+/// `CLOSE name` or `CLOSE ALL`.
+fn close(cursor: &CloseCursor, context: &SessionContext) -> PgWireResult<Response> {
+    let open = open_cursors(context)?;
     match cursor {
-        CloseCursor::All => {
-            for name in open.map(|open| open.close_all()).unwrap_or_default() {
-                store.rm_portal(&name);
-            }
-        }
+        CloseCursor::All => open.close_all(),
         CloseCursor::Specific { name } => {
-            if store.get_portal(&name.value).is_none() {
-                return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                    "ERROR".to_string(),
-                    "34000".to_string(),
-                    format!("cursor \"{}\" does not exist", name.value),
-                ))));
-            }
-            store.rm_portal(&name.value);
-            if let Some(open) = open {
-                open.closed(&name.value);
+            if !open.close(&name.value) {
+                return Err(no_cursor(&name.value));
             }
         }
     }
     Ok(Response::Execution(Tag::new("CLOSE CURSOR")))
 }
 
-/// Runs `statement` when it is a cursor statement this hook answers.
+/// Runs `statement` when it is a cursor statement this hook answers, with
+/// `FETCH`ed rows as text.
 async fn run(
     statement: &Statement,
     context: &SessionContext,
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
-    if let Statement::Close { cursor } = statement {
-        return Some(close(cursor, context, client));
+    match statement {
+        Statement::Close { cursor } => Some(close(cursor, context)),
+        Statement::Fetch { .. } => {
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            fetch(statement, context, &Format::UnifiedText, options).await
+        }
+        _ => {
+            let cursors = declared_cursors(statement)?;
+            Some(declare(cursors, context).await)
+        }
     }
-    let cursors = declared_cursors(statement)?;
-    Some(declare(cursors, context, client).await)
 }
 
 /// The cursors `statement` declares, when it is a well-formed `DECLARE …
@@ -93,18 +113,17 @@ fn declared_cursors(statement: &Statement) -> Option<&[Declare]> {
     well_formed.then_some(stmts.as_slice())
 }
 
-/// Plans each of `cursors`' queries in `context` and keeps its rows, encoded
-/// as text with the client's output settings, in a portal named after it.
-async fn declare(
-    cursors: &[Declare],
-    context: &SessionContext,
-    client: &mut dyn HookClient,
-) -> PgWireResult<Response> {
-    let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+/// Plans each of `cursors`' queries in `context`, starts it and opens a
+/// cursor over its rows.
+async fn declare(cursors: &[Declare], context: &SessionContext) -> PgWireResult<Response> {
+    let open = open_cursors(context)?;
     for declare in cursors {
         let (Some(name), Some(query)) = (declare.names.first(), &declare.for_query) else {
             continue;
         };
+        if open.is_open(&name.value) {
+            return Err(already_open(name));
+        }
         let state = context.state();
         let plan = state
             .statement_to_plan(DFStatement::Statement(Box::new(Statement::Query(
@@ -113,29 +132,107 @@ async fn declare(
             .await
             .map_err(api)?;
         let optimized = state.optimize(&plan).map_err(api)?;
-        let Response::Query(rows) = answer(
-            &state,
-            &optimized,
-            &Format::UnifiedText,
-            Arc::clone(&options),
-        )
-        .await?
-        else {
-            continue;
-        };
-        let text = query.to_string();
-        let statement = StoredStatement::new(name.value.clone(), (text.clone(), None), vec![]);
-        let portal = Portal::new_cursor(name.value.clone(), Arc::new(statement));
-        portal.start(rows).await;
-        client.portal_store().put_portal(Arc::new(portal));
-        if let Some(open) = open_cursors(context) {
-            open.declared(
-                &name.value,
-                &format!("DECLARE {} CURSOR FOR {text}", name.value),
-            );
+        let rows = CursorRows::new(batches(&state, &optimized).await?);
+        let statement = format!("DECLARE {} CURSOR FOR {query}", name.value);
+        if !open.declare(&name.value, &statement, rows) {
+            return Err(already_open(name));
         }
     }
     Ok(Response::Execution(Tag::new("DECLARE CURSOR")))
+}
+
+/// PostgreSQL's error for a `DECLARE` of a name already open.
+fn already_open(name: &Ident) -> PgWireError {
+    user_error("42P03", format!("cursor \"{}\" already exists", name.value))
+}
+
+/// How many rows `FETCH direction` takes (`None`: all that are left).
+/// Cursors only move forward, as PostgreSQL's `NO SCROLL` ones.
+fn fetch_count(direction: &FetchDirection) -> PgWireResult<Option<usize>> {
+    let count = |limit: &Value| match limit {
+        Value::Number(digits, _) => digits
+            .parse::<i64>()
+            .map_err(|_| user_error("22003", format!("FETCH count {digits} is out of range"))),
+        other => Err(user_error(
+            "42601",
+            format!("FETCH count must be a number, not {other}"),
+        )),
+    };
+    let forward = |n: i64| match usize::try_from(n) {
+        Ok(0) => Err(user_error(
+            "0A000",
+            "FETCH 0 re-reads the current row, which Sluice's cursors do not keep".into(),
+        )),
+        Ok(n) => Ok(Some(n)),
+        Err(_) => Err(backward()),
+    };
+    match direction {
+        FetchDirection::Next | FetchDirection::Forward { limit: None } => Ok(Some(1)),
+        FetchDirection::Forward { limit: Some(limit) } | FetchDirection::Count { limit } => {
+            forward(count(&limit.value)?)
+        }
+        FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
+        FetchDirection::Prior | FetchDirection::Backward { .. } | FetchDirection::BackwardAll => {
+            Err(backward())
+        }
+        FetchDirection::First
+        | FetchDirection::Last
+        | FetchDirection::Absolute { .. }
+        | FetchDirection::Relative { .. } => Err(user_error(
+            "0A000",
+            format!("FETCH {direction} is not supported: Sluice's cursors only move forward"),
+        )),
+    }
+}
+
+/// PostgreSQL's error for a backward move of a `NO SCROLL` cursor.
+fn backward() -> PgWireError {
+    let mut info = ErrorInfo::new(
+        "ERROR".to_string(),
+        "55000".to_string(),
+        "cursor can only scan forward".to_string(),
+    );
+    info.hint = Some("Sluice's cursors cannot be declared SCROLL.".to_string());
+    PgWireError::UserError(Box::new(info))
+}
+
+/// The rows `statement` fetches, when it is a `FETCH`, encoded in `format`
+/// with `options`; `FETCH n` takes the next `n` rows, each once.
+pub async fn fetch(
+    statement: &Statement,
+    context: &SessionContext,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> Option<PgWireResult<Response>> {
+    let Statement::Fetch {
+        name,
+        direction,
+        into,
+        ..
+    } = statement
+    else {
+        return None;
+    };
+    let rows = async {
+        if into.is_some() {
+            return Err(user_error(
+                "0A000",
+                "FETCH … INTO is not supported".to_string(),
+            ));
+        }
+        let count = fetch_count(direction)?;
+        let (rows, schema) = open_cursors(context)?
+            .rows(&name.value)
+            .ok_or_else(|| no_cursor(&name.value))?;
+        let fields = arrow_schema_to_pg_fields(&schema, format, Some(options))?;
+        let batches = CursorRows::fetch(rows, schema, count);
+        let mut response = rows_response(fields, batches, ());
+        if let Response::Query(rows) = &mut response {
+            rows.set_command_tag("FETCH");
+        }
+        Ok(response)
+    };
+    Some(rows.await)
 }
 
 #[async_trait]

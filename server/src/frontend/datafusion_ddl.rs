@@ -219,6 +219,13 @@ impl QueryParser for SluiceParser {
         statement: &Self::Statement,
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
+        // A `FETCH` answers its cursor's columns (none when it is not open,
+        // as PostgreSQL describes it).
+        if let (_, Some((sqlparser::ast::Statement::Fetch { name, .. }, _))) = statement {
+            let format = column_format.unwrap_or(&Format::UnifiedText);
+            return super::cursor::described(&self.context, &name.value, format)
+                .unwrap_or(Ok(vec![]));
+        }
         self.inner.get_result_schema(statement, column_format)
     }
 }

@@ -24,7 +24,7 @@ use datafusion::common::config::OptimizerOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
 use datafusion::error::DataFusionError;
-use datafusion::execution::{SessionState, TaskContext};
+use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
 use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
@@ -168,12 +168,22 @@ pub async fn answer(
     options: Arc<FormatOptions>,
 ) -> PgWireResult<Response> {
     let fields = arrow_schema_to_pg_fields(optimized.schema().as_arrow(), format, Some(options))?;
+    let batches = batches(state, optimized).await?;
+    Ok(rows_response(fields, batches, ()))
+}
+
+/// The batches of the query `optimized` (a logical plan the optimizer has
+/// already seen), planned physically in `state` and running.
+pub async fn batches(
+    state: &SessionState,
+    optimized: &LogicalPlan,
+) -> PgWireResult<SendableRecordBatchStream> {
     let physical = state
         .query_planner()
         .create_physical_plan(optimized, state)
         .await
         .map_err(api)?;
-    respond(physical, state.task_ctx(), fields, ())
+    execute_stream(physical, state.task_ctx()).map_err(api)
 }
 
 /// The rows of `physical`, executed in `context`, as `fields`; `running` (a
@@ -184,10 +194,20 @@ pub fn respond<R: Send + 'static>(
     fields: Vec<FieldInfo>,
     running: R,
 ) -> PgWireResult<Response> {
-    let fields = Arc::new(fields);
     let batches = execute_stream(physical, context).map_err(api)?;
+    Ok(rows_response(fields, batches, running))
+}
+
+/// The response whose rows are `batches`' encoded as `fields`; `running`
+/// lives until the rows end or are dropped.
+pub fn rows_response<R: Send + 'static>(
+    fields: Vec<FieldInfo>,
+    batches: SendableRecordBatchStream,
+    running: R,
+) -> Response {
+    let fields = Arc::new(fields);
     let rows = row_stream(Arc::clone(&fields), batches, running);
-    Ok(Response::Query(QueryResponse::new(fields, rows)))
+    Response::Query(QueryResponse::new(fields, rows))
 }
 
 /// Whether `plan`'s optimized form may serve every execution: not when it

@@ -18,6 +18,8 @@ use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, DEFAULT_NAME};
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 
+use sluice_engine::pg_cursors::OpenCursors;
+
 /// Most named prepared statements (and, apart, named portals) one
 /// connection keeps.
 pub const MAX_PER_CONNECTION: usize = 1000;
@@ -144,15 +146,18 @@ impl CapsHook {
                     .err()
                     .map(Err)
             }
-            Statement::Declare { stmts } => stmts
-                .iter()
-                .flat_map(|declare| &declare.names)
-                .find_map(|name| {
-                    caps.portals
-                        .admit(Some(&name.value), |name| store.get_portal(name).is_some())
-                        .err()
-                })
-                .map(Err),
+            Statement::Declare { stmts } => {
+                let cursors = OpenCursors::of(context.state_ref().read().config());
+                let open = |name: &str| {
+                    store.get_portal(name).is_some()
+                        || cursors.as_ref().is_some_and(|open| open.is_open(name))
+                };
+                stmts
+                    .iter()
+                    .flat_map(|declare| &declare.names)
+                    .find_map(|name| caps.portals.admit(Some(&name.value), open).err())
+                    .map(Err)
+            }
             Statement::Deallocate { name, .. }
                 if name.quote_style.is_none() && name.value.eq_ignore_ascii_case("all") =>
             {
