@@ -86,11 +86,28 @@ pub fn job(key: &str) -> Arc<LiveJob> {
         .unwrap_or_else(|| LiveJob::new(true))
 }
 
-/// Forgets the result named `key` (read, or no longer wanted); its spill
-/// files go with the job's directory. Tasks still writing keep what they
-/// hold until they end.
-pub fn forget(key: &str) {
-    lock(&JOBS).remove(key);
+/// Whether a reader in this process reads the result named `key` (the
+/// frontend that made it, or an executor's Flight service forwarding it to
+/// a frontend in another process).
+pub fn read_here(key: &str) -> bool {
+    lock(&JOBS)
+        .get(key)
+        .is_some_and(|job| job.strong_count() > 0)
+}
+
+/// Asks the reader of the result named `key` in this process to report,
+/// once it has passed on everything handed over so far, that it has
+/// ([`LiveItem::Synced`]); the number it will report, `None` when nobody
+/// reads the result here.
+pub fn request_sync(key: &str) -> Option<u64> {
+    let job = lock(&JOBS).get(key).and_then(Weak::upgrade)?;
+    let requested = {
+        let mut state = lock(&job.state);
+        state.sync_requested += 1;
+        state.sync_requested
+    };
+    job.changed();
+    Some(requested)
 }
 
 /// The results being read in this process, by key; each is held by its
@@ -121,10 +138,16 @@ pub struct LiveJob {
 #[derive(Debug, Default)]
 struct JobState {
     partitions: BTreeMap<usize, Arc<LivePartition>>,
+    /// Partitions opened so far: the next one's attempt number.
+    opened: u64,
     /// The reader has taken rows.
     rows_read: bool,
     /// A partition was opened again after rows were read.
     restarted: bool,
+    /// Rows handed over in another process could not all be received: why.
+    broken: Option<String>,
+    /// Syncs asked for ([`request_sync`]).
+    sync_requested: u64,
 }
 
 impl LiveJob {
@@ -144,19 +167,22 @@ impl LiveJob {
         schema: SchemaRef,
         spill_path: PathBuf,
     ) -> LiveWriter {
-        let opened = Arc::new(LivePartition {
-            state: Mutex::new(PartitionState {
-                spill_path,
-                ..PartitionState::default()
-            }),
-        });
-        {
+        let opened = {
             let mut state = lock(&self.state);
             if state.partitions.contains_key(&partition) && state.rows_read {
                 state.restarted = true;
             }
+            state.opened += 1;
+            let opened = Arc::new(LivePartition {
+                attempt: state.opened,
+                state: Mutex::new(PartitionState {
+                    spill_path,
+                    ..PartitionState::default()
+                }),
+            });
             state.partitions.insert(partition, Arc::clone(&opened));
-        }
+            opened
+        };
         self.changed();
         LiveWriter {
             job: Arc::clone(self),
@@ -170,12 +196,37 @@ impl LiveJob {
     fn changed(&self) {
         self.changes.send_modify(|version| *version += 1);
     }
+
+    /// Notes that rows handed over in another process for this result could
+    /// not all be received (a Flight stream from an executor broke): its
+    /// reader fails with [`ROWS_ALREADY_SENT`] when rows had left, else
+    /// holds the rest until the job ends, and the job counts as having lost
+    /// work (it starts over when no row had left).
+    pub fn break_off(&self, reason: &str) {
+        lock(&self.state)
+            .broken
+            .get_or_insert_with(|| reason.to_string());
+        self.changed();
+    }
 }
 
 /// One output partition of the final stage.
 #[derive(Debug)]
 struct LivePartition {
+    /// Which opening of a partition of the job this is (a task run again
+    /// opens its partition anew).
+    attempt: u64,
     state: Mutex<PartitionState>,
+}
+
+impl Drop for LivePartition {
+    /// Written and read: its file goes.
+    fn drop(&mut self) {
+        let state = lock(&self.state);
+        if state.spilled_bytes > 0 {
+            let _ = std::fs::remove_file(&state.spill_path);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -293,11 +344,57 @@ fn io_error(path: &std::path::Path, e: std::io::Error) -> DataFusionError {
     DataFusionError::Execution(format!("result spill file {}: {e}", path.display()))
 }
 
-/// Reads one job's result partitions as their tasks hand them over.
+/// Reads one job's result partitions as their tasks hand them over. It is
+/// registered under the result's key while it lives.
 pub struct LiveReader {
+    key: String,
     job: Arc<LiveJob>,
     changes: watch::Receiver<u64>,
     cursors: BTreeMap<usize, Cursor>,
+    /// The last sync reported.
+    synced: u64,
+}
+
+/// What a reader finds next in a result.
+#[derive(Debug)]
+pub enum LiveItem {
+    /// Rows of output `partition`, opened as `attempt`.
+    Batch {
+        /// The final stage's output partition.
+        partition: usize,
+        /// Which opening of the partition the rows belong to.
+        attempt: u64,
+        /// The rows.
+        batch: RecordBatch,
+    },
+    /// Every row of `partition`'s `attempt` has been read.
+    Finished {
+        /// The final stage's output partition.
+        partition: usize,
+        /// Which opening of the partition ended.
+        attempt: u64,
+    },
+    /// `partition`'s `attempt` ended before its output was complete, and
+    /// none of its rows had been read: another attempt replaces it.
+    Failed {
+        /// The final stage's output partition.
+        partition: usize,
+        /// Which opening of the partition failed.
+        attempt: u64,
+        /// Why.
+        reason: String,
+    },
+    /// Everything handed over before sync number `n` was asked for
+    /// ([`request_sync`]) has been read.
+    Synced(u64),
+}
+
+/// What one partition has ready.
+enum Found {
+    Batch(RecordBatch),
+    Finished,
+    Failed(String),
+    Nothing,
 }
 
 /// How far one partition has been read.
@@ -309,7 +406,10 @@ struct Cursor {
     offset: u64,
     decoder: StreamDecoder,
     decoded: VecDeque<RecordBatch>,
+    /// Its end was reported.
     done: bool,
+    /// Its failure was reported.
+    failed: bool,
 }
 
 impl Cursor {
@@ -322,30 +422,36 @@ impl Cursor {
             decoder: StreamDecoder::new(),
             decoded: VecDeque::new(),
             done: false,
+            failed: false,
         }
     }
 
-    /// The partition's next batch if one is ready; errors when its task
-    /// failed after rows of it were read.
-    fn next_ready(&mut self) -> Result<Option<RecordBatch>> {
+    /// What the partition has ready; errors when its task failed after
+    /// rows of it were read.
+    fn next_ready(&mut self) -> Result<Found> {
         if let Some(batch) = self.decoded.pop_front() {
-            return Ok(Some(batch));
+            return Ok(Found::Batch(batch));
         }
         let (spilled, path, finished) = {
             let mut state = lock(&self.partition.state);
-            if let Some(batch) = state.queue.pop_front() {
-                state.queued_bytes -= batch.get_array_memory_size();
-                return Ok(Some(batch));
-            }
+            // Rows of an attempt that failed are never read.
             if let Some(failure) = &state.failed {
                 if self.read_rows {
                     return Err(rows_already_sent(&format!(
                         "a result partition was lost ({failure})"
                     )));
                 }
+                if self.failed {
+                    return Ok(Found::Nothing);
+                }
                 // Another attempt of the task will replace it, or the job
                 // fails.
-                return Ok(None);
+                self.failed = true;
+                return Ok(Found::Failed(failure.clone()));
+            }
+            if let Some(batch) = state.queue.pop_front() {
+                state.queued_bytes -= batch.get_array_memory_size();
+                return Ok(Found::Batch(batch));
             }
             (
                 state.spilled_bytes,
@@ -356,13 +462,14 @@ impl Cursor {
         if spilled > self.offset {
             self.read_spill(&path, spilled)?;
             if let Some(batch) = self.decoded.pop_front() {
-                return Ok(Some(batch));
+                return Ok(Found::Batch(batch));
             }
         }
         if finished && self.offset == spilled {
             self.done = true;
+            return Ok(Found::Finished);
         }
-        Ok(None)
+        Ok(Found::Nothing)
     }
 
     /// Decodes the bytes of the file from where reading stopped, up to
@@ -402,12 +509,38 @@ impl LiveReader {
     pub fn new(key: &str) -> Self {
         let job = LiveJob::new(false);
         lock(&JOBS).insert(key.to_string(), Arc::downgrade(&job));
+        Self::of(key, job)
+    }
+
+    /// Like [`LiveReader::new`], but `None` when the result already has a
+    /// reader in this process (each task's rows go to one reader).
+    pub fn first(key: &str) -> Option<Self> {
+        let job = LiveJob::new(false);
+        {
+            let mut jobs = lock(&JOBS);
+            if jobs.get(key).is_some_and(|job| job.strong_count() > 0) {
+                return None;
+            }
+            jobs.insert(key.to_string(), Arc::downgrade(&job));
+        }
+        Some(Self::of(key, job))
+    }
+
+    fn of(key: &str, job: Arc<LiveJob>) -> Self {
         let changes = job.changes.subscribe();
         Self {
+            key: key.to_string(),
             job,
             changes,
             cursors: BTreeMap::new(),
+            synced: 0,
         }
+    }
+
+    /// The result this reader reads, for rows handed over in another
+    /// process to be written into.
+    pub fn job(&self) -> Arc<LiveJob> {
+        Arc::clone(&self.job)
     }
 
     /// Whether rows of the job have been taken.
@@ -420,14 +553,28 @@ impl LiveReader {
         !lock(&self.job.state).partitions.is_empty()
     }
 
-    /// The next batch ready in any partition, without waiting.
-    fn next_ready(&mut self) -> Result<Option<RecordBatch>> {
-        let partitions = {
+    /// Why rows handed over in another process could not all be received,
+    /// if they could not ([`LiveJob::break_off`]).
+    pub fn broken(&self) -> Option<String> {
+        lock(&self.job.state).broken.clone()
+    }
+
+    /// The next item ready in any partition, without waiting.
+    fn next_ready(&mut self) -> Result<Option<LiveItem>> {
+        let (partitions, sync_requested) = {
             let state = lock(&self.job.state);
             if state.restarted {
                 return Err(rows_already_sent("a task of its final stage was run again"));
             }
-            state.partitions.clone()
+            if let Some(broken) = &state.broken {
+                if state.rows_read {
+                    return Err(rows_already_sent(broken));
+                }
+                // The job lost an executor before any row left: its rows
+                // are held until it ends, so that it can still start over.
+                return Ok(None);
+            }
+            (state.partitions.clone(), state.sync_requested)
         };
         for (id, partition) in partitions {
             let cursor = self
@@ -442,22 +589,47 @@ impl LiveReader {
             if cursor.done {
                 continue;
             }
-            if let Some(batch) = cursor.next_ready()? {
-                cursor.read_rows = true;
-                lock(&self.job.state).rows_read = true;
-                return Ok(Some(batch));
+            let attempt = cursor.partition.attempt;
+            match cursor.next_ready()? {
+                Found::Batch(batch) => {
+                    cursor.read_rows = true;
+                    lock(&self.job.state).rows_read = true;
+                    return Ok(Some(LiveItem::Batch {
+                        partition: id,
+                        attempt,
+                        batch,
+                    }));
+                }
+                Found::Finished => {
+                    return Ok(Some(LiveItem::Finished {
+                        partition: id,
+                        attempt,
+                    }))
+                }
+                Found::Failed(reason) => {
+                    return Ok(Some(LiveItem::Failed {
+                        partition: id,
+                        attempt,
+                        reason,
+                    }))
+                }
+                Found::Nothing => {}
             }
+        }
+        if sync_requested > self.synced {
+            self.synced = sync_requested;
+            return Ok(Some(LiveItem::Synced(sync_requested)));
         }
         Ok(None)
     }
 
-    /// The next batch, waiting for a task to hand one over (for ever if
-    /// none comes: the caller waits for the job's end beside it).
-    pub async fn next_batch(&mut self) -> Result<RecordBatch> {
+    /// The next item, waiting for a task to hand one over (for ever if none
+    /// comes: the caller waits for the job's end beside it).
+    pub async fn next_item(&mut self) -> Result<LiveItem> {
         loop {
             self.changes.borrow_and_update();
-            if let Some(batch) = self.next_ready()? {
-                return Ok(batch);
+            if let Some(item) = self.next_ready()? {
+                return Ok(item);
             }
             if self.changes.changed().await.is_err() {
                 std::future::pending::<()>().await;
@@ -465,16 +637,35 @@ impl LiveReader {
         }
     }
 
+    /// The next batch, waiting for a task to hand one over (for ever if
+    /// none comes: the caller waits for the job's end beside it).
+    pub async fn next_batch(&mut self) -> Result<RecordBatch> {
+        loop {
+            if let LiveItem::Batch { batch, .. } = self.next_item().await? {
+                return Ok(batch);
+            }
+        }
+    }
+
     /// Once the job has finished: the next batch of what is left, `None`
-    /// when every partition has been read.
+    /// when every partition has been read; an error when a partition's
+    /// output was lost and no other attempt replaced it.
     pub async fn next_after_end(&mut self) -> Result<Option<RecordBatch>> {
         loop {
             self.changes.borrow_and_update();
-            if let Some(batch) = self.next_ready()? {
-                return Ok(Some(batch));
+            while let Some(item) = self.next_ready()? {
+                if let LiveItem::Batch { batch, .. } = item {
+                    return Ok(Some(batch));
+                }
             }
             let partitions = lock(&self.job.state).partitions.len();
-            if self.cursors.len() == partitions && self.cursors.values().all(|c| c.done) {
+            if self.cursors.len() == partitions && self.cursors.values().all(|c| c.done || c.failed)
+            {
+                if self.cursors.values().any(|c| !c.done) {
+                    return Err(DataFusionError::Execution(
+                        "a result partition was lost and not computed again".into(),
+                    ));
+                }
                 return Ok(None);
             }
             if self.changes.changed().await.is_err() {
@@ -483,3 +674,20 @@ impl LiveReader {
         }
     }
 }
+
+impl Drop for LiveReader {
+    /// Forgets the result (read, or no longer wanted) unless another reader
+    /// has registered under its key since.
+    fn drop(&mut self) {
+        let mut jobs = lock(&JOBS);
+        let own = jobs
+            .get(&self.key)
+            .is_some_and(|job| std::ptr::eq(job.as_ptr(), Arc::as_ptr(&self.job)));
+        if own {
+            jobs.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -56,6 +56,29 @@ pub trait JobControl: Send + Sync + fmt::Debug {
     /// `job_name`: their tasks end on the executors (the client cancelled its
     /// query, timed out or went away).
     async fn cancel_job(&self, job_id: Option<&str>, job_name: &str) -> Result<()>;
+    /// Starts receiving into `job` the rows that executors in other
+    /// processes hand over for result `key` while its job runs (an executor
+    /// hands a final-stage task's rows over when a reader of the result is
+    /// there: [`live_results::read_here`]); called before the job is
+    /// submitted. `None` when every executor is in this process. Dropping
+    /// the follower stops it.
+    async fn follow_result(
+        &self,
+        _key: &str,
+        _job: Arc<live_results::LiveJob>,
+    ) -> Option<Box<dyn ResultFollower>> {
+        None
+    }
+}
+
+/// Receives a result's rows from executors in other processes
+/// ([`JobControl::follow_result`]).
+#[async_trait]
+pub trait ResultFollower: Send {
+    /// Once the job has ended: waits until every executor followed has
+    /// passed on all it was handed of the result; an error (the rows it
+    /// held lost) when one could not.
+    async fn catch_up(&mut self) -> Result<()>;
 }
 
 /// Cancels a job whose stream is dropped before the job has finished
@@ -270,15 +293,6 @@ fn with_result_key(context: &Arc<TaskContext>, key: &str) -> Arc<TaskContext> {
     ))
 }
 
-/// Forgets a job's result in this process's registry when its reading ends.
-struct ForgetOnDrop(String);
-
-impl Drop for ForgetOnDrop {
-    fn drop(&mut self) {
-        live_results::forget(&self.0);
-    }
-}
-
 /// Where a query's run stands.
 enum Phase {
     /// A job is to be submitted.
@@ -299,14 +313,16 @@ struct Running {
     results: SendableRecordBatchStream,
     guard: CancelUnlessFinished,
     /// Reads what the final stage hands over in this process.
-    live: (LiveReader, ForgetOnDrop),
+    live: LiveReader,
+    /// Receives what executors in other processes hand over.
+    follower: Option<Box<dyn ResultFollower>>,
 }
 
 /// A finished job's rows still to send.
 struct Draining {
     /// Rows have been sent.
     sent: bool,
-    live: Option<(LiveReader, ForgetOnDrop)>,
+    live: Option<LiveReader>,
     rest: futures::stream::BoxStream<'static, Result<RecordBatch>>,
     _release: ReleaseOnDrop,
 }
@@ -336,7 +352,7 @@ impl JobRun {
     async fn next(&mut self) -> Option<Result<RecordBatch>> {
         loop {
             match &mut self.phase {
-                Phase::Start => match self.submit() {
+                Phase::Start => match self.submit().await {
                     Ok(running) => self.phase = Phase::Running(Box::new(running)),
                     Err(e) => return self.fail(e),
                 },
@@ -350,7 +366,7 @@ impl JobRun {
                     }
                 },
                 Phase::Draining(draining) => {
-                    if let Some((live, _)) = &mut draining.live {
+                    if let Some(live) = &mut draining.live {
                         match live.next_after_end().await {
                             Ok(Some(batch)) => {
                                 draining.sent = true;
@@ -393,11 +409,12 @@ impl JobRun {
     }
 
     /// Submits the next attempt's job.
-    fn submit(&mut self) -> Result<Running> {
+    async fn submit(&mut self) -> Result<Running> {
         self.attempt += 1;
         let job = (self.new_attempt)();
         let key = live_results::new_result_key();
-        let live = (LiveReader::new(&key), ForgetOnDrop(key.clone()));
+        let live = LiveReader::new(&key);
+        let follower = self.control.follow_result(&key, live.job()).await;
         let results = job.execute(self.partition, with_result_key(&self.context, &key))?;
         let guard = CancelUnlessFinished {
             job: Arc::clone(&job),
@@ -410,15 +427,15 @@ impl JobRun {
             results,
             guard,
             live,
+            follower,
         })
     }
 
     /// Waits for the next thing to happen to a running job.
     async fn wake(running: &mut Running) -> Woken {
-        let (live, _) = &mut running.live;
         tokio::select! {
             first = running.results.next() => Woken::Ended(first),
-            batch = live.next_batch() => Woken::Batch(batch),
+            batch = running.live.next_batch() => Woken::Batch(batch),
         }
     }
 
@@ -433,31 +450,41 @@ impl JobRun {
             results,
             mut guard,
             live,
+            follower,
         } = *running;
         guard.finished = true;
         let job_id = job.job_id().map(|id| id.to_string()).unwrap_or_default();
-        let rows_sent = live.0.rows_read();
         // A failed job reports its own error; only a job that succeeded can
-        // carry output read twice.
+        // carry output read twice, or miss output lost on its way here.
         if matches!(first, Some(Err(_))) {
             return first;
         }
-        let retried = !job_id.is_empty()
-            && self
-                .control
-                .job_retried_tasks(&job_id)
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::warn!("cannot check job {job_id} for lost work: {e}");
-                    false
-                });
+        let lost_on_the_way = match follower {
+            Some(mut follower) => follower.catch_up().await.err().map(|e| e.to_string()),
+            None => None,
+        };
+        let lost_on_the_way = lost_on_the_way.or_else(|| live.broken());
+        if let Some(reason) = &lost_on_the_way {
+            tracing::warn!("job {job_id}: rows handed over by an executor were lost: {reason}");
+        }
+        let rows_sent = live.rows_read();
+        let retried = lost_on_the_way.is_some()
+            || (!job_id.is_empty()
+                && self
+                    .control
+                    .job_retried_tasks(&job_id)
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("cannot check job {job_id} for lost work: {e}");
+                        false
+                    }));
         let release = ReleaseOnDrop {
             job_id: job_id.clone(),
             control: Arc::clone(&self.control),
         };
         if !retried {
             *self.last_job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
-            let live = Some(live).filter(|(live, _)| live.any_partition());
+            let live = Some(live).filter(LiveReader::any_partition);
             self.phase = Phase::Draining(Box::new(Draining {
                 sent: rows_sent,
                 live,

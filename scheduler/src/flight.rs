@@ -2,7 +2,8 @@
 //! transfer), answering fetches of partitions held in memory
 //! ([`crate::shuffle_memory`]) itself, plus two actions, [`TASKS_COMPLETED_ACTION`] and
 //! [`TASKS_RUNNING_ACTION`], that answer how many tasks the executor has
-//! completed and is running. A frontend in another process reaches
+//! completed and is running, and the streams of results a frontend in
+//! another process follows while their jobs run ([`crate::live_follow`]). A frontend in another process reaches
 //! every executor's Flight port already (it fetches results there), so asking
 //! there needs no extra port or discovery.
 
@@ -22,6 +23,7 @@ use ballista_executor::ArrowFlightServerProvider;
 use futures::stream::{self, BoxStream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::live_follow::{self, LIVE_RESULT_ACTION, LIVE_RESULT_SYNC_ACTION};
 use crate::shuffle_memory::{self, HeldOutput, ShuffleMemory};
 use crate::tls::ClusterTls;
 
@@ -124,6 +126,12 @@ async fn count(client: &mut arrow_flight::FlightClient, action: &str) -> Result<
         .ok_or_else(|| format!("malformed answer to {action}"))
 }
 
+/// The body of `request`'s action as text.
+fn action_text(request: &Request<Action>) -> Result<&str, Status> {
+    std::str::from_utf8(&request.get_ref().body)
+        .map_err(|_| Status::invalid_argument("the action's body is not UTF-8"))
+}
+
 struct CountingFlightService {
     inner: BallistaFlightService,
     executor_id: String,
@@ -168,6 +176,17 @@ impl FlightService for CountingFlightService {
                 body: count.to_string().into_bytes().into(),
             };
             return Ok(Response::new(stream::once(async { Ok(answer) }).boxed()));
+        }
+        match request.get_ref().r#type.as_str() {
+            LIVE_RESULT_ACTION => {
+                let key = action_text(&request)?;
+                return Ok(Response::new(live_follow::forward(key)?));
+            }
+            LIVE_RESULT_SYNC_ACTION => {
+                let answer = live_follow::sync(action_text(&request)?)?;
+                return Ok(Response::new(stream::once(async { Ok(answer) }).boxed()));
+            }
+            _ => {}
         }
         if request.get_ref().r#type == BLOCK_TRANSPORT_ACTION {
             if let Some(output) = self.held(&request.get_ref().body) {

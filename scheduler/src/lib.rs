@@ -12,6 +12,7 @@ pub mod embedded;
 pub mod error;
 pub mod executor_role;
 pub mod flight;
+pub mod live_follow;
 pub mod live_slots;
 pub mod metrics;
 pub mod ports;

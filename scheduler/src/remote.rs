@@ -3,6 +3,8 @@
 //! scheduler's REST API (served on its gRPC port), completed-task counts from
 //! each executor's Flight service.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -11,10 +13,13 @@ use ballista_core::serde::protobuf::{CancelJobParams, CleanJobDataParams, GetJob
 use datafusion::error::DataFusionError;
 use serde::Deserialize;
 use sluice_engine::explain_analyze::stage_executors;
-use sluice_engine::recovery::JobControl;
+use sluice_engine::live_results::LiveJob;
+use sluice_engine::recovery::{JobControl, ResultFollower};
+use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{ClusterError, Result};
 use crate::flight::fetch_task_counts;
+use crate::live_follow::{self, ExecutorFlight};
 use crate::tls::ClusterTls;
 use crate::view::{job_status_name, ClusterView, ExecutorInfo, JobSummary, StageProgress};
 
@@ -38,6 +43,11 @@ pub struct RemoteScheduler {
     grpc: tonic::transport::Channel,
     /// Mutual TLS to the scheduler and the executors, when the cluster uses it.
     tls: Option<ClusterTls>,
+    /// Channels to the executors' Flight ports, by address.
+    flight_channels: Arc<Mutex<HashMap<(String, u16), Channel>>>,
+    /// Whether the frontend follows results on the executors while jobs run
+    /// ([`live_follow`]): when they are in other processes.
+    follows_results: bool,
 }
 
 #[derive(Deserialize)]
@@ -165,7 +175,56 @@ impl RemoteScheduler {
             http,
             grpc,
             tls,
+            flight_channels: Arc::default(),
+            follows_results: false,
         })
+    }
+
+    /// The same scheduler, its jobs' results followed on executors in other
+    /// processes while they run ([`JobControl::follow_result`]).
+    pub fn following_results(self) -> Self {
+        Self {
+            follows_results: true,
+            ..self
+        }
+    }
+
+    /// The Flight services of the executors the scheduler knows.
+    async fn executor_flights(&self) -> Result<Vec<ExecutorFlight>> {
+        let executors: Vec<ExecutorResponse> = self.get("/api/executors").await?;
+        executors
+            .into_iter()
+            .map(|executor| {
+                Ok(ExecutorFlight {
+                    address: format!("{}:{}", executor.host, executor.port),
+                    channel: self.flight_channel(&executor.host, executor.port)?,
+                })
+            })
+            .collect()
+    }
+
+    /// A channel to the Flight port `host:port`, connected on first use and
+    /// kept.
+    fn flight_channel(&self, host: &str, port: u16) -> Result<Channel> {
+        let mut channels = self
+            .flight_channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(&(host.to_string(), port)) {
+            return Ok(channel.clone());
+        }
+        let mut endpoint = Endpoint::from_shared(format!("http://{host}:{port}"))
+            .map_err(|e| ClusterError::Unreachable(format!("executor {host}:{port}: {e}")))?;
+        if let Some(tls) = &self.tls {
+            endpoint = tls.endpoint(endpoint)?;
+        }
+        let channel = endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .connect_lazy();
+        channels.insert((host.to_string(), port), channel.clone());
+        Ok(channel)
     }
 
     /// The stages of job `job_id` as the scheduler knows them (it forgets
@@ -234,6 +293,19 @@ impl RemoteScheduler {
 
 #[async_trait]
 impl JobControl for RemoteScheduler {
+    async fn follow_result(&self, key: &str, job: Arc<LiveJob>) -> Option<Box<dyn ResultFollower>> {
+        if !self.follows_results {
+            return None;
+        }
+        match self.executor_flights().await {
+            Ok(executors) => Some(live_follow::follow(executors, key, job).await),
+            Err(e) => {
+                tracing::warn!("cannot follow result {key} on the executors: {e}");
+                None
+            }
+        }
+    }
+
     async fn job_retried_tasks(&self, job_id: &str) -> datafusion::error::Result<bool> {
         let response: StagesResponse = self
             .get(&format!("/api/job/{job_id}/stages"))

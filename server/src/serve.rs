@@ -185,11 +185,9 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             )
         }
         ClusterMode::Remote { host, port } => {
-            let scheduler = Arc::new(RemoteScheduler::new(
-                host,
-                *port,
-                config.cluster_tls.clone(),
-            )?);
+            let scheduler = Arc::new(
+                RemoteScheduler::new(host, *port, config.cluster_tls.clone())?.following_results(),
+            );
             let slots = remote_slots(scheduler.as_ref()).await;
             (
                 None,

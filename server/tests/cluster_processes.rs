@@ -106,7 +106,7 @@ async fn rows(client: &Client, sql: &str) -> Vec<Vec<String>> {
     tokio::time::timeout(QUERY_TIMEOUT, client.simple_query(sql))
         .await
         .unwrap_or_else(|_| panic!("{sql}: no answer within {QUERY_TIMEOUT:?}"))
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"))
         .into_iter()
         .filter_map(|message| match message {
             tokio_postgres::SimpleQueryMessage::Row(row) => Some(

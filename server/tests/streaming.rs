@@ -1,12 +1,13 @@
-//! Results that leave while their job runs (`sluice_engine::live_results`):
+//! Results that leave while their job runs (`sluice_engine::live_results`,
+//! and from executors in other processes `sluice_scheduler::live_follow`):
 //! slow readers do not hold task slots, every row arrives once, and a query
 //! whose rows had started to leave fails with SQLSTATE 40001 when the
-//! executor holding the rest dies, instead of starting over.
+//! executor making the rest dies, instead of starting over.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::process::{start_executor, start_scheduler};
+use sluice_sql_tests::process::{start_scheduler, ChildProcess};
 use sluice_sql_tests::{connect, SluiceServer};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -144,14 +145,27 @@ async fn wait_for_executors(client: &Client, count: i64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_query_whose_rows_left_fails_with_40001_when_its_executor_dies() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let (_scheduler, scheduler_port) =
-        start_scheduler(binary(), 0, None).expect("scheduler starts");
-    let work: PathBuf = dir.path().join("work");
-    let executor =
-        start_executor(binary(), scheduler_port, 2, &work, None).expect("executor starts");
+/// A scheduler and an executor (with `slots` slots, its HTTP endpoint on
+/// `http`) in processes of their own, and a frontend started with
+/// `--scheduler`, connected, the test table made.
+async fn separate_cluster(work: &Path, http: u16) -> (Vec<ChildProcess>, SluiceServer, Client) {
+    let (scheduler, scheduler_port) = start_scheduler(binary(), 0, None).expect("scheduler starts");
+    let mut command = std::process::Command::new(binary());
+    command
+        .args([
+            "executor",
+            "--scheduler",
+            &format!("127.0.0.1:{scheduler_port}"),
+        ])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            &format!("127.0.0.1:{http}"),
+        ])
+        .args(["--slots", "2", "--work-dir"])
+        .arg(work);
+    let executor = ChildProcess::start(command, "sluice executor").expect("executor starts");
     let frontend = SluiceServer::start_with_args(
         binary(),
         &["--scheduler", &format!("127.0.0.1:{scheduler_port}")],
@@ -160,14 +174,98 @@ async fn a_query_whose_rows_left_fails_with_40001_when_its_executor_dies() {
     let client = connect(frontend.port()).await.expect("connects");
     wait_for_executors(&client, 1).await;
     client.batch_execute(CREATE_BIG).await.expect("table made");
+    (vec![scheduler, executor], frontend, client)
+}
 
-    // The executor is another process: the result is fetched from it over
-    // Flight once the job has finished, as the client reads.
-    let (reader, _) = open_cursor(frontend.port(), "c").await;
+/// A free port on 127.0.0.1.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// The Prometheus text of the process whose HTTP endpoint is on `port`.
+async fn scrape_port(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_an_executor_in_another_process_flow_while_its_job_runs() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let http = free_port();
+    let (_processes, frontend, client) = separate_cluster(&dir.path().join("work"), http).await;
+    let before = scrape_port(http).await;
+
+    // The executor hands the final stage's rows to the frontend's stream as
+    // its tasks make them: two cursors left unread hold no slot (the
+    // executor has two), and every row arrives once.
+    let (a, first_a) = open_cursor(frontend.port(), "a").await;
+    let (b, first_b) = open_cursor(frontend.port(), "b").await;
+    let third = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.query_one("SELECT count(*) FROM big WHERE v % 2 = 0", &[]),
+    )
+    .await
+    .expect("a third query runs while both cursors wait for their readers")
+    .expect("third query");
+    assert_eq!(third.get::<_, i64>(0), ROWS / 2);
+    for (cursor, name, first) in [(&a, "a", first_a), (&b, "b", first_b)] {
+        let (count, sum) = read_rest(cursor, name).await;
+        assert_eq!(count + 1, ROWS, "cursor {name} reads every row");
+        assert_eq!(
+            sum + first,
+            ROWS * (ROWS + 1) / 2,
+            "cursor {name} reads each row once"
+        );
+        cursor.batch_execute("COMMIT").await.expect("commit");
+    }
+    let after = scrape_port(http).await;
+    let handed = metric(&after, "sluice_live_result_rows_total")
+        - metric(&before, "sluice_live_result_rows_total");
+    assert!(
+        handed >= (2 * ROWS) as f64,
+        "rows handed over by the executor: {handed}"
+    );
+
+    // Over the extended protocol too, with values typed.
+    let rows = client
+        .query("SELECT v, pad FROM big WHERE v % 1000 = 0 ORDER BY v", &[])
+        .await
+        .expect("a query over the cluster");
+    let values: Vec<i64> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(
+        values,
+        (1..=ROWS / 1000).map(|n| n * 1000).collect::<Vec<_>>()
+    );
+    frontend.stop().expect("frontend stops");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_whose_rows_left_fails_with_40001_when_its_executor_dies() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut processes, frontend, _client) =
+        separate_cluster(&dir.path().join("work"), free_port()).await;
+
+    // A result of 8,000,000 rows, still being made when the executor dies.
+    let reader = connect(frontend.port()).await.expect("connects");
+    reader
+        .batch_execute(
+            "BEGIN; DECLARE c CURSOR FOR SELECT big.v, big.pad FROM big \
+             CROSS JOIN (SELECT v AS n FROM big WHERE v <= 20) AS copies",
+        )
+        .await
+        .expect("cursor declared");
     let some = fetch(&reader, "FETCH 10 FROM c")
         .await
         .expect("rows fetched");
     assert_eq!(some.len(), 10);
+    let executor = processes.pop().expect("the executor");
     executor.kill();
     let error = fetch(&reader, "FETCH ALL FROM c")
         .await

@@ -33,7 +33,7 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use sluice_engine::live_result::LiveResultExec;
-use sluice_engine::live_results::{self, made_here};
+use sluice_engine::live_results::{self, made_here, read_here};
 
 use super::sink::{PartitionSink, SinkStats};
 use super::{count_live_result, HeldOutput, OutputKey, ShuffleMemory};
@@ -90,13 +90,16 @@ impl TaskOutput {
 }
 
 /// The result key under which the stage `plan` (as the scheduler sent it)
-/// hands its rows to the frontend of this process as they are made: when
-/// its shuffle writer stands over a [`LiveResultExec`] whose key this
-/// process made (the stage is the job's last).
+/// hands its rows over as they are made: when its shuffle writer stands
+/// over a [`LiveResultExec`] (the stage is the job's last) whose result is
+/// read in this process, by the frontend that made the key or by the
+/// Flight service forwarding it to a frontend in another process
+/// ([`crate::live_follow`]).
 pub fn result_key_here(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
     plan.downcast_ref::<ShuffleWriterExec>()?;
     let live = plan.children().first()?.downcast_ref::<LiveResultExec>()?;
-    made_here(live.key()).then(|| live.key().to_string())
+    let key = live.key();
+    (made_here(key) || read_here(key)).then(|| key.to_string())
 }
 
 /// A query stage task writing its output to [`ShuffleMemory`].
@@ -117,7 +120,7 @@ impl MemoryStage {
     /// `memory`, keeping `ballista` (Ballista's task for the same plan) for
     /// what it collects; `None` when the writer is not one this replaces.
     /// `live`: the result key, when the stage is a job's last and hands its
-    /// rows to this process's frontend ([`result_key_here`]).
+    /// rows over as they are made ([`result_key_here`]).
     pub fn try_new(
         plan: &Arc<dyn ExecutionPlan>,
         live: Option<String>,
@@ -191,7 +194,7 @@ impl MemoryStage {
         join_all(drains).await
     }
 
-    /// Live: each input partition handed to this process's frontend under
+    /// Live: each input partition handed to the result's reader in this process under
     /// result key `key`; the store keeps an empty output for each (what
     /// Ballista's result fetch then reads).
     async fn write_live(
