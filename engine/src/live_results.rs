@@ -47,7 +47,7 @@ use tokio::sync::watch;
 
 /// Bytes of batches one result partition keeps in memory for its reader;
 /// beyond them its task appends batches to a file.
-pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+pub const QUEUE_BYTES: usize = 1024 * 1024;
 
 /// Bytes of a partition's file read at a time.
 const READ_BYTES: u64 = 1024 * 1024;
@@ -83,7 +83,7 @@ pub fn job(key: &str) -> Arc<LiveJob> {
     lock(&JOBS)
         .get(key)
         .and_then(Weak::upgrade)
-        .unwrap_or_else(|| LiveJob::new(true))
+        .unwrap_or_else(|| LiveJob::new(true, 0))
 }
 
 /// Whether a reader in this process reads the result named `key` (the
@@ -133,6 +133,9 @@ pub struct LiveJob {
     changes: watch::Sender<u64>,
     /// Nobody reads it: what tasks hand over is dropped.
     unread: bool,
+    /// Bytes of batches each partition queues before its writer spills
+    /// (or, from another process, waits).
+    queue_bytes: usize,
 }
 
 #[derive(Debug, Default)]
@@ -151,11 +154,12 @@ struct JobState {
 }
 
 impl LiveJob {
-    fn new(unread: bool) -> Arc<Self> {
+    fn new(unread: bool, queue_bytes: usize) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::default(),
             changes: watch::Sender::new(0),
             unread,
+            queue_bytes,
         })
     }
 
@@ -179,6 +183,7 @@ impl LiveJob {
                     spill_path,
                     ..PartitionState::default()
                 }),
+                room: tokio::sync::Notify::new(),
             });
             state.partitions.insert(partition, Arc::clone(&opened));
             opened
@@ -217,6 +222,8 @@ struct LivePartition {
     /// opens its partition anew).
     attempt: u64,
     state: Mutex<PartitionState>,
+    /// Signalled when the reader takes a batch from the queue.
+    room: tokio::sync::Notify,
 }
 
 impl Drop for LivePartition {
@@ -279,7 +286,7 @@ impl LiveWriter {
         let bytes = batch.get_array_memory_size();
         {
             let mut state = lock(&self.partition.state);
-            let room = state.queue.is_empty() || state.queued_bytes + bytes <= QUEUE_BYTES;
+            let room = state.queue.is_empty() || state.queued_bytes + bytes <= self.job.queue_bytes;
             if !state.spilling && room {
                 state.queue.push_back(batch);
                 state.queued_bytes += bytes;
@@ -293,6 +300,30 @@ impl LiveWriter {
         lock(&self.partition.state).spilled_bytes = spilled;
         self.job.changed();
         Ok(())
+    }
+
+    /// Hands over `batch` once the queue has room for it, waiting for the
+    /// reader: for rows that come from another process, whose sender then
+    /// waits in turn (and spills there) instead of this process.
+    pub async fn push_when_room(&mut self, batch: RecordBatch) -> Result<()> {
+        if batch.num_rows() == 0 || self.job.unread {
+            return Ok(());
+        }
+        let bytes = batch.get_array_memory_size();
+        loop {
+            let room = self.partition.room.notified();
+            {
+                let mut state = lock(&self.partition.state);
+                if state.queue.is_empty() || state.queued_bytes + bytes <= self.job.queue_bytes {
+                    state.queue.push_back(batch);
+                    state.queued_bytes += bytes;
+                    drop(state);
+                    self.job.changed();
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
     }
 
     /// Appends `batch` to the file and flushes it: the bytes now readable.
@@ -451,6 +482,7 @@ impl Cursor {
             }
             if let Some(batch) = state.queue.pop_front() {
                 state.queued_bytes -= batch.get_array_memory_size();
+                self.partition.room.notify_one();
                 return Ok(Found::Batch(batch));
             }
             (
@@ -507,15 +539,16 @@ impl LiveReader {
     /// The reader of the result named `key`, registered for the tasks that
     /// will hand it over (before its job is submitted).
     pub fn new(key: &str) -> Self {
-        let job = LiveJob::new(false);
+        let job = LiveJob::new(false, QUEUE_BYTES);
         lock(&JOBS).insert(key.to_string(), Arc::downgrade(&job));
         Self::of(key, job)
     }
 
-    /// Like [`LiveReader::new`], but `None` when the result already has a
-    /// reader in this process (each task's rows go to one reader).
-    pub fn first(key: &str) -> Option<Self> {
-        let job = LiveJob::new(false);
+    /// Like [`LiveReader::new`], its partitions queueing `queue_bytes`
+    /// each, but `None` when the result already has a reader in this
+    /// process (each task's rows go to one reader).
+    pub fn first(key: &str, queue_bytes: usize) -> Option<Self> {
+        let job = LiveJob::new(false, queue_bytes);
         {
             let mut jobs = lock(&JOBS);
             if jobs.get(key).is_some_and(|job| job.strong_count() > 0) {

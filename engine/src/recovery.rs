@@ -76,9 +76,11 @@ pub trait JobControl: Send + Sync + fmt::Debug {
 #[async_trait]
 pub trait ResultFollower: Send {
     /// Once the job has ended: waits until every executor followed has
-    /// passed on all it was handed of the result; an error (the rows it
-    /// held lost) when one could not.
-    async fn catch_up(&mut self) -> Result<()>;
+    /// passed on all it was handed of the result, then stops following; an
+    /// error (the rows it held lost) when one could not. The result's reader
+    /// keeps reading meanwhile: rows from other processes wait for room in
+    /// its queues.
+    async fn catch_up(self: Box<Self>) -> Result<()>;
 }
 
 /// Cancels a job whose stream is dropped before the job has finished
@@ -323,6 +325,8 @@ struct Draining {
     /// Rows have been sent.
     sent: bool,
     live: Option<LiveReader>,
+    /// Until every executor followed has passed on all it was handed.
+    catching_up: Option<futures::future::BoxFuture<'static, Result<()>>>,
     rest: futures::stream::BoxStream<'static, Result<RecordBatch>>,
     _release: ReleaseOnDrop,
 }
@@ -366,6 +370,31 @@ impl JobRun {
                     }
                 },
                 Phase::Draining(draining) => {
+                    if let (Some(live), Some(catching_up)) =
+                        (&mut draining.live, &mut draining.catching_up)
+                    {
+                        tokio::select! {
+                            batch = live.next_batch() => match batch {
+                                Ok(batch) => {
+                                    draining.sent = true;
+                                    return Some(Ok(batch));
+                                }
+                                Err(e) => return self.fail(e),
+                            },
+                            caught_up = catching_up => {
+                                draining.catching_up = None;
+                                if let Err(e) = caught_up {
+                                    tracing::warn!("rows handed over by an executor were lost: {e}");
+                                    let sent = draining.sent;
+                                    let job_id = self.last_job();
+                                    if let Some(item) = self.start_over(&job_id, sent) {
+                                        return Some(item);
+                                    }
+                                }
+                            }
+                        }
+                        continue;
+                    }
                     if let Some(live) = &mut draining.live {
                         match live.next_after_end().await {
                             Ok(Some(batch)) => {
@@ -459,11 +488,7 @@ impl JobRun {
         if matches!(first, Some(Err(_))) {
             return first;
         }
-        let lost_on_the_way = match follower {
-            Some(mut follower) => follower.catch_up().await.err().map(|e| e.to_string()),
-            None => None,
-        };
-        let lost_on_the_way = lost_on_the_way.or_else(|| live.broken());
+        let lost_on_the_way = live.broken();
         if let Some(reason) = &lost_on_the_way {
             tracing::warn!("job {job_id}: rows handed over by an executor were lost: {reason}");
         }
@@ -484,21 +509,36 @@ impl JobRun {
         };
         if !retried {
             *self.last_job_id.lock().unwrap_or_else(|e| e.into_inner()) = Some(job_id);
-            let live = Some(live).filter(LiveReader::any_partition);
+            // Rows from other processes may still be on their way.
+            let live = Some(live).filter(|live| live.any_partition() || follower.is_some());
             self.phase = Phase::Draining(Box::new(Draining {
                 sent: rows_sent,
                 live,
+                catching_up: follower.map(|follower| follower.catch_up()),
                 rest: futures::stream::iter(first).chain(results).boxed(),
                 _release: release,
             }));
             return None;
         }
+        drop(release);
+        self.start_over(&job_id, rows_sent)
+    }
+
+    /// The id of the job whose rows are being sent.
+    fn last_job(&self) -> String {
+        let last = self.last_job_id.lock().unwrap_or_else(|e| e.into_inner());
+        last.clone().unwrap_or_default()
+    }
+
+    /// After job `job_id` lost work: the query fails when rows were sent,
+    /// or when its attempts are spent; else the next attempt is submitted.
+    fn start_over(&mut self, job_id: &str, rows_sent: bool) -> Option<Result<RecordBatch>> {
+        self.phase = Phase::Done;
         if rows_sent {
             return Some(Err(live_results::rows_already_sent(&format!(
-                "job {job_id} recomputed output a failed executor had lost"
+                "job {job_id} lost output on a failed executor"
             ))));
         }
-        drop(release);
         if self.attempt == MAX_JOB_ATTEMPTS {
             return Some(Err(DataFusionError::Execution(format!(
                 "job {job_id} lost work on failed executors in each of \

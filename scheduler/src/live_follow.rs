@@ -25,7 +25,6 @@
 //! its tasks' output for Ballista's result fetch at the job's end.
 
 use std::collections::HashMap;
-use std::io::Cursor;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,7 +32,8 @@ use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::{Action, FlightClient};
 use async_trait::async_trait;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::ipc::reader::StreamDecoder;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::error::{DataFusionError, Result};
 use futures::stream::{self, BoxStream, StreamExt};
@@ -57,6 +57,11 @@ pub const LIVE_RESULT_SYNC_ACTION: &str = "sluice.live_result_sync";
 /// messages are capped at 16 MiB); larger batches are sent in slices.
 const MESSAGE_BYTES: usize = 2 * 1024 * 1024;
 
+/// Bytes of batches an executor queues per result partition for the
+/// stream before its tasks spill the rest to disk: enough to ride out the
+/// frontend's pauses without a round trip through a file.
+const FORWARD_QUEUE_BYTES: usize = 16 * 1024 * 1024;
+
 /// Largest stream message the frontend accepts.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -78,7 +83,7 @@ type ResultMessages = BoxStream<'static, std::result::Result<arrow_flight::Resul
 /// frontend that made the key is here, or another executor of this process
 /// forwards it), so that a sync reaches the stream that asked for it.
 pub fn forward(key: &str) -> std::result::Result<ResultMessages, Status> {
-    let reader = LiveReader::first(key).ok_or_else(|| {
+    let reader = LiveReader::first(key, FORWARD_QUEUE_BYTES).ok_or_else(|| {
         Status::already_exists(format!("result {key} has a reader in this process"))
     })?;
     let pending: Vec<Bytes> = Vec::new();
@@ -136,12 +141,17 @@ fn encode(item: LiveItem) -> Result<Vec<Bytes>> {
         } => {
             let slices = batch.get_array_memory_size().div_ceil(MESSAGE_BYTES).max(1);
             let rows = batch.num_rows().div_ceil(slices).max(1);
+            // Room for a slice's IPC form, so that writing it does not
+            // reallocate as it grows.
+            let estimate = batch.get_array_memory_size() / slices + 1024;
             let mut messages = Vec::with_capacity(slices);
             let mut offset = 0;
             while offset < batch.num_rows() {
                 let slice = batch.slice(offset, rows.min(batch.num_rows() - offset));
                 offset += slice.num_rows();
-                let mut message = header(BATCH, partition, attempt).writer();
+                let mut message = header(BATCH, partition, attempt);
+                message.reserve(estimate);
+                let mut message = message.writer();
                 let mut writer = StreamWriter::try_new(&mut message, &slice.schema())?;
                 writer.write(&slice)?;
                 writer.finish()?;
@@ -181,8 +191,16 @@ fn decode(mut message: Bytes) -> Result<LiveItem> {
     let attempt = message.get_u64_le();
     Ok(match tag {
         BATCH => {
-            let mut reader = StreamReader::try_new(Cursor::new(message), None)?;
-            let batch = reader.next().ok_or_else(malformed)??;
+            // Decoded in place: the batch's buffers are the message's.
+            let mut decoder = StreamDecoder::new();
+            let mut buffer = Buffer::from(message);
+            let mut batch = None;
+            while !buffer.is_empty() {
+                if let Some(decoded) = decoder.decode(&mut buffer)? {
+                    batch = Some(decoded);
+                }
+            }
+            let batch = batch.ok_or_else(malformed)?;
             LiveItem::Batch {
                 partition,
                 attempt,
@@ -283,7 +301,7 @@ impl Drop for Following {
 
 #[async_trait]
 impl ResultFollower for Following {
-    async fn catch_up(&mut self) -> Result<()> {
+    async fn catch_up(mut self: Box<Self>) -> Result<()> {
         let key = self.key.clone();
         let syncs = self.followed.iter_mut().map(|followed| {
             let key = key.clone();
@@ -317,7 +335,10 @@ impl ResultFollower for Following {
                     .map(|_| ())
             }
         });
-        futures::future::try_join_all(syncs).await.map(|_| ())
+        let synced = futures::future::try_join_all(syncs).await.map(|_| ());
+        // Every stream has delivered all it will: following stops here.
+        drop(self);
+        synced
     }
 }
 
@@ -353,7 +374,7 @@ async fn pump(
                     let spill = spill_dir.join(format!("{file_id}-{partition}-{attempt}.arrow"));
                     job.open_partition(partition, batch.schema(), spill)
                 });
-                if let Err(e) = writer.push(batch) {
+                if let Err(e) = writer.push_when_room(batch).await {
                     break e.to_string();
                 }
             }

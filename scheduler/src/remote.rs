@@ -31,6 +31,10 @@ const LOST_WORK_REASONS: &[&str] = &["ExecutorLost", "ResultLost", "FetchPartiti
 const CANCEL_LOOKUPS: usize = 10;
 const CANCEL_LOOKUP_INTERVAL: Duration = Duration::from_millis(300);
 
+/// Bytes of a result stream from an executor in flight before the frontend
+/// has read them.
+const FLIGHT_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
+
 /// How long a REST call to the scheduler may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -218,10 +222,15 @@ impl RemoteScheduler {
         if let Some(tls) = &self.tls {
             endpoint = tls.endpoint(endpoint)?;
         }
+        // Result streams carry batches of a megabyte or two: windows of a
+        // few batches keep them flowing instead of waiting for a window
+        // update after each (h2's default stream window is 64 KiB).
         let channel = endpoint
             .connect_timeout(Duration::from_secs(2))
             .http2_keep_alive_interval(Duration::from_secs(10))
             .keep_alive_timeout(Duration::from_secs(20))
+            .initial_stream_window_size(Some(FLIGHT_STREAM_WINDOW))
+            .initial_connection_window_size(Some(4 * FLIGHT_STREAM_WINDOW))
             .connect_lazy();
         channels.insert((host.to_string(), port), channel.clone());
         Ok(channel)

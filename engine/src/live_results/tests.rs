@@ -169,5 +169,5 @@ async fn a_sync_comes_after_everything_handed_over_before_it() {
     ));
     assert_eq!(request_sync("nobody/reads-this"), None);
     // One reader per result in a process.
-    assert!(LiveReader::first(&key).is_none());
+    assert!(LiveReader::first(&key, QUEUE_BYTES).is_none());
 }
