@@ -287,3 +287,70 @@ async fn a_query_whose_rows_left_fails_with_40001_when_its_executor_dies() {
     assert_eq!(one, 1);
     frontend.stop().expect("frontend stops");
 }
+
+/// What anyone who reaches an executor's Flight port can ask of results:
+/// a sync of a result nobody reads there is refused, a key that is not text
+/// is refused, and a stream opened for a made-up key carries nothing of the
+/// queries that run meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executors_result_streams_give_strangers_nothing() {
+    use arrow_flight::error::FlightError;
+    use arrow_flight::{Action, FlightClient};
+    use futures::StreamExt;
+    use tonic::Code;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (processes, frontend, client) =
+        separate_cluster(&dir.path().join("work"), free_port()).await;
+    let flight = processes[1]
+        .ready_line
+        .split("flight ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("the executor's Flight address");
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{flight}"))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("connects to the executor");
+    let mut stranger = FlightClient::new(channel);
+    let code = |result: Result<_, FlightError>| match result {
+        Err(FlightError::Tonic(status)) => Some(status.code()),
+        _ => None,
+    };
+    let sync = stranger
+        .do_action(Action::new("sluice.live_result_sync", "nobody/reads-this"))
+        .await;
+    assert_eq!(code(sync.map(|_| ())), Some(Code::NotFound));
+    let not_text = Action {
+        r#type: "sluice.live_result".into(),
+        body: vec![0xff, 0xfe].into(),
+    };
+    assert_eq!(
+        code(stranger.do_action(not_text).await.map(|_| ())),
+        Some(Code::InvalidArgument)
+    );
+    let mut made_up = stranger
+        .do_action(Action::new("sluice.live_result", "made/up"))
+        .await
+        .expect("a stream for any key");
+    let total: i64 = client
+        .query_one(
+            "SELECT sum(v) FROM (SELECT v FROM big ORDER BY v DESC)",
+            &[],
+        )
+        .await
+        .expect("a query while the stranger listens")
+        .get(0);
+    assert_eq!(total, ROWS * (ROWS + 1) / 2);
+    let heard = tokio::time::timeout(Duration::from_millis(500), made_up.next()).await;
+    assert!(heard.is_err(), "the made-up key's stream carried {heard:?}");
+    drop(made_up);
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .expect("usable")
+        .get(0);
+    assert_eq!(one, 1);
+    frontend.stop().expect("frontend stops");
+}
