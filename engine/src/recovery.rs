@@ -10,10 +10,11 @@
 //! Sluice checks a job when it ends: when the scheduler reports that one of
 //! its tasks failed and was run again, a job none of whose rows has reached
 //! the client yet is submitted afresh on the surviving executors, and the
-//! client sees a slower query, never a wrong one. Rows of a job whose final
-//! stage runs in this process leave while it runs
-//! ([`crate::live_results`]); once some have, the query cannot restart
-//! without sending them twice, so it fails with SQLSTATE 40001 instead.
+//! client sees a slower query, never a wrong one. A job's rows leave while
+//! it runs ([`crate::live_results`], and from executors in other processes
+//! through a [`ResultFollower`]); once some have, the query cannot restart
+//! without sending them twice, so it fails with SQLSTATE 40001 instead. A
+//! result stream from another process that breaks counts as lost work.
 
 use std::fmt;
 use std::sync::Arc;
