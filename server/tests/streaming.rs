@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use sluice_sql_tests::process::{start_scheduler, ChildProcess};
+use sluice_sql_tests::process::{start_executor_with_http, start_scheduler, ChildProcess};
 use sluice_sql_tests::{connect, SluiceServer};
 use tokio_postgres::{Client, SimpleQueryMessage};
 
@@ -32,13 +32,7 @@ fn metric(exposed: &str, name: &str) -> f64 {
 }
 
 async fn scrape(server: &SluiceServer) -> String {
-    let http = server.http_port().expect("the HTTP endpoint is on");
-    reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
+    scrape_port(server.http_port().expect("the HTTP endpoint is on")).await
 }
 
 /// `(v, pad)` of each row `sql` returns over the simple protocol (what psql
@@ -88,6 +82,29 @@ async fn read_rest(client: &Client, name: &str) -> (i64, i64) {
     (rows.len() as i64, sum)
 }
 
+/// Two cursors over the test table on the server at `port`, each left
+/// after its first row, while `client` runs a third query (which needs a
+/// task slot); then each cursor reads the rest, every row exactly once.
+async fn two_slow_cursors_and_a_third_query(port: u16, client: &Client) {
+    let (a, first_a) = open_cursor(port, "a").await;
+    let (b, first_b) = open_cursor(port, "b").await;
+    let third = tokio::time::timeout(
+        Duration::from_secs(120),
+        client.query_one("SELECT count(*) FROM big WHERE v % 2 = 0", &[]),
+    )
+    .await
+    .expect("a third query runs while both cursors wait for their readers")
+    .expect("third query");
+    assert_eq!(third.get::<_, i64>(0), ROWS / 2);
+    let total = ROWS * (ROWS + 1) / 2;
+    for (cursor, name, first) in [(&a, "a", first_a), (&b, "b", first_b)] {
+        let (count, sum) = read_rest(cursor, name).await;
+        assert_eq!(count + 1, ROWS, "cursor {name} reads every row");
+        assert_eq!(sum + first, total, "cursor {name} reads each row once");
+        cursor.batch_execute("COMMIT").await.expect("commit");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_cursors_free_their_slots_and_read_every_row_once() {
     // Two task slots in all: two cursors whose tasks waited for their
@@ -98,24 +115,7 @@ async fn slow_cursors_free_their_slots_and_read_every_row_once() {
     client.batch_execute(CREATE_BIG).await.expect("table made");
     let before = scrape(&server).await;
 
-    let (a, first_a) = open_cursor(server.port(), "a").await;
-    let (b, first_b) = open_cursor(server.port(), "b").await;
-    let third = tokio::time::timeout(
-        Duration::from_secs(120),
-        client.query_one("SELECT count(*) FROM big WHERE v % 2 = 0", &[]),
-    )
-    .await
-    .expect("a third query runs while both cursors wait for their readers")
-    .expect("third query");
-    assert_eq!(third.get::<_, i64>(0), ROWS / 2);
-
-    let total = ROWS * (ROWS + 1) / 2;
-    for (cursor, name, first) in [(&a, "a", first_a), (&b, "b", first_b)] {
-        let (count, sum) = read_rest(cursor, name).await;
-        assert_eq!(count + 1, ROWS, "cursor {name} reads every row");
-        assert_eq!(sum + first, total, "cursor {name} reads each row once");
-        cursor.batch_execute("COMMIT").await.expect("commit");
-    }
+    two_slow_cursors_and_a_third_query(server.port(), &client).await;
     // The rows were handed over as the tasks made them, and what the slow
     // readers had not taken yet waited on disk, not in memory.
     let after = scrape(&server).await;
@@ -150,22 +150,9 @@ async fn wait_for_executors(client: &Client, count: i64) {
 /// `--scheduler`, connected, the test table made.
 async fn separate_cluster(work: &Path, http: u16) -> (Vec<ChildProcess>, SluiceServer, Client) {
     let (scheduler, scheduler_port) = start_scheduler(binary(), 0, None).expect("scheduler starts");
-    let mut command = std::process::Command::new(binary());
-    command
-        .args([
-            "executor",
-            "--scheduler",
-            &format!("127.0.0.1:{scheduler_port}"),
-        ])
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            &format!("127.0.0.1:{http}"),
-        ])
-        .args(["--slots", "2", "--work-dir"])
-        .arg(work);
-    let executor = ChildProcess::start(command, "sluice executor").expect("executor starts");
+    let http = format!("127.0.0.1:{http}");
+    let executor = start_executor_with_http(binary(), scheduler_port, 2, work, None, &http)
+        .expect("executor starts");
     let frontend = SluiceServer::start_with_args(
         binary(),
         &["--scheduler", &format!("127.0.0.1:{scheduler_port}")],
@@ -205,26 +192,7 @@ async fn rows_of_an_executor_in_another_process_flow_while_its_job_runs() {
     // The executor hands the final stage's rows to the frontend's stream as
     // its tasks make them: two cursors left unread hold no slot (the
     // executor has two), and every row arrives once.
-    let (a, first_a) = open_cursor(frontend.port(), "a").await;
-    let (b, first_b) = open_cursor(frontend.port(), "b").await;
-    let third = tokio::time::timeout(
-        Duration::from_secs(120),
-        client.query_one("SELECT count(*) FROM big WHERE v % 2 = 0", &[]),
-    )
-    .await
-    .expect("a third query runs while both cursors wait for their readers")
-    .expect("third query");
-    assert_eq!(third.get::<_, i64>(0), ROWS / 2);
-    for (cursor, name, first) in [(&a, "a", first_a), (&b, "b", first_b)] {
-        let (count, sum) = read_rest(cursor, name).await;
-        assert_eq!(count + 1, ROWS, "cursor {name} reads every row");
-        assert_eq!(
-            sum + first,
-            ROWS * (ROWS + 1) / 2,
-            "cursor {name} reads each row once"
-        );
-        cursor.batch_execute("COMMIT").await.expect("commit");
-    }
+    two_slow_cursors_and_a_third_query(frontend.port(), &client).await;
     let after = scrape_port(http).await;
     let handed = metric(&after, "sluice_live_result_rows_total")
         - metric(&before, "sluice_live_result_rows_total");

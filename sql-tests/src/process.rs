@@ -133,6 +133,25 @@ pub fn start_executor(
     work_dir: &Path,
     config: Option<&Path>,
 ) -> Result<ChildProcess, String> {
+    start_executor_with_http(
+        binary,
+        scheduler_port,
+        slots,
+        work_dir,
+        config,
+        "127.0.0.1:0",
+    )
+}
+
+/// [`start_executor`] with its HTTP endpoint (`/metrics`) on `http`.
+pub fn start_executor_with_http(
+    binary: &Path,
+    scheduler_port: u16,
+    slots: usize,
+    work_dir: &Path,
+    config: Option<&Path>,
+    http: &str,
+) -> Result<ChildProcess, String> {
     let mut command = Command::new(binary);
     command
         .args([
@@ -144,7 +163,7 @@ pub fn start_executor(
             "--listen",
             "127.0.0.1:0",
             "--http",
-            "127.0.0.1:0",
+            http,
             "--slots",
             &slots.to_string(),
             "--work-dir",
