@@ -44,7 +44,7 @@ pub struct RemoteScheduler {
     scheduler_url: String,
     http: reqwest::Client,
     /// Connects on first use, reconnects after failures.
-    grpc: tonic::transport::Channel,
+    grpc: Channel,
     /// Mutual TLS to the scheduler and the executors, when the cluster uses it.
     tls: Option<ClusterTls>,
     /// Channels to the executors' Flight ports, by address.
@@ -163,10 +163,9 @@ impl RemoteScheduler {
             .map_err(|e| ClusterError::Unreachable(format!("building an HTTP client: {e}")))?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let scheduler_url = format!("{scheme}://{host}:{port}");
-        let mut grpc =
-            tonic::transport::Endpoint::from_shared(scheduler_url.clone()).map_err(|e| {
-                ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}"))
-            })?;
+        let mut grpc = Endpoint::from_shared(scheduler_url.clone()).map_err(|e| {
+            ClusterError::Unreachable(format!("scheduler address {host}:{port}: {e}"))
+        })?;
         if let Some(tls) = &tls {
             grpc = tls.endpoint(grpc)?;
         }

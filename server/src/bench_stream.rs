@@ -10,6 +10,7 @@ use crate::error::{Result, ServerError};
 /// Flags of `sluice bench stream`.
 #[derive(Debug, clap::Args)]
 pub struct StreamArgs {
+    /// The server to connect to.
     #[command(flatten)]
     pub server: ServerAddress,
     /// Database name.

@@ -30,7 +30,7 @@ fn micros(time: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn cluster_error(e: sluice_scheduler::ClusterError) -> DataFusionError {
+fn cluster_error(e: ClusterError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 

@@ -71,6 +71,7 @@ pub struct RegisterArgs {
     /// Directory (or URL) the data was generated into.
     #[arg(long, value_name = "URL")]
     pub data: String,
+    /// The server to connect to.
     #[command(flatten)]
     pub server: ServerAddress,
 }
@@ -86,6 +87,7 @@ pub struct BenchArgs {
     /// tables is generated first (as `sluice tpch gen` does, a file per core).
     #[arg(long = "sf", value_name = "SF")]
     pub scale_factor: Option<f64>,
+    /// The server to connect to.
     #[command(flatten)]
     pub server: ServerAddress,
     /// Start an embedded server (2 executors) instead of connecting to one.

@@ -4,6 +4,8 @@
 //! moved or deleted, and throughout another session's `select 1` answers
 //! within a second; the server and both executors are up at the end.
 //! Every listener added later joins this suite.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

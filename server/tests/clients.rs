@@ -5,6 +5,8 @@
 //! libpostgresql-jdbc-java, the Python ones into a venv whose interpreter it
 //! names in `SLUICE_PYTHON`, pg with npm). A missing client fails the test: it
 //! never passes without running.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

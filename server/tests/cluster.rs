@@ -1,6 +1,8 @@
 //! The embedded cluster as a user drives it: scans split across executors give
 //! correct counts, every executor does work, flags/env/config file shape the
 //! cluster, bad configuration fails clearly, SIGTERM shuts down cleanly.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -10,6 +10,8 @@
 //! shuffle file written) still gives the right answer and the dead executor
 //! drops out within 10 s, an executor started later gets work, and a killed
 //! scheduler makes queries fail fast with SQLSTATE 08006 until it is back.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

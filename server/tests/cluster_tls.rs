@@ -9,6 +9,8 @@
 //! refuse plaintext, clients without a certificate and clients whose
 //! certificate another CA signed; a frontend with such a certificate cannot
 //! run a query.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

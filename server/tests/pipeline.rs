@@ -2,6 +2,8 @@
 //! date -> an aggregate table, run by `sluice run` and by a scheduled job;
 //! the job history (scheduled, retried, failed, manual and missed runs)
 //! survives a restart.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

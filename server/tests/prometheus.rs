@@ -3,6 +3,8 @@
 //! its HTTP query API returns the Sluice series with values. The compose
 //! cluster's `docker/prometheus.yml` passes `promtool`, and every query of the
 //! Grafana dashboard in `docker/grafana/` runs and reads served metrics.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

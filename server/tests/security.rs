@@ -2,6 +2,8 @@
 //! them: `sluice user add` writes the users, psql and tokio-postgres log in
 //! with SCRAM-SHA-256 (over TLS with `sslmode=verify-full`), and each role
 //! runs what it may and gets `42501` for the rest.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::io::Write;
 use std::path::Path;

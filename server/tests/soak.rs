@@ -6,6 +6,8 @@
 //! only the first) nor by more than 15% over both; its file descriptors,
 //! work-dir files and held shuffle memory must come back to where they were
 //! once the clients are gone.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

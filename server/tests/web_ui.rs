@@ -3,6 +3,8 @@
 //! `sluice serve`, and the test reads the DOM it built: the executors, a
 //! running query with its progress, a query that just ran, and that query's
 //! page with its stage graph and the executors of each stage.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! comes back with exactly the old rows and no stray files, in a local
 //! warehouse and in one in object storage (moto's S3 server). Writes run a
 //! writer in every task of their last stage and still commit as one.
+// Helpers of this test binary unwrap too: a panic is how a test fails.
+#![allow(clippy::unwrap_used)]
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -83,7 +83,11 @@ impl TestCa {
              extendedKeyUsage=serverAuth,clientAuth\n",
         )
         .expect("writes the extensions file");
-        let (ca_cert, ca_key) = (self.cert.to_str().unwrap(), self.key.to_str().unwrap());
+        let ca_cert = self
+            .cert
+            .to_str()
+            .expect("the CA certificate path is UTF-8");
+        let ca_key = self.key.to_str().expect("the CA key path is UTF-8");
         openssl(
             dir,
             &[

@@ -88,7 +88,7 @@ impl Warehouse {
 
 /// A time-ordered unique name for a segment or table directory.
 pub fn unique_id() -> String {
-    let millis = std::time::SystemTime::now()
+    let millis = SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let random = uuid::Uuid::new_v4().simple().to_string();

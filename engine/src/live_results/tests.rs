@@ -27,7 +27,7 @@ fn values(batch: &RecordBatch) -> Vec<i64> {
 }
 
 /// A reader of a new result and a directory for its spill files.
-fn reader() -> (LiveReader, String, tempfile::TempDir) {
+fn new_reader() -> (LiveReader, String, tempfile::TempDir) {
     let key = new_result_key();
     (
         LiveReader::new(&key),
@@ -42,7 +42,7 @@ fn spill(dir: &tempfile::TempDir, name: &str) -> PathBuf {
 
 #[tokio::test]
 async fn every_row_is_read_once_from_the_queue_and_then_the_file() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     assert!(read_here(&key));
     let job = job(&key);
     let mut first = job.open_partition(0, schema(), spill(&dir, "p0"));
@@ -72,7 +72,7 @@ async fn every_row_is_read_once_from_the_queue_and_then_the_file() {
 
 #[tokio::test]
 async fn a_partition_opened_again_after_rows_were_read_fails_the_query() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     let job = job(&key);
     let mut attempt = job.open_partition(0, schema(), spill(&dir, "a"));
     attempt.push(batch(0..10)).expect("push");
@@ -92,7 +92,7 @@ async fn a_partition_opened_again_after_rows_were_read_fails_the_query() {
 
 #[tokio::test]
 async fn an_attempt_that_failed_before_its_rows_were_read_is_replaced() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     let job = job(&key);
     let mut failed = job.open_partition(0, schema(), spill(&dir, "a"));
     failed.push(batch(0..5)).expect("push");
@@ -109,7 +109,7 @@ async fn an_attempt_that_failed_before_its_rows_were_read_is_replaced() {
 
 #[tokio::test]
 async fn a_lost_partition_no_attempt_replaced_fails_at_the_end() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     let job = job(&key);
     let mut failed = job.open_partition(0, schema(), spill(&dir, "a"));
     failed.push(batch(0..5)).expect("push");
@@ -120,7 +120,7 @@ async fn a_lost_partition_no_attempt_replaced_fails_at_the_end() {
 
 #[tokio::test]
 async fn a_broken_stream_holds_rows_back_until_rows_have_left() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     let job = job(&key);
     let mut writer = job.open_partition(0, schema(), spill(&dir, "a"));
     writer.push(batch(0..3)).expect("push");
@@ -131,7 +131,7 @@ async fn a_broken_stream_holds_rows_back_until_rows_have_left() {
     assert!(!reader.rows_read(), "so the job can start over");
 
     // Once rows have left, the same break fails the query.
-    let (mut reader, key, dir) = super::tests::reader();
+    let (mut reader, key, dir) = new_reader();
     let job = super::job(&key);
     let mut writer = job.open_partition(0, schema(), spill(&dir, "a"));
     writer.push(batch(0..3)).expect("push");
@@ -144,7 +144,7 @@ async fn a_broken_stream_holds_rows_back_until_rows_have_left() {
 
 #[tokio::test]
 async fn a_sync_comes_after_everything_handed_over_before_it() {
-    let (mut reader, key, dir) = reader();
+    let (mut reader, key, dir) = new_reader();
     let job = job(&key);
     let mut writer = job.open_partition(2, schema(), spill(&dir, "a"));
     writer.push(batch(0..4)).expect("push");

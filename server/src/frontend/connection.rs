@@ -278,7 +278,7 @@ impl SessionHandler {
 /// recording failures on the tracker.
 async fn guarded<T>(
     tracker: &QueryTracker,
-    future: impl std::future::Future<Output = PgWireResult<T>>,
+    future: impl Future<Output = PgWireResult<T>>,
 ) -> PgWireResult<T> {
     let result = match AssertUnwindSafe(future).catch_unwind().await {
         Ok(result) => result.map_err(sqlstate::classify),

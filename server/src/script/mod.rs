@@ -28,6 +28,7 @@ pub struct RunArgs {
     /// A value for `${NAME}` in the script, `NAME=VALUE`; repeatable.
     #[arg(long = "var", value_name = "NAME=VALUE")]
     pub vars: Vec<String>,
+    /// The server to connect to.
     #[command(flatten)]
     pub server: ServerAddress,
     /// Run the script on an embedded server (2 executors, a scratch data

@@ -24,7 +24,12 @@ pub enum ScriptError {
     MultiLineValue(String),
     /// The text cannot be split into statements (an unterminated string or
     /// comment), at `line`.
-    Syntax { line: u64, message: String },
+    Syntax {
+        /// The 1-based line the problem starts on.
+        line: u64,
+        /// What is wrong there.
+        message: String,
+    },
 }
 
 impl std::fmt::Display for ScriptError {
