@@ -34,6 +34,7 @@ use datafusion::physical_plan::{
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
+use crate::inner_metrics;
 use crate::recovery::RecoveringJobExec;
 
 /// Name prefix of the count an executor adds to each task it ran:
@@ -263,6 +264,47 @@ pub fn stage_executors(stage: &JobStageMetrics) -> Vec<(String, usize)> {
     executors
 }
 
+/// An operator of a stage and, when it ran a plan of its own (a
+/// single-stage task), each operator of that plan under it: its description
+/// holds the inner plan a line per operator, in the order
+/// [`inner_metrics::split`] numbers them.
+fn with_inner_operators(
+    depth: usize,
+    description: &str,
+    metrics: &MetricsSet,
+) -> Vec<OperatorMetrics> {
+    let (own, inner) = inner_metrics::split(metrics);
+    if inner.is_empty() {
+        return vec![OperatorMetrics {
+            depth,
+            description: description.to_string(),
+            metrics: own,
+        }];
+    }
+    let mut lines = description.lines();
+    let mut operators = vec![OperatorMetrics {
+        depth,
+        description: lines.next().unwrap_or_default().to_string(),
+        metrics: own,
+    }];
+    for (number, line) in lines.enumerate() {
+        let text = line.trim_start();
+        // The inner plan is printed four spaces in, two more per level.
+        let level = (line.len() - text.len()).saturating_sub(4) / 2;
+        let metrics = inner
+            .iter()
+            .find(|(n, _)| *n == number)
+            .map(|(_, set)| set.clone())
+            .unwrap_or_default();
+        operators.push(OperatorMetrics {
+            depth: depth + 1 + level,
+            description: text.to_string(),
+            metrics,
+        });
+    }
+    operators
+}
+
 /// The operator metrics shown without `VERBOSE`: rows, time, memory, bytes
 /// read, spilled and shuffled.
 const SUMMARY_METRICS: &[&str] = &[
@@ -280,22 +322,19 @@ const SUMMARY_METRICS: &[&str] = &[
 ];
 
 fn render_stage(stage: &JobStageMetrics, verbose: bool, out: &mut String) -> Result<()> {
-    let operators = stage
-        .operators
-        .iter()
-        .map(|operator| {
-            let metrics: MetricsSet = OperatorMetricsSet {
-                metrics: operator.metrics.clone(),
-            }
-            .try_into()
-            .map_err(|e| DataFusionError::Execution(format!("decoding task metrics: {e}")))?;
-            Ok(OperatorMetrics {
-                depth: operator.depth as usize,
-                description: operator.operator_desc.clone(),
-                metrics,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let mut operators = Vec::new();
+    for operator in &stage.operators {
+        let metrics: MetricsSet = OperatorMetricsSet {
+            metrics: operator.metrics.clone(),
+        }
+        .try_into()
+        .map_err(|e| DataFusionError::Execution(format!("decoding task metrics: {e}")))?;
+        operators.extend(with_inner_operators(
+            operator.depth as usize,
+            &operator.operator_desc,
+            &metrics,
+        ));
+    }
     let executors = stage_executors(stage);
     let tasks: usize = executors.iter().map(|(_, tasks)| tasks).sum();
     let sum = |name: &str| -> usize {

@@ -17,6 +17,7 @@ pub mod explain_analyze;
 pub mod file_caches;
 pub mod frontend_compute;
 pub mod information_schema;
+pub mod inner_metrics;
 pub mod kept_plan;
 pub mod live_result;
 pub mod live_results;

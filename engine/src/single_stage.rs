@@ -42,6 +42,7 @@ use datafusion::physical_expr::Distribution;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::metrics::MetricsSet;
 use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::sorts::sort_preserving_merge::SortPreservingMergeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -53,6 +54,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::SessionConfig;
 use futures::StreamExt;
 
+use crate::inner_metrics;
 use crate::live_result::{returns_rows, LiveResultExec};
 use crate::options::{ServerPlannerSettings, SluiceOptions};
 
@@ -400,6 +402,12 @@ impl ExecutionPlan for SingleStageExec {
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
         vec![]
+    }
+
+    /// The metrics of the operators it runs, which are not its children:
+    /// see [`crate::inner_metrics`].
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(inner_metrics::encode(&self.input))
     }
 
     fn apply_expressions(

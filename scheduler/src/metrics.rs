@@ -19,6 +19,7 @@ use prometheus::{
     register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
     IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
+use sluice_engine::inner_metrics;
 
 /// A metric registered in the default registry on first use, with one of
 /// prometheus' `register_*!` macros (in scope where this is used); names are
@@ -173,7 +174,8 @@ impl OperatorTotals {
     /// Sums the metrics of each operator of a task (one set per operator).
     fn of(operators: &[MetricsSet]) -> Self {
         let mut totals = Self::default();
-        for operator in operators {
+        // A single-stage task's operators report under its one node.
+        for operator in &inner_metrics::flatten(operators) {
             let count = |name: &str| -> u64 {
                 operator
                     .sum_by_name(name)

@@ -115,7 +115,11 @@ pub async fn executor(config: ExecutorConfig) -> Result<()> {
             .then(|| ShuffleMemory::new(config.shuffle_memory)),
     };
     let _http = match config.http {
-        Some(address) => Some(serve_http(address, None, None).await?),
+        Some(address) => {
+            let http = serve_http(address, None, None).await?;
+            println!("sluice executor metrics at http://{}/metrics", http.address);
+            Some(http)
+        }
         None => None,
     };
     run_executor(options, Arc::new(TaskCounts::default())).await?;

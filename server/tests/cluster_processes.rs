@@ -436,3 +436,54 @@ async fn the_single_stage_choice_and_the_stage_partitions_follow_the_live_slots(
     assert!(plan.contains("Hash([g@0], 3)"), "{plan}");
     assert_eq!(rows(&client, query).await.len(), 7);
 }
+
+/// Two executors started on one host without `--http` each get an HTTP
+/// endpoint of their own (it follows the Flight port), both serve
+/// `/metrics`, and both register.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executors_on_one_host_need_no_http_flag_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_scheduler, scheduler_port) =
+        start_scheduler(binary(), 0, None).expect("scheduler starts");
+    let executor = |name: &str| {
+        let mut command = Command::new(binary());
+        command
+            .args(["executor", "--scheduler"])
+            .arg(format!("127.0.0.1:{scheduler_port}"))
+            .args(["--listen", "127.0.0.1:0", "--slots", "1", "--work-dir"])
+            .arg(dir.path().join(name))
+            .env_remove("SLUICE_EXECUTOR_HTTP");
+        ChildProcess::start(command, "sluice executor metrics at ").expect("executor starts")
+    };
+    let workers = [executor("work-0"), executor("work-1")];
+    let addresses: Vec<String> = workers
+        .iter()
+        .map(|worker| {
+            let url = worker.ready_line.rsplit(' ').next().unwrap();
+            url.trim_start_matches("http://")
+                .trim_end_matches("/metrics")
+                .to_string()
+        })
+        .collect();
+    assert_ne!(addresses[0], addresses[1]);
+    for address in &addresses {
+        assert!(address.starts_with("127.0.0.1:"), "{address}");
+        let body = reqwest::get(format!("http://{address}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains("sluice_scan_bytes_total"), "{body}");
+    }
+    let frontend = SluiceServer::start_with_args(
+        binary(),
+        &["--scheduler", &format!("127.0.0.1:{scheduler_port}")],
+    )
+    .expect("frontend starts");
+    let client = sluice_sql_tests::connect(frontend.port())
+        .await
+        .expect("connects");
+    let live = wait_for_executors(&client, 2, Duration::from_secs(10)).await;
+    assert_eq!(live.len(), 2, "{live:?}");
+}

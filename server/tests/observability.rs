@@ -217,6 +217,85 @@ async fn explain_analyze_shows_stage_rows_and_executors() {
     server.stop().expect("stops");
 }
 
+/// A join that runs as one stage (the default on the embedded cluster) counts
+/// its scans in `/metrics`, and `EXPLAIN ANALYZE` shows the operators the
+/// stage ran with their metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_stage_queries_count_scans_and_show_their_operators() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let http = server.http_port().expect("the HTTP endpoint is on");
+    let client = connect(server.port()).await.expect("connects");
+    let dir = tempfile::tempdir().unwrap();
+    create_numbers_table(&client, &dir.path().join("numbers"))
+        .await
+        .expect("COPY and CREATE EXTERNAL TABLE");
+    // Still on the cluster (`sluice.frontend_max_bytes = 0`), but as one stage.
+    client
+        .batch_execute("RESET sluice.single_stage_max_bytes")
+        .await
+        .unwrap();
+    let plan: String = client
+        .query(&format!("EXPLAIN {NUMBERS_JOIN}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>("plan"))
+        .collect();
+    assert!(plan.contains("SingleStageExec"), "{plan}");
+
+    let scanned = || async {
+        let body = reqwest::get(format!("http://127.0.0.1:{http}/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let samples = parse_samples(&body);
+        (
+            total(&samples, "sluice_scan_bytes_total", ""),
+            total(&samples, "sluice_scan_rows_total", ""),
+        )
+    };
+    let (bytes_before, rows_before) = scanned().await;
+    assert_eq!(client.query(NUMBERS_JOIN, &[]).await.unwrap().len(), 10);
+    // Rows can reach the client before the task reports its end.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (bytes, rows) = scanned().await;
+        if bytes > bytes_before && rows - rows_before >= 200_000.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no scans counted: {bytes_before} -> {bytes} bytes, {rows_before} -> {rows} rows"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let report = explain_analyze(&client, &format!("EXPLAIN ANALYZE {NUMBERS_JOIN}")).await;
+    assert!(report.contains(", 1 stages\n"), "{report}");
+    let line = |operator: &str| {
+        report
+            .lines()
+            .find(|line| line.trim_start().starts_with(operator))
+            .unwrap_or_else(|| panic!("no {operator}: {report}"))
+            .to_string()
+    };
+    assert!(
+        line("HashJoinExec").contains("output_rows=100.0 K"),
+        "{report}"
+    );
+    let scan = line("DataSourceExec");
+    assert!(scan.contains("bytes_scanned="), "{report}");
+    assert!(scan.contains("output_rows=100.0 K"), "{report}");
+    // The stage read what its scans produced.
+    assert!(
+        report.contains("input_rows=200000, output_rows=10,"),
+        "{report}"
+    );
+    server.stop().expect("stops");
+}
+
 /// `sluice.queries` keeps the newest `--query-history` queries across a
 /// restart, and a `kill -9`.
 #[test]

@@ -142,8 +142,6 @@ fn parse_socket_addr(what: &str, text: &str) -> Result<SocketAddr> {
 pub const DEFAULT_SERVE_HTTP: &str = "127.0.0.1:9433";
 /// Default HTTP endpoint of `sluice scheduler`.
 pub const DEFAULT_SCHEDULER_HTTP: &str = "127.0.0.1:9050";
-/// Default HTTP endpoint of `sluice executor`.
-pub const DEFAULT_EXECUTOR_HTTP: &str = "127.0.0.1:9051";
 
 /// A role's HTTP endpoint: the flag, else the file's key, else `default`;
 /// `off` turns it off.

@@ -9,7 +9,7 @@ use sluice_scheduler::{ClusterTimings, ClusterTls};
 
 use super::{
     absolute, advertised_host, cores, http_address, parse_host_port, parse_socket_addr,
-    ClusterTlsArgs, FileConfig, DEFAULT_EXECUTOR_HTTP, DEFAULT_SCHEDULER_HTTP,
+    ClusterTlsArgs, FileConfig, DEFAULT_SCHEDULER_HTTP,
 };
 use crate::error::{Result, ServerError};
 
@@ -129,7 +129,8 @@ pub struct ExecutorArgs {
     #[command(flatten)]
     pub tls: ClusterTlsArgs,
     /// HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; `off` turns
-    /// it off [default: 127.0.0.1:9051].
+    /// it off [default: 127.0.0.1, two ports after the Flight port (50053);
+    /// a free port with `--listen` port 0].
     #[arg(long, env = "SLUICE_EXECUTOR_HTTP", value_name = "HOST:PORT")]
     pub http: Option<String>,
 }
@@ -235,9 +236,26 @@ impl ExecutorArgs {
             work_dir,
             timings: file.timings()?,
             tls: self.tls.resolve(&file)?,
-            http: http_address(self.http, section.http.as_ref(), DEFAULT_EXECUTOR_HTTP)?,
+            http: http_address(
+                self.http,
+                section.http.as_ref(),
+                &default_executor_http(listen.port(), flight_port),
+            )?,
         })
     }
+}
+
+/// The HTTP endpoint of an executor not given `--http`: on loopback, two
+/// ports after its Flight port (the task gRPC service has the one between),
+/// so that executors started side by side on one host with their own
+/// `--listen` ports do not collide; a free port when the Flight port was
+/// picked free (`--listen` port 0).
+fn default_executor_http(listen_port: u16, flight_port: u16) -> String {
+    let port = match listen_port {
+        0 => 0,
+        _ => flight_port.saturating_add(2),
+    };
+    format!("127.0.0.1:{port}")
 }
 
 /// A free port on `listen`'s interface.
