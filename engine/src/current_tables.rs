@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::sqlstate::{PgError, SqlState};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::TableProvider;
 use datafusion::common::tree_node::{Transformed, TreeNodeRecursion};
@@ -132,10 +133,14 @@ fn rebind(
         return Ok(Transformed::no(LogicalPlan::TableScan(scan)));
     }
     if provider.schema() != scan.source.schema() {
-        return Err(DataFusionError::Plan(format!(
-            "table \"{}\" {TABLE_CHANGED}: prepare it again",
-            scan.table_name
-        )));
+        return Err(PgError::new(
+            SqlState::FEATURE_NOT_SUPPORTED,
+            format!(
+                "table \"{}\" {TABLE_CHANGED}: prepare it again",
+                scan.table_name
+            ),
+        )
+        .into_datafusion());
     }
     scan.source = provider_as_source(Arc::clone(provider));
     Ok(Transformed::yes(LogicalPlan::TableScan(scan)))

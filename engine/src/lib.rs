@@ -38,6 +38,7 @@ pub mod session;
 pub mod session_view;
 pub mod single_stage;
 pub mod small_queries;
+pub mod sqlstate;
 pub mod staged_join_order;
 pub mod storage;
 pub mod system;

@@ -37,6 +37,7 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, Weak};
 
+use crate::sqlstate::{PgError, SqlState};
 use datafusion::arrow::buffer::Buffer;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::reader::StreamDecoder;
@@ -120,9 +121,11 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The error of a query whose rows had started to leave when `reason`.
 pub fn rows_already_sent(reason: &str) -> DataFusionError {
-    DataFusionError::Execution(format!(
-        "{ROWS_ALREADY_SENT}: {reason}; rows cannot be sent twice, so run the query again"
-    ))
+    PgError::new(
+        SqlState::SERIALIZATION_FAILURE,
+        format!("{ROWS_ALREADY_SENT}: {reason}; rows cannot be sent twice, so run the query again"),
+    )
+    .into_datafusion()
 }
 
 /// One job's result partitions.

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::sqlstate::SqlState;
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::error::{DataFusionError, Result};
 
@@ -136,11 +137,11 @@ pub enum SettingError {
 
 impl SettingError {
     /// The PostgreSQL SQLSTATE for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    pub fn sqlstate(&self) -> SqlState {
         match self {
-            Self::Unrecognized(_) => "42704",
-            Self::Fixed(_) => "55P02",
-            Self::InvalidValue { .. } => "22023",
+            Self::Unrecognized(_) => SqlState::UNDEFINED_OBJECT,
+            Self::Fixed(_) => SqlState::CANT_CHANGE_RUNTIME_PARAM,
+            Self::InvalidValue { .. } => SqlState::INVALID_PARAMETER_VALUE,
         }
     }
 }
@@ -338,11 +339,11 @@ mod tests {
         let mut settings = PgSettings::default();
         assert_eq!(
             settings.set("server_version", "1").unwrap_err().sqlstate(),
-            "55P02"
+            SqlState::CANT_CHANGE_RUNTIME_PARAM
         );
         assert_eq!(
             settings.set("no_such", "1").unwrap_err().sqlstate(),
-            "42704"
+            SqlState::UNDEFINED_OBJECT
         );
         settings.set("datestyle", "ISO, DMY").unwrap();
         assert_eq!(settings.get("DateStyle"), Some("ISO, DMY"));

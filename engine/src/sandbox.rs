@@ -29,6 +29,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan, TableScan, WriteOp};
 
 use crate::local_walk::{self, Walked, WalkedEntry};
+use crate::sqlstate::{PgError, SqlState};
 
 /// The start of every sandbox error message (the frontend reports it with
 /// SQLSTATE 42501).
@@ -184,7 +185,7 @@ impl LocationSandbox {
         let walked = local_walk::walk(dir, dir, |entry| {
             entries += 1;
             if entries > MAX_LISTED_FILES {
-                return Err(DataFusionError::Plan(format!(
+                return Err(denial(format!(
                     "{PERMISSION_DENIED}: location {location} holds more than \
                      {MAX_LISTED_FILES} files to check"
                 )));
@@ -194,7 +195,7 @@ impl LocationSandbox {
                 &Target::Local(entry.resolved.to_path_buf()),
             )
             .map_err(|e| {
-                DataFusionError::Plan(format!(
+                denial(format!(
                     "{PERMISSION_DENIED}: location {location} lists {}, which leads to {}: {e}",
                     entry.path.display(),
                     entry.resolved.display()
@@ -212,19 +213,17 @@ impl LocationSandbox {
             .iter()
             .any(|reserved| reserved.contains(target) || reserved.is_inside(target))
         {
-            return Err(DataFusionError::Plan(format!(
+            return Err(denial(format!(
                 "{PERMISSION_DENIED}: location {location} is or holds the server's own state \
                  (catalog, COPY journal, query and job histories, work directories)"
             )));
         }
         match &self.roots {
-            Some(roots) if !roots.iter().any(|root| root.contains(target)) => {
-                Err(DataFusionError::Plan(format!(
-                    "{PERMISSION_DENIED}: location {location} is outside the locations this \
+            Some(roots) if !roots.iter().any(|root| root.contains(target)) => Err(denial(format!(
+                "{PERMISSION_DENIED}: location {location} is outside the locations this \
                      server allows ({})",
-                    self.described
-                )))
-            }
+                self.described
+            ))),
             _ => Ok(()),
         }
     }
@@ -280,9 +279,14 @@ impl LocationSandbox {
     }
 }
 
+/// The sandbox's refusal: 42501, `message` naming the location and why.
+fn denial(message: String) -> DataFusionError {
+    PgError::new(SqlState::INSUFFICIENT_PRIVILEGE, message).into_datafusion()
+}
+
 /// The sandbox's refusal of `location`, which cannot be interpreted.
 fn denied(location: &str, e: DataFusionError) -> DataFusionError {
-    DataFusionError::Plan(format!("{PERMISSION_DENIED}: location {location}: {e}"))
+    denial(format!("{PERMISSION_DENIED}: location {location}: {e}"))
 }
 
 /// A prefix as a [`Root`]: a local path resolved as far as it exists, or an

@@ -17,11 +17,12 @@
 
 use std::sync::Arc;
 
+use crate::sqlstate::{PgError, SqlState};
 use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::{DataFusionError, Result};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature,
@@ -241,11 +242,15 @@ impl Capped {
         };
         let longest = byte_lengths(pattern, rows).into_iter().max().unwrap_or(0);
         if longest > MAX_PATTERN_BYTES {
-            return Err(DataFusionError::Execution(format!(
-                "{VALUE_TOO_LARGE}: {}() was given a regular expression of {longest} bytes, \
+            return Err(PgError::new(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "{VALUE_TOO_LARGE}: {}() was given a regular expression of {longest} bytes, \
                  and this server compiles at most {MAX_PATTERN_BYTES}",
-                self.inner.name()
-            )));
+                    self.inner.name()
+                ),
+            )
+            .into_datafusion());
         }
         Ok(())
     }
@@ -288,11 +293,15 @@ impl ScalarUDFImpl for Capped {
         self.check_pattern(&args.args, args.number_rows)?;
         let bytes = self.output_bytes(&args.args, args.number_rows);
         if bytes > MAX_VALUE_BYTES {
-            return Err(DataFusionError::Execution(format!(
-                "{VALUE_TOO_LARGE}: {}() would build {bytes} bytes, and one call may build \
+            return Err(PgError::new(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
+                format!(
+                    "{VALUE_TOO_LARGE}: {}() would build {bytes} bytes, and one call may build \
                  at most {MAX_VALUE_BYTES}",
-                self.inner.name()
-            )));
+                    self.inner.name()
+                ),
+            )
+            .into_datafusion());
         }
         self.inner.invoke_with_args(args)
     }

@@ -206,7 +206,8 @@ impl QueryStageExecutor for CountingStage {
             }
             Err(e) => {
                 running.failed();
-                Err(e)
+                // Its SQLSTATE and wording cross to the frontend in the text.
+                Err(sluice_engine::sqlstate::tag_task_error(e))
             }
         }
     }

@@ -203,6 +203,37 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     );
     assert!(!output.status.success());
     assert!(!String::from_utf8_lossy(&output.stdout).contains("not reached"));
+
+    // Errors read as PostgreSQL words them; DataFusion's detail is a DETAIL
+    // or HINT line.
+    let output = psql(
+        server.port(),
+        &["-A", "-t"],
+        "SELECT * FROM nope;\nSELECT x FROM a;\nSELECT 1/0;\nselec 1;\n",
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|line| line.starts_with("ERROR:"))
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            "ERROR:  relation \"nope\" does not exist",
+            "ERROR:  column \"x\" does not exist",
+            "ERROR:  division by zero",
+            "ERROR:  syntax error at or near \"selec\"",
+        ],
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("HINT:  The columns in scope are a.id,"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("DETAIL:  Expected: an SQL statement, found: selec"),
+        "{stderr}"
+    );
     server.stop().expect("stops");
 }
 

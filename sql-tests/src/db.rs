@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
-use sqllogictest::{AsyncDB, DBOutput, DefaultColumnType};
+use sqllogictest::{AsyncDB, DBOutput};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+
+use crate::column_type::SltColumnType;
 
 /// A failed statement: SQLSTATE and server message when the server sent an
 /// ErrorResponse, the client error otherwise.
@@ -72,6 +74,21 @@ pub struct PostgresDb {
 }
 
 impl PostgresDb {
+    /// The types of the `width` columns `sql` answers with, as the server
+    /// describes them when the statement is prepared (the simple protocol
+    /// sends no types); `?` for each when it cannot be prepared on its own
+    /// (several statements in one string).
+    async fn column_types(&self, sql: &str, width: usize) -> Vec<SltColumnType> {
+        match self.client.prepare(sql).await {
+            Ok(statement) if statement.columns().len() == width => statement
+                .columns()
+                .iter()
+                .map(|column| SltColumnType::of(column.type_()))
+                .collect(),
+            _ => vec![SltColumnType::Other; width],
+        }
+    }
+
     /// Connects as user `sluice` to database `sluice` on 127.0.0.1:`port`
     /// and runs `setup`, if any.
     pub async fn connect(port: u16, setup: Option<&str>) -> Result<Self, DbError> {
@@ -86,7 +103,7 @@ impl PostgresDb {
 #[async_trait::async_trait]
 impl AsyncDB for PostgresDb {
     type Error = DbError;
-    type ColumnType = DefaultColumnType;
+    type ColumnType = SltColumnType;
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<Self::ColumnType>, Self::Error> {
         let messages = self.client.simple_query(sql).await.map_err(DbError)?;
@@ -116,7 +133,7 @@ impl AsyncDB for PostgresDb {
         }
         Ok(match columns {
             Some(width) => DBOutput::Rows {
-                types: vec![DefaultColumnType::Any; width],
+                types: self.column_types(sql, width).await,
                 rows,
             },
             None => DBOutput::StatementComplete(affected),

@@ -6,6 +6,7 @@
 //! which knows where cargo built the `sluice` binary, can drive it.
 
 pub mod certs;
+mod column_type;
 mod db;
 pub mod process;
 mod psql;
@@ -14,6 +15,7 @@ pub mod users;
 
 use std::path::{Path, PathBuf};
 
+pub use column_type::SltColumnType;
 pub use db::{connect, create_numbers_table, executor_ids, DbError, PostgresDb, NUMBERS_JOIN};
 pub use psql::{psql, psql_command};
 pub use server::SluiceServer;
@@ -72,17 +74,43 @@ impl SmallQueries {
 
 /// Runs one `.slt` file against the server on `port`, its small queries
 /// running where `small` says; `Err` holds a readable report of the first
-/// mismatch (the record, what was expected, what came back).
+/// mismatch (the record, what was expected, what came back). Column types
+/// must match too: `query ITR` is three columns, an integer, a text and a
+/// real ([`SltColumnType`]).
 ///
 /// Files write their fixtures under `${__TEST_DIR__}` (after `control
 /// substitution on`), a fresh directory per file.
 pub async fn run_slt_file(port: u16, file: &Path, small: SmallQueries) -> Result<(), String> {
-    let setup = small.session_setup();
-    let mut runner =
-        sqllogictest::Runner::new(move || async move { PostgresDb::connect(port, setup).await });
-    runner.with_column_validator(sqllogictest::default_column_validator);
-    runner
+    runner(port, small)
         .run_file_async(file)
         .await
         .map_err(|e| e.display(false).to_string())
+}
+
+/// Rewrites `file` with what the server on `port` answers: the results,
+/// column types and errors of the records whose expectations no longer hold
+/// (the others are kept as written). Review the diff before committing it.
+pub async fn complete_slt_file(port: u16, file: &Path, small: SmallQueries) -> Result<(), String> {
+    runner(port, small)
+        .update_test_file(
+            file,
+            " ",
+            sqllogictest::default_validator,
+            sqllogictest::default_normalizer,
+            sqllogictest::strict_column_validator,
+        )
+        .await
+        .map_err(|e| format!("completing {}: {e}", file.display()))
+}
+
+/// A runner whose sessions connect to `port`, checking column types.
+fn runner(
+    port: u16,
+    small: SmallQueries,
+) -> sqllogictest::Runner<PostgresDb, impl sqllogictest::MakeConnection<Conn = PostgresDb>> {
+    let setup = small.session_setup();
+    let mut runner =
+        sqllogictest::Runner::new(move || async move { PostgresDb::connect(port, setup).await });
+    runner.with_column_validator(sqllogictest::strict_column_validator);
+    runner
 }

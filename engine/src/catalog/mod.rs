@@ -39,6 +39,8 @@ use replica::{wait, Replica};
 pub use store::CatalogStore;
 use store::{CatalogContents, Definition, Relation};
 
+use crate::sqlstate::{PgError, SqlState};
+
 /// The schema every catalog has, which is never recorded.
 const DEFAULT_SCHEMA: &str = crate::session::DEFAULT_SCHEMA;
 
@@ -150,9 +152,11 @@ impl CatalogProvider for PersistentCatalog {
         }
         wait(self.replica.update(|contents| {
             if contents.schemas.iter().any(|s| s == name) {
-                return Err(DataFusionError::Plan(format!(
-                    "schema {name} already exists"
-                )));
+                return Err(PgError::new(
+                    SqlState::DUPLICATE_SCHEMA,
+                    format!("schema \"{name}\" already exists"),
+                )
+                .into_datafusion());
             }
             contents.schemas.push(name.to_string());
             Ok(())
@@ -169,9 +173,12 @@ impl CatalogProvider for PersistentCatalog {
             return self.replica.schemas.deregister_schema(name, cascade);
         };
         if !cascade && !schema.table_names().is_empty() {
-            return Err(DataFusionError::Execution(format!(
-                "cannot drop schema {name}: it holds tables (use CASCADE)"
-            )));
+            return Err(PgError::new(
+                SqlState::DEPENDENT_OBJECTS_STILL_EXIST,
+                format!("cannot drop schema {name} because it holds tables"),
+            )
+            .with_hint("Use DROP SCHEMA ... CASCADE to drop the tables too.")
+            .into_datafusion());
         }
         let dropped = wait(self.replica.update(|contents| {
             contents.schemas.retain(|s| s != name);
@@ -238,7 +245,7 @@ impl SchemaProvider for PersistentSchema {
         name: String,
         table: Arc<dyn TableProvider>,
     ) -> Result<Option<Arc<dyn TableProvider>>> {
-        let exists = || DataFusionError::Plan(format!("table {name} already exists"));
+        let exists = || PgError::duplicate_table(&name).into_datafusion();
         if self.inner.table_exist(&name) {
             return Err(exists());
         }
@@ -386,7 +393,7 @@ pub async fn create_managed_table(
             scan: encode_scan(name, &table)?,
         },
     };
-    let exists = || DataFusionError::Plan(format!("table {name} already exists"));
+    let exists = || PgError::duplicate_table(name).into_datafusion();
     let recorded =
         |contents: &CatalogContents| contents.relations.iter().any(|r| schema.holds(r, name));
     if schema.inner.table_exist(name) && !replace && !recorded(&replica.contents()) {
@@ -477,8 +484,8 @@ pub async fn rename_table(schema: &Arc<dyn SchemaProvider>, from: &str, to: &str
         DataFusionError::NotImplemented("renaming the server's own tables".into())
     })?;
     let replica = schema.replica()?;
-    let missing = || DataFusionError::Plan(format!("table {from} not found"));
-    let taken = || DataFusionError::Plan(format!("table {to} already exists"));
+    let missing = || PgError::undefined_table(from).into_datafusion();
+    let taken = || PgError::duplicate_table(to).into_datafusion();
     if schema.inner.table_exist(to) {
         return Err(taken());
     }

@@ -4,7 +4,7 @@
 use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::{CopyTarget, ObjectName, Reset, Set, Statement};
 use datafusion_postgres::pgwire::api::ClientInfo;
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::error::PgWireError;
 use sluice_engine::pg_settings::PARAMETERS;
 
 use super::Role;
@@ -13,7 +13,8 @@ use super::Role;
 /// (`admin` for every client when no users are configured).
 pub const ROLE_KEY: &str = "sluice.role";
 
-use crate::frontend::sqlstate::INSUFFICIENT_PRIVILEGE;
+use crate::frontend::sqlstate::user_error;
+use sluice_engine::sqlstate::SqlState;
 
 /// The role of the connection `client`.
 pub fn role_of(client: &(impl ClientInfo + ?Sized)) -> Role {
@@ -40,13 +41,12 @@ pub fn check(
         .get(datafusion_postgres::pgwire::api::METADATA_USER)
         .cloned()
         .unwrap_or_default();
-    Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        INSUFFICIENT_PRIVILEGE.into(),
+    Err(user_error(
+        SqlState::INSUFFICIENT_PRIVILEGE,
         format!(
             "permission denied: {what} needs role {needed}, and user \"{user}\" has role {role}"
         ),
-    ))))
+    ))
 }
 
 /// The role a statement needs, and what it is called in the error.

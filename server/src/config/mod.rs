@@ -5,6 +5,9 @@
 //! timings, `[storage.<service>]` object storage options).
 
 mod cluster_tls;
+mod layered;
+#[cfg(test)]
+mod readme_table;
 mod roles;
 mod serve;
 
@@ -20,6 +23,7 @@ use sluice_scheduler::ClusterTimings;
 use crate::error::{Result, ServerError};
 
 pub use cluster_tls::ClusterTlsArgs;
+pub use layered::Size;
 pub use roles::{ExecutorArgs, ExecutorConfig, SchedulerArgs, SchedulerConfig};
 pub use serve::{ClusterMode, ServeArgs, ServeConfig, TlsFiles, DEFAULT_EXECUTORS};
 
@@ -28,11 +32,11 @@ pub use serve::{ClusterMode, ServeArgs, ServeConfig, TlsFiles, DEFAULT_EXECUTORS
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     #[serde(default)]
-    serve: serve::ServeSection,
+    serve: ServeArgs,
     #[serde(default)]
-    scheduler: roles::SchedulerSection,
+    scheduler: SchedulerArgs,
     #[serde(default)]
-    executor: roles::ExecutorSection,
+    executor: ExecutorArgs,
     #[serde(default)]
     cluster: ClusterSection,
     /// `[storage.s3]`, `[storage.gcs]`, `[storage.azure]`: object_store options.
@@ -143,16 +147,9 @@ pub const DEFAULT_SERVE_HTTP: &str = "127.0.0.1:9433";
 /// Default HTTP endpoint of `sluice scheduler`.
 pub const DEFAULT_SCHEDULER_HTTP: &str = "127.0.0.1:9050";
 
-/// A role's HTTP endpoint: the flag, else the file's key, else `default`;
-/// `off` turns it off.
-fn http_address(
-    flag: Option<String>,
-    key: Option<&String>,
-    default: &str,
-) -> Result<Option<SocketAddr>> {
-    let text = flag
-        .or_else(|| key.cloned())
-        .unwrap_or_else(|| default.to_string());
+/// A role's HTTP endpoint: the setting, else `default`; `off` turns it off.
+fn http_address(setting: Option<String>, default: &str) -> Result<Option<SocketAddr>> {
+    let text = setting.unwrap_or_else(|| default.to_string());
     if text.eq_ignore_ascii_case("off") {
         return Ok(None);
     }

@@ -3,10 +3,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
+use super::layered::{layered, Size};
 use super::{
     absolute, advertised_host, cores, http_address, parse_host_port, parse_socket_addr,
     ClusterTlsArgs, FileConfig, DEFAULT_SCHEDULER_HTTP,
@@ -18,8 +19,10 @@ pub const DEFAULT_SCHEDULER_LISTEN: &str = "0.0.0.0:50050";
 /// Default executor Flight listener; its task gRPC service takes the next port.
 pub const DEFAULT_EXECUTOR_LISTEN: &str = "0.0.0.0:50051";
 
-/// Flags of `sluice scheduler`.
-#[derive(Debug, Default, clap::Args)]
+/// Flags of `sluice scheduler`, and the config file's `[scheduler]`
+/// section: each setting declared once (see [`super::layered`]).
+#[derive(Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct SchedulerArgs {
     /// Address of the scheduler's gRPC and REST listener [default: 0.0.0.0:50050].
     #[arg(long, env = "SLUICE_SCHEDULER_LISTEN", value_name = "HOST:PORT")]
@@ -31,23 +34,16 @@ pub struct SchedulerArgs {
     /// TOML file shared by all roles; `scheduler` reads `[scheduler]`
     /// (listen, external-host) and `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Mutual TLS with executors and frontends.
+    /// Mutual TLS with executors and frontends; in the file, in `[cluster]`.
     #[command(flatten)]
+    #[serde(skip)]
     pub tls: ClusterTlsArgs,
     /// HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; `off` turns
     /// it off [default: 127.0.0.1:9050].
     #[arg(long, env = "SLUICE_SCHEDULER_HTTP", value_name = "HOST:PORT")]
     pub http: Option<String>,
-}
-
-/// `[scheduler]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct SchedulerSection {
-    listen: Option<String>,
-    external_host: Option<String>,
-    http: Option<String>,
 }
 
 /// Resolved settings of `sluice scheduler`.
@@ -66,31 +62,34 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerArgs {
-    /// Merges flags and environment over the config file and the defaults.
+    /// Puts flags and environment over the config file and the defaults.
     pub fn resolve(self) -> Result<SchedulerConfig> {
         let file = FileConfig::load(self.config.as_deref())?;
-        let section = &file.scheduler;
-        let listen = self
-            .listen
-            .or_else(|| section.listen.clone())
-            .unwrap_or_else(|| DEFAULT_SCHEDULER_LISTEN.to_string());
-        let listen = parse_socket_addr("listen", &listen)?;
-        let external_host = self
-            .external_host
-            .or_else(|| section.external_host.clone())
-            .unwrap_or_else(|| advertised_host(&listen));
+        let tls = self.tls.clone().resolve(&file)?;
+        let settings = layered(&self, &file.scheduler)?;
+        let listen = parse_socket_addr(
+            "listen",
+            settings
+                .listen
+                .as_deref()
+                .unwrap_or(DEFAULT_SCHEDULER_LISTEN),
+        )?;
         Ok(SchedulerConfig {
             listen,
-            external_host,
+            external_host: settings
+                .external_host
+                .unwrap_or_else(|| advertised_host(&listen)),
             timings: file.timings()?,
-            tls: self.tls.resolve(&file)?,
-            http: http_address(self.http, section.http.as_ref(), DEFAULT_SCHEDULER_HTTP)?,
+            tls,
+            http: http_address(settings.http, DEFAULT_SCHEDULER_HTTP)?,
         })
     }
 }
 
-/// Flags of `sluice executor`.
-#[derive(Debug, Default, clap::Args)]
+/// Flags of `sluice executor`, and the config file's `[executor]` section:
+/// each setting declared once (see [`super::layered`]).
+#[derive(Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ExecutorArgs {
     /// The scheduler to register with, HOST:PORT.
     #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
@@ -113,40 +112,29 @@ pub struct ExecutorArgs {
     pub work_dir: Option<PathBuf>,
     /// Memory each task slot may use; a task needing more spills or fails
     /// its query with 53200 [default: 70% of RAM split across the slots].
-    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = super::serve::parse_size)]
-    pub query_memory: Option<u64>,
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE")]
+    pub query_memory: Option<Size>,
     /// Memory this executor keeps stage outputs in (shuffle data and
     /// results), beyond which it spills to the work dir; 0 writes every
     /// output to files [default: an eighth of RAM].
-    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE", value_parser = super::serve::parse_size)]
-    pub shuffle_memory: Option<u64>,
+    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE")]
+    pub shuffle_memory: Option<Size>,
     /// TOML file shared by all roles; `executor` reads `[executor]`
     /// (scheduler, listen, external-host, slots, work-dir, query-memory,
     /// shuffle-memory) and `[cluster]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Mutual TLS with the scheduler, other executors and frontends.
+    /// Mutual TLS with the scheduler, other executors and frontends; in the
+    /// file, in `[cluster]`.
     #[command(flatten)]
+    #[serde(skip)]
     pub tls: ClusterTlsArgs,
     /// HTTP endpoint for `/metrics`, `/healthz` and `/readyz`; `off` turns
     /// it off [default: 127.0.0.1, two ports after the Flight port (50053);
     /// a free port with `--listen` port 0].
     #[arg(long, env = "SLUICE_EXECUTOR_HTTP", value_name = "HOST:PORT")]
     pub http: Option<String>,
-}
-
-/// `[executor]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct ExecutorSection {
-    scheduler: Option<String>,
-    listen: Option<String>,
-    external_host: Option<String>,
-    slots: Option<usize>,
-    work_dir: Option<PathBuf>,
-    query_memory: Option<String>,
-    shuffle_memory: Option<String>,
-    http: Option<String>,
 }
 
 /// Resolved settings of `sluice executor`.
@@ -179,24 +167,24 @@ pub struct ExecutorConfig {
 }
 
 impl ExecutorArgs {
-    /// Merges flags and environment over the config file and the defaults.
+    /// Puts flags and environment over the config file and the defaults.
     pub fn resolve(self) -> Result<ExecutorConfig> {
         let file = FileConfig::load(self.config.as_deref())?;
-        let section = &file.executor;
-        let scheduler = self
-            .scheduler
-            .or_else(|| section.scheduler.clone())
-            .ok_or_else(|| {
-                ServerError::Config(
-                    "an executor needs --scheduler HOST:PORT (or scheduler in [executor])".into(),
-                )
-            })?;
+        let tls = self.tls.clone().resolve(&file)?;
+        let settings = layered(&self, &file.executor)?;
+        let scheduler = settings.scheduler.ok_or_else(|| {
+            ServerError::Config(
+                "an executor needs --scheduler HOST:PORT (or scheduler in [executor])".into(),
+            )
+        })?;
         let scheduler = parse_host_port("scheduler", &scheduler)?;
-        let listen = self
-            .listen
-            .or_else(|| section.listen.clone())
-            .unwrap_or_else(|| DEFAULT_EXECUTOR_LISTEN.to_string());
-        let listen = parse_socket_addr("listen", &listen)?;
+        let listen = parse_socket_addr(
+            "listen",
+            settings
+                .listen
+                .as_deref()
+                .unwrap_or(DEFAULT_EXECUTOR_LISTEN),
+        )?;
         let (flight_port, grpc_port) = if listen.port() == 0 {
             (free_port(listen)?, free_port(listen)?)
         } else {
@@ -205,40 +193,28 @@ impl ExecutorArgs {
             })?;
             (listen.port(), grpc)
         };
-        let slots = self.slots.or(section.slots).unwrap_or_else(cores);
+        let slots = settings.slots.unwrap_or_else(cores);
         if slots == 0 {
             return Err(ServerError::Config("slots must be at least 1".into()));
         }
-        let work_dir = match self.work_dir.or_else(|| section.work_dir.clone()) {
-            Some(dir) => Some(absolute(dir)?),
-            None => None,
-        };
-        let query_memory =
-            super::serve::size_setting(self.query_memory, &section.query_memory, "query-memory")?;
-        let shuffle_memory = super::serve::size_setting(
-            self.shuffle_memory,
-            &section.shuffle_memory,
-            "shuffle-memory",
-        )?
-        .unwrap_or_else(ShuffleMemory::default_budget);
         Ok(ExecutorConfig {
-            query_memory,
-            shuffle_memory,
+            query_memory: settings.query_memory.map(|size| size.0),
+            shuffle_memory: settings
+                .shuffle_memory
+                .map_or_else(ShuffleMemory::default_budget, |size| size.0),
             scheduler,
             bind_host: listen.ip().to_string(),
             flight_port,
             grpc_port,
-            external_host: self
+            external_host: settings
                 .external_host
-                .or_else(|| section.external_host.clone())
                 .unwrap_or_else(|| advertised_host(&listen)),
             slots,
-            work_dir,
+            work_dir: settings.work_dir.map(absolute).transpose()?,
             timings: file.timings()?,
-            tls: self.tls.resolve(&file)?,
+            tls,
             http: http_address(
-                self.http,
-                section.http.as_ref(),
+                settings.http,
                 &default_executor_http(listen.port(), flight_port),
             )?,
         })

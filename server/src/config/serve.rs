@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sluice_engine::options::{
     ServerPlannerSettings, DEFAULT_FRONTEND_MAX_BYTES, DEFAULT_SINGLE_STAGE_MAX_BYTES,
 };
@@ -11,6 +11,7 @@ use sluice_engine::{SluiceOptions, StorageOptions};
 use sluice_scheduler::shuffle_memory::ShuffleMemory;
 use sluice_scheduler::{ClusterTimings, ClusterTls};
 
+use super::layered::{layered, Size};
 use super::{
     absolute, cores, http_address, parse_host_port, parse_socket_addr, ClusterTlsArgs, FileConfig,
     DEFAULT_SERVE_HTTP,
@@ -25,9 +26,11 @@ pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 /// Default number of embedded executors.
 pub const DEFAULT_EXECUTORS: usize = 2;
 
-/// Flags of `sluice serve`. Each may also come from the environment or the
-/// config file's `[serve]` section; unset ones take the documented default.
-#[derive(Debug, Default, clap::Args)]
+/// Flags of `sluice serve`, and the config file's `[serve]` section: each
+/// setting declared once (see [`super::layered`]). Flags and environment
+/// win over the file; unset ones take the default their help gives.
+#[derive(Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ServeArgs {
     /// Address of the Postgres-protocol listener [default: 127.0.0.1:5433].
     #[arg(long, env = "SLUICE_LISTEN", value_name = "HOST:PORT")]
@@ -45,8 +48,10 @@ pub struct ServeArgs {
     /// (started with `sluice scheduler`) instead of an embedded cluster.
     #[arg(long, env = "SLUICE_SCHEDULER", value_name = "HOST:PORT")]
     pub scheduler: Option<String>,
-    /// Mutual TLS with the scheduler and executors (with `--scheduler`).
+    /// Mutual TLS with the scheduler and executors (with `--scheduler`); in
+    /// the file, in `[cluster]`.
     #[command(flatten)]
+    #[serde(skip)]
     pub cluster_tls: ClusterTlsArgs,
     /// Jobs whose files total at most this many bytes run as a single stage
     /// on one executor, without shuffles, when the executors are separate
@@ -111,24 +116,25 @@ pub struct ServeArgs {
         value_name = "URL",
         value_delimiter = ','
     )]
-    pub allow_locations: Vec<String>,
+    #[serde(alias = "allowed_locations")]
+    pub allowed_locations: Vec<String>,
     /// Memory each task slot of the embedded executors may use; a query
     /// needing more in one task spills (sorts, aggregates) or fails with
     /// 53200, leaving other queries alone [default: 70% of RAM split across
     /// all slots]. Sizes like 512MiB or 2GB.
-    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE", value_parser = parse_size)]
-    pub query_memory: Option<u64>,
+    #[arg(long, env = "SLUICE_QUERY_MEMORY", value_name = "SIZE")]
+    pub query_memory: Option<Size>,
     /// Memory the embedded executors keep stage outputs in (shuffle data
     /// and results), beyond which they spill to the work dir; 0 writes every
     /// output to files [default: an eighth of RAM]. Sizes like 2GiB.
-    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE", value_parser = parse_size)]
-    pub shuffle_memory: Option<u64>,
+    #[arg(long, env = "SLUICE_SHUFFLE_MEMORY", value_name = "SIZE")]
+    pub shuffle_memory: Option<Size>,
     /// Most client connections at once; more get 53300 [default: 100].
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
     /// Longest statement text accepted; longer ones get 54000 [default: 16MiB].
-    #[arg(long, env = "SLUICE_MAX_QUERY_SIZE", value_name = "SIZE", value_parser = parse_size)]
-    pub max_query_size: Option<u64>,
+    #[arg(long, env = "SLUICE_MAX_QUERY_SIZE", value_name = "SIZE")]
+    pub max_query_size: Option<Size>,
     /// HTTP endpoint for the web UI (`/`), `/metrics` (Prometheus), `/healthz`
     /// and `/readyz`, covering the embedded cluster too; `off` turns it off
     /// [default: 127.0.0.1:9433].
@@ -147,36 +153,8 @@ pub struct ServeArgs {
     /// jobs, query-history, …),
     /// `[cluster]` and `[storage.*]`.
     #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-}
-
-/// `[serve]` in the config file.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub(super) struct ServeSection {
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    executors: Option<usize>,
-    slots: Option<usize>,
-    scheduler: Option<String>,
-    single_stage_max_bytes: Option<u64>,
-    frontend_max_bytes: Option<u64>,
-    warehouse: Option<String>,
-    catalog: Option<String>,
-    jobs: Option<PathBuf>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_required: Option<bool>,
-    allow_md5: Option<bool>,
-    #[serde(default, alias = "allowed_locations")]
-    allowed_locations: Vec<String>,
-    query_memory: Option<String>,
-    shuffle_memory: Option<String>,
-    max_connections: Option<usize>,
-    max_query_size: Option<String>,
-    statement_timeout: Option<String>,
-    http: Option<String>,
-    query_history: Option<usize>,
 }
 
 /// Where `sluice serve` sends its queries.
@@ -258,14 +236,6 @@ pub const DEFAULT_QUERY_HISTORY: usize = 10_000;
 /// Default of `--max-query-size`.
 pub const DEFAULT_MAX_QUERY_SIZE: u64 = 16 << 20;
 
-/// Reads a size: bytes, or a number with a unit (512MiB, 2GB).
-pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
-    text.trim()
-        .parse::<bytesize::ByteSize>()
-        .map(|size| size.as_u64())
-        .map_err(|e| format!("{text:?} is not a size (like 512MiB or 2GB): {e}"))
-}
-
 /// The certificate chain and key of the Postgres listener.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -276,21 +246,19 @@ pub struct TlsFiles {
 }
 
 impl ServeArgs {
-    /// Merges flags and environment (already in `self`) over the config file
+    /// Puts flags and environment (already in `self`) over the config file
     /// and the defaults, and validates the result.
     pub fn resolve(self) -> Result<ServeConfig> {
         let file = FileConfig::load(self.config.as_deref())?;
-        let section = &file.serve;
-        let listen = self
-            .listen
-            .or_else(|| section.listen.clone())
-            .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        let listen = parse_socket_addr("listen", &listen)?;
-        let executors = self.executors.or(section.executors);
-        let slots = self.slots.or(section.slots);
-        let cluster = match self.scheduler.or_else(|| section.scheduler.clone()) {
+        let cluster_tls = self.cluster_tls.clone().resolve(&file)?;
+        let settings = layered(&self, &file.serve)?;
+        let listen = parse_socket_addr(
+            "listen",
+            settings.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        )?;
+        let cluster = match settings.scheduler {
             Some(scheduler) => {
-                if executors.is_some() || slots.is_some() {
+                if settings.executors.is_some() || settings.slots.is_some() {
                     return Err(ServerError::Config(
                         "--executors and --slots shape an embedded cluster; with --scheduler \
                          the executors are separate `sluice executor` processes"
@@ -301,22 +269,24 @@ impl ServeArgs {
                 ClusterMode::Remote { host, port }
             }
             None => {
-                let executors = executors.unwrap_or(DEFAULT_EXECUTORS);
+                let executors = settings.executors.unwrap_or(DEFAULT_EXECUTORS);
                 if executors == 0 {
                     return Err(ServerError::Config("executors must be at least 1".into()));
                 }
-                let slots = slots.unwrap_or_else(|| (cores() / executors).max(1));
+                let slots = settings
+                    .slots
+                    .unwrap_or_else(|| (cores() / executors).max(1));
                 if slots == 0 {
                     return Err(ServerError::Config("slots must be at least 1".into()));
                 }
                 ClusterMode::Embedded { executors, slots }
             }
         };
-        let data_dir = self
-            .data_dir
-            .or_else(|| section.data_dir.clone())
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
-        let data_dir = absolute(data_dir)?;
+        let data_dir = absolute(
+            settings
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+        )?;
         let location = |given: Option<String>, default: &str| -> Result<String> {
             Ok(match given {
                 Some(url) if url.contains("://") => url,
@@ -324,23 +294,12 @@ impl ServeArgs {
                 None => data_dir.join(default).display().to_string(),
             })
         };
-        let warehouse = location(
-            self.warehouse.or_else(|| section.warehouse.clone()),
-            "warehouse",
-        )?;
-        let catalog = self.catalog.or_else(|| section.catalog.clone());
-        let shared_catalog = catalog.is_some();
-        let catalog = location(catalog, "catalog")?;
-        let jobs = self
-            .jobs
-            .or_else(|| section.jobs.clone())
-            .map(absolute)
-            .transpose()?;
+        let warehouse = location(settings.warehouse, "warehouse")?;
+        let shared_catalog = settings.catalog.is_some();
+        let catalog = location(settings.catalog, "catalog")?;
+        let jobs = settings.jobs.map(absolute).transpose()?;
         let users = crate::auth::users_file::users(&file.user)?;
-        let tls = match (
-            self.tls_cert.or_else(|| section.tls_cert.clone()),
-            self.tls_key.or_else(|| section.tls_key.clone()),
-        ) {
+        let tls = match (settings.tls_cert, settings.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: absolute(cert)?,
                 key: absolute(key)?,
@@ -352,38 +311,18 @@ impl ServeArgs {
                 ))
             }
         };
-        let tls_required = self.tls_required || section.tls_required.unwrap_or(false);
-        if tls_required && tls.is_none() {
+        if settings.tls_required && tls.is_none() {
             return Err(ServerError::Config(
                 "tls-required needs a certificate and key (tls-cert, tls-key)".into(),
             ));
         }
-        let query_memory = size_setting(self.query_memory, &section.query_memory, "query-memory")?;
-        let shuffle_memory = size_setting(
-            self.shuffle_memory,
-            &section.shuffle_memory,
-            "shuffle-memory",
-        )?
-        .unwrap_or_else(ShuffleMemory::default_budget);
-        let max_query_size = size_setting(
-            self.max_query_size,
-            &section.max_query_size,
-            "max-query-size",
-        )?
-        .unwrap_or(DEFAULT_MAX_QUERY_SIZE);
-        let max_connections = self
-            .max_connections
-            .or(section.max_connections)
-            .unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        let query_memory = settings.query_memory.map(|size| size.0);
+        let max_connections = settings.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
         if max_connections == 0 || query_memory == Some(0) {
             return Err(ServerError::Config(
                 "max-connections and query-memory must be above 0".into(),
             ));
         }
-        let statement_timeout = self
-            .statement_timeout
-            .or_else(|| section.statement_timeout.clone());
-        let cluster_tls = self.cluster_tls.resolve(&file)?;
         if cluster_tls.is_some() && matches!(cluster, ClusterMode::Embedded { .. }) {
             return Err(ServerError::Config(
                 "cluster TLS secures a frontend's traffic to a remote scheduler (--scheduler); \
@@ -391,25 +330,27 @@ impl ServeArgs {
                     .into(),
             ));
         }
-        let mut allowed_locations = self.allow_locations;
-        allowed_locations.extend(section.allowed_locations.iter().cloned());
         Ok(ServeConfig {
-            http: http_address(self.http, section.http.as_ref(), DEFAULT_SERVE_HTTP)?,
-            allow_md5: self.allow_md5 || section.allow_md5.unwrap_or(false),
+            http: http_address(settings.http, DEFAULT_SERVE_HTTP)?,
+            allow_md5: settings.allow_md5,
             cluster_tls,
             query_memory,
-            shuffle_memory,
+            shuffle_memory: settings
+                .shuffle_memory
+                .map_or_else(ShuffleMemory::default_budget, |size| size.0),
             max_connections,
-            max_query_size: usize::try_from(max_query_size).unwrap_or(usize::MAX),
-            statement_timeout,
-            query_history: self
-                .query_history
-                .or(section.query_history)
-                .unwrap_or(DEFAULT_QUERY_HISTORY),
+            max_query_size: usize::try_from(
+                settings
+                    .max_query_size
+                    .map_or(DEFAULT_MAX_QUERY_SIZE, |size| size.0),
+            )
+            .unwrap_or(usize::MAX),
+            statement_timeout: settings.statement_timeout,
+            query_history: settings.query_history.unwrap_or(DEFAULT_QUERY_HISTORY),
             users,
             tls,
-            tls_required,
-            allowed_locations,
+            tls_required: settings.tls_required,
+            allowed_locations: settings.allowed_locations,
             listen,
             data_dir,
             warehouse,
@@ -420,31 +361,13 @@ impl ServeArgs {
             timings: file.timings()?,
             storage: file.storage()?,
             planner: SluiceOptions::new(ServerPlannerSettings {
-                single_stage_max_bytes: self
+                single_stage_max_bytes: settings
                     .single_stage_max_bytes
-                    .or(section.single_stage_max_bytes)
                     .unwrap_or(DEFAULT_SINGLE_STAGE_MAX_BYTES),
-                frontend_max_bytes: self
+                frontend_max_bytes: settings
                     .frontend_max_bytes
-                    .or(section.frontend_max_bytes)
                     .unwrap_or(DEFAULT_FRONTEND_MAX_BYTES),
             }),
         })
-    }
-}
-
-/// A size setting: the flag (already parsed) over the config file's key
-/// `name` (parsed with [`parse_size`]), or `None` when neither is given.
-pub(super) fn size_setting(
-    flag: Option<u64>,
-    key: &Option<String>,
-    name: &str,
-) -> Result<Option<u64>> {
-    match (flag, key) {
-        (Some(bytes), _) => Ok(Some(bytes)),
-        (None, Some(text)) => parse_size(text)
-            .map(Some)
-            .map_err(|e| ServerError::Config(format!("{name}: {e}"))),
-        (None, None) => Ok(None),
     }
 }

@@ -8,9 +8,11 @@ use datafusion::sql::sqlparser::ast::{
     Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Statement, Value,
 };
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
-use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::PgWireResult;
+use sluice_engine::sqlstate::SqlState;
 
 use super::hooks::Action;
+use super::sqlstate::user_error;
 use crate::jobs::history::RunState;
 use crate::jobs::JobsSlot;
 
@@ -43,28 +45,22 @@ fn recognise(statement: &Statement) -> Option<Result<String, String>> {
     })
 }
 
-fn error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(
-        datafusion_postgres::pgwire::error::ErrorInfo::new("ERROR".into(), code.into(), message),
-    ))
-}
-
 async fn run(call: Result<String, String>, context: &SessionContext) -> PgWireResult<Response> {
-    let job = call.map_err(|message| error("42883", message))?;
+    let job = call.map_err(|message| user_error(SqlState::UNDEFINED_FUNCTION, message))?;
     let slot = context.state().config().get_extension::<JobsSlot>();
     let jobs = slot.as_ref().and_then(|slot| slot.get()).ok_or_else(|| {
-        error(
-            "55000",
-            "this server has no jobs (start it with sluice serve --jobs FILE)".into(),
+        user_error(
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "this server has no jobs (start it with sluice serve --jobs FILE)",
         )
     })?;
     let run = jobs
         .run_now(&job)
         .await
-        .map_err(|e| error("42704", e.to_string()))?;
+        .map_err(|e| user_error(SqlState::UNDEFINED_OBJECT, e.to_string()))?;
     if run.state == RunState::Failed {
-        return Err(error(
-            "P0001",
+        return Err(user_error(
+            SqlState::RAISE_EXCEPTION,
             format!(
                 "job '{job}' failed (run {}, attempt {}): {}",
                 run.run_id,
@@ -85,7 +81,7 @@ impl Action for RunJob {
     async fn run(&self, statement: &Statement, context: &SessionContext) -> PgWireResult<Response> {
         match recognise(statement) {
             Some(call) => run(call, context).await,
-            None => Err(error("XX000", "not a CALL statement".into())),
+            None => Err(user_error(SqlState::INTERNAL_ERROR, "not a CALL statement")),
         }
     }
 }

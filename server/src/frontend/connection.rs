@@ -70,6 +70,7 @@ use super::Frontend;
 use crate::query_log::QueryTracker;
 use sluice_engine::pg_cursors::OpenCursors;
 use sluice_engine::planning_interrupt::PlanningInterrupt;
+use sluice_engine::sqlstate::SqlState;
 
 /// datafusion-postgres' statement hooks plus Sluice's own, for a connection
 /// with `caps`.
@@ -306,7 +307,7 @@ fn panic_error(panic: Box<dyn std::any::Any + Send>) -> PgWireError {
     tracing::error!("query panicked: {message}");
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
-        sqlstate::INTERNAL_ERROR.into(),
+        SqlState::INTERNAL_ERROR.to_string(),
         format!("internal error: {message}"),
     )))
 }

@@ -21,31 +21,27 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 
 use sluice_engine::cursor_rows::CursorRows;
 use sluice_engine::pg_cursors::OpenCursors;
+use sluice_engine::sqlstate::{PgError, SqlState};
 
 use super::portal::{api, batches, rows_response};
+use super::sqlstate::{user_error, wire_error};
 
 /// Opens the cursors of `DECLARE name CURSOR FOR query`, fetches from them
 /// and closes them; other `DECLARE`s (and the errors of malformed ones) are
 /// datafusion-postgres'.
 pub struct DeclareCursorHook;
 
-/// An error with `code` and `message`, as PostgreSQL reports it.
-fn user_error(code: &str, message: String) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        code.to_string(),
-        message,
-    )))
-}
-
 /// PostgreSQL's error for a cursor name nothing is open under.
 fn no_cursor(name: &str) -> PgWireError {
-    user_error("34000", format!("cursor \"{name}\" does not exist"))
+    user_error(
+        SqlState::INVALID_CURSOR_NAME,
+        format!("cursor \"{name}\" does not exist"),
+    )
 }
 
 /// The connection's open cursors, kept in its session.
@@ -143,25 +139,31 @@ async fn declare(cursors: &[Declare], context: &SessionContext) -> PgWireResult<
 
 /// PostgreSQL's error for a `DECLARE` of a name already open.
 fn already_open(name: &Ident) -> PgWireError {
-    user_error("42P03", format!("cursor \"{}\" already exists", name.value))
+    user_error(
+        SqlState::DUPLICATE_CURSOR,
+        format!("cursor \"{}\" already exists", name.value),
+    )
 }
 
 /// How many rows `FETCH direction` takes (`None`: all that are left).
 /// Cursors only move forward, as PostgreSQL's `NO SCROLL` ones.
 fn fetch_count(direction: &FetchDirection) -> PgWireResult<Option<usize>> {
     let count = |limit: &Value| match limit {
-        Value::Number(digits, _) => digits
-            .parse::<i64>()
-            .map_err(|_| user_error("22003", format!("FETCH count {digits} is out of range"))),
+        Value::Number(digits, _) => digits.parse::<i64>().map_err(|_| {
+            user_error(
+                SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+                format!("FETCH count {digits} is out of range"),
+            )
+        }),
         other => Err(user_error(
-            "42601",
+            SqlState::SYNTAX_ERROR,
             format!("FETCH count must be a number, not {other}"),
         )),
     };
     let forward = |n: i64| match usize::try_from(n) {
         Ok(0) => Err(user_error(
-            "0A000",
-            "FETCH 0 re-reads the current row, which Sluice's cursors do not keep".into(),
+            SqlState::FEATURE_NOT_SUPPORTED,
+            "FETCH 0 re-reads the current row, which Sluice's cursors do not keep",
         )),
         Ok(n) => Ok(Some(n)),
         Err(_) => Err(backward()),
@@ -179,7 +181,7 @@ fn fetch_count(direction: &FetchDirection) -> PgWireResult<Option<usize>> {
         | FetchDirection::Last
         | FetchDirection::Absolute { .. }
         | FetchDirection::Relative { .. } => Err(user_error(
-            "0A000",
+            SqlState::FEATURE_NOT_SUPPORTED,
             format!("FETCH {direction} is not supported: Sluice's cursors only move forward"),
         )),
     }
@@ -187,13 +189,13 @@ fn fetch_count(direction: &FetchDirection) -> PgWireResult<Option<usize>> {
 
 /// PostgreSQL's error for a backward move of a `NO SCROLL` cursor.
 fn backward() -> PgWireError {
-    let mut info = ErrorInfo::new(
-        "ERROR".to_string(),
-        "55000".to_string(),
-        "cursor can only scan forward".to_string(),
-    );
-    info.hint = Some("Sluice's cursors cannot be declared SCROLL.".to_string());
-    PgWireError::UserError(Box::new(info))
+    wire_error(
+        PgError::new(
+            SqlState::OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "cursor can only scan forward",
+        )
+        .with_hint("Sluice's cursors cannot be declared SCROLL."),
+    )
 }
 
 /// The rows `statement` fetches, when it is a `FETCH`, encoded in `format`
@@ -216,8 +218,8 @@ pub async fn fetch(
     let rows = async {
         if into.is_some() {
             return Err(user_error(
-                "0A000",
-                "FETCH … INTO is not supported".to_string(),
+                SqlState::FEATURE_NOT_SUPPORTED,
+                "FETCH … INTO is not supported",
             ));
         }
         let count = fetch_count(direction)?;

@@ -20,12 +20,14 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
 use datafusion_postgres::pgwire::api::results::{DataRowEncoder, FieldFormat, FieldInfo};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::data::DataRow;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 use futures::{stream, Stream, StreamExt};
+use sluice_engine::sqlstate::SqlState;
 
 use super::encoded_column::EncodedColumn;
+use super::sqlstate::user_error;
 use super::{pg_binary, pg_text};
 
 /// The rows of `batches` as `DataRow` messages for a result described by
@@ -168,11 +170,10 @@ fn arrow_pg_column(
 
 /// The error for something longer than the protocol can carry.
 fn too_large(what: &str) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".to_string(),
-        "54000".to_string(),
+    user_error(
+        SqlState::PROGRAM_LIMIT_EXCEEDED,
         format!("{what} is too large to send"),
-    )))
+    )
 }
 
 #[cfg(test)]

@@ -23,10 +23,12 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::Parser;
 
 use super::rewrite::rewrite;
+use super::sqlstate::user_error;
 use super::Limits;
 use crate::auth::access::{check, needed_role_datafusion};
 use sluice_engine::complexity::check_depth;
 use sluice_engine::parallel_write::WriteAnswer;
+use sluice_engine::sqlstate::SqlState;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;
 /// `None` when it does not (the caller reports its original error).
@@ -136,19 +138,10 @@ impl SluiceParser {
 /// `54001` (statement_too_complex) when it nests deeper than the limit (see
 /// [`sluice_engine::complexity`]): checked before anything parses it.
 pub fn check_statement_limits(sql: &str, limits: &Limits) -> PgWireResult<()> {
-    let error = |code: &str, message: String| {
-        PgWireError::UserError(Box::new(
-            datafusion_postgres::pgwire::error::ErrorInfo::new(
-                "ERROR".into(),
-                code.into(),
-                message,
-            ),
-        ))
-    };
     let max = limits.max_query_size;
     if sql.len() > max {
-        return Err(error(
-            "54000",
+        return Err(user_error(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
             format!(
                 "statement too long: {} bytes, and this server takes at most {max} \
                  (--max-query-size)",
@@ -156,7 +149,8 @@ pub fn check_statement_limits(sql: &str, limits: &Limits) -> PgWireResult<()> {
             ),
         ));
     }
-    check_depth(sql, limits.max_statement_depth).map_err(|e| error("54001", e.to_string()))
+    check_depth(sql, limits.max_statement_depth)
+        .map_err(|e| user_error(SqlState::STATEMENT_TOO_COMPLEX, e.to_string()))
 }
 
 /// Whether `sql` begins with `words` (any case, any whitespace between).

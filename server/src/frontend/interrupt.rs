@@ -18,15 +18,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError};
+use datafusion_postgres::pgwire::error::PgWireError;
 use datafusion_postgres::pgwire::messages::cancel::CancelRequest;
+use sluice_engine::sqlstate::SqlState;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// `query_canceled`
-pub const QUERY_CANCELED: &str = "57014";
+use super::sqlstate::user_error;
 
 /// Why a statement stopped before its end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +47,7 @@ impl Interruption {
             Self::TimedOut => "canceling statement due to statement timeout",
             Self::Disconnected => "canceling statement: the client closed the connection",
         };
-        PgWireError::UserError(Box::new(ErrorInfo::new(
-            "ERROR".into(),
-            QUERY_CANCELED.into(),
-            message.into(),
-        )))
+        user_error(SqlState::QUERY_CANCELED, message)
     }
 }
 

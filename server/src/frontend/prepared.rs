@@ -16,9 +16,12 @@ use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{ClientInfo, DEFAULT_NAME};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 
 use sluice_engine::pg_cursors::OpenCursors;
+use sluice_engine::sqlstate::SqlState;
+
+use super::sqlstate::user_error;
 
 /// Most named prepared statements (and, apart, named portals) one
 /// connection keeps.
@@ -59,15 +62,14 @@ impl NameCap {
             names.retain(|name| stored(name));
         }
         if names.len() >= MAX_PER_CONNECTION {
-            return Err(PgWireError::UserError(Box::new(ErrorInfo::new(
-                "ERROR".into(),
-                "54000".into(),
+            return Err(user_error(
+                SqlState::PROGRAM_LIMIT_EXCEEDED,
                 format!(
                     "too many {}: this connection keeps {MAX_PER_CONNECTION} already; close \
                      some (Close, DEALLOCATE, CLOSE) before making more",
                     self.kind
                 ),
-            ))));
+            ));
         }
         names.insert(name.to_string());
         Ok(())

@@ -22,6 +22,7 @@ use datafusion_postgres::pgwire::messages::response::NoticeResponse;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{SinkExt, StreamExt};
 use sluice_engine::options::SluiceOptions;
+use sluice_engine::sqlstate::SqlState;
 use sluice_scheduler::{ClusterView, RemoteScheduler, StageProgress};
 
 use crate::query_log::QueryRecord;
@@ -66,7 +67,11 @@ where
             break first;
         }
         if let Some(message) = message(scheduler, query, started.elapsed()).await {
-            let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+            let notice = ErrorInfo::new(
+                "NOTICE".into(),
+                SqlState::SUCCESSFUL_COMPLETION.to_string(),
+                message,
+            );
             client
                 .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
                     notice,

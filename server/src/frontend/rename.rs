@@ -12,6 +12,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use sluice_engine::catalog::rename_table;
+use sluice_engine::sqlstate::PgError;
 
 use super::hooks::Action;
 
@@ -71,10 +72,7 @@ async fn run(rename: Rename<'_>, context: &SessionContext) -> PgWireResult<Respo
         }
         Some(_) => return Ok(Response::Execution(Tag::new("ALTER TABLE"))),
         None if rename.if_exists => return Ok(Response::Execution(Tag::new("ALTER TABLE"))),
-        None => Err(DataFusionError::Plan(format!(
-            "table {} not found",
-            rename.table
-        ))),
+        None => Err(PgError::undefined_table(rename.table).into_datafusion()),
     };
     renamed.map_err(api)?;
     Ok(Response::Execution(Tag::new("ALTER TABLE")))

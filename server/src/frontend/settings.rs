@@ -28,13 +28,14 @@ use datafusion_postgres::pgwire::api::results::{
     DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
 };
 use datafusion_postgres::pgwire::api::{ClientInfo, Type};
-use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use sluice_engine::pg_settings::{Parameter, SettingError};
 use sluice_engine::{PgSettings, SluiceOptions, StorageOptions};
 
 use super::hooks::PlanSource;
+use super::sqlstate::user_error;
 use crate::auth::access::{check, setting_name, setting_role};
 
 /// Recognises `SHOW` of a dotted engine setting name.
@@ -193,11 +194,7 @@ fn recognise(statement: &Statement) -> Option<SettingStatement> {
 
 /// The error a client receives for `error`.
 fn setting_error(error: SettingError) -> PgWireError {
-    PgWireError::UserError(Box::new(ErrorInfo::new(
-        "ERROR".into(),
-        error.sqlstate().into(),
-        error.to_string(),
-    )))
+    user_error(error.sqlstate(), error.to_string())
 }
 
 /// Runs `change` on the connection's PostgreSQL parameters.

@@ -22,6 +22,7 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::{Authentication, PasswordMessageFamily};
 use datafusion_postgres::pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use futures::{Sink, SinkExt};
+use sluice_engine::sqlstate::SqlState;
 
 use super::interrupt::{CancelRegistry, ConnectionSignal};
 use super::settings::{formatting_key, with_settings};
@@ -84,22 +85,13 @@ pub struct Startup {
 }
 
 /// A `FATAL` error with `code`: the connection ends.
-fn fatal(code: &str, message: String) -> PgWireError {
+fn fatal(code: SqlState, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "FATAL".into(),
-        code.into(),
+        code.to_string(),
         message,
     )))
 }
-
-/// `invalid_authorization_specification`
-const INVALID_AUTHORIZATION: &str = "28000";
-/// `invalid_password`
-const INVALID_PASSWORD: &str = "28P01";
-/// `too_many_connections`
-const TOO_MANY_CONNECTIONS: &str = "53300";
-/// `protocol_violation`
-const PROTOCOL_VIOLATION: &str = "08P01";
 
 /// A fresh random md5 salt.
 fn md5_salt() -> PgWireResult<[u8; 4]> {
@@ -107,7 +99,12 @@ fn md5_salt() -> PgWireResult<[u8; 4]> {
     let mut salt = [0u8; 4];
     ring::rand::SystemRandom::new()
         .fill(&mut salt)
-        .map_err(|_| fatal("XX000", "no randomness for the md5 salt".into()))?;
+        .map_err(|_| {
+            fatal(
+                SqlState::INTERNAL_ERROR,
+                "no randomness for the md5 salt".into(),
+            )
+        })?;
     Ok(salt)
 }
 
@@ -182,7 +179,7 @@ impl StartupHandler for Startup {
         client.metadata_mut().remove(ROLE_KEY);
         if self.policy.tls_required && !client.is_secure() {
             return Err(fatal(
-                INVALID_AUTHORIZATION,
+                SqlState::INVALID_AUTHORIZATION,
                 "this server accepts TLS connections only (use sslmode=require)".into(),
             ));
         }
@@ -249,7 +246,7 @@ impl Startup {
             .get(METADATA_USER)
             .cloned()
             .unwrap_or_default();
-        let violation = |what: String| fatal(PROTOCOL_VIOLATION, what);
+        let violation = |what: String| fatal(SqlState::PROTOCOL_VIOLATION, what);
         let mut login = self.login.lock().await;
         match std::mem::replace(&mut *login, Login::Over) {
             Login::Started => {
@@ -258,7 +255,7 @@ impl Startup {
                     .map_err(|e| violation(format!("expected a SASL initial response: {e}")))?;
                 if initial.auth_method != scram::MECHANISM {
                     return Err(fatal(
-                        INVALID_AUTHORIZATION,
+                        SqlState::INVALID_AUTHORIZATION,
                         format!(
                             "authentication method {} is not offered; use {}",
                             initial.auth_method,
@@ -298,7 +295,7 @@ impl Startup {
                     _ => {
                         tracing::info!("failed login of user {user:?}");
                         return Err(fatal(
-                            INVALID_PASSWORD,
+                            SqlState::INVALID_PASSWORD,
                             format!("password authentication failed for user \"{user}\""),
                         ));
                     }
@@ -326,7 +323,7 @@ impl Startup {
                 let Some(known) = known else {
                     tracing::info!("failed md5 login of user {user:?}");
                     return Err(fatal(
-                        INVALID_PASSWORD,
+                        SqlState::INVALID_PASSWORD,
                         format!("password authentication failed for user \"{user}\""),
                     ));
                 };
@@ -360,7 +357,7 @@ impl Startup {
         let database = client.metadata().get(METADATA_DATABASE).cloned();
         if let Some(other) = database.filter(|name| name != DATABASE) {
             return Err(fatal(
-                "3D000",
+                SqlState::INVALID_CATALOG_NAME,
                 format!(
                     "database \"{other}\" does not exist (this server has database \"{DATABASE}\")"
                 ),
@@ -369,7 +366,7 @@ impl Startup {
         let role = role_of(client);
         self.slot.log_in(role == Role::Admin).map_err(|refusal| {
             fatal(
-                TOO_MANY_CONNECTIONS,
+                SqlState::TOO_MANY_CONNECTIONS,
                 match refusal {
                     Refusal::Full => "sorry, too many clients already (--max-connections)".into(),
                     Refusal::ReservedForAdmins => format!(
