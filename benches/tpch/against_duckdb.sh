@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # TPC-H in one run: DuckDB 1.4.4 (2 threads, the answer oracle for scale
-# factors without built-in answers), then Sluice (`sluice serve`, 2 embedded
+# factors the repository ships no answers for), then Sluice (`sluice serve`, 2 embedded
 # executors, every query over the Postgres wire) and single-node in-process
 # DataFusion (target_partitions = cores, its defaults otherwise) over the same
 # Parquet files. Prints each query's time in all three, Sluice's ratio to

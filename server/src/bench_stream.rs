@@ -4,8 +4,8 @@
 
 use sluice_benches::streaming::{stream, WireFormat};
 
-use crate::client::{connect_database, ServerAddress};
 use crate::error::{Result, ServerError};
+use sluice_jobs::connection::{connect_database, ServerAddress};
 
 /// Flags of `sluice bench stream`.
 #[derive(Debug, clap::Args)]

@@ -1,6 +1,7 @@
 //! The server crate's error type.
 
 use sluice_engine::EngineError;
+use sluice_frontend::error::FrontendError;
 use sluice_scheduler::ClusterError;
 
 /// Errors that stop a `sluice` command.
@@ -31,6 +32,12 @@ pub enum ServerError {
     /// Building sessions or catalogs failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A scheduled job, a script or a client connection failed.
+    #[error(transparent)]
+    Jobs(#[from] sluice_jobs::error::JobsError),
+    /// The frontend could not start or keep its files.
+    #[error(transparent)]
+    Frontend(#[from] FrontendError),
 }
 
 impl ServerError {

@@ -1,5 +1,5 @@
 //! The HTTP endpoint of every role (`--http HOST:PORT`): `/metrics` in
-//! Prometheus' text format (see [`crate::metrics`] and
+//! Prometheus' text format (see [`sluice_frontend::metrics`] and
 //! `sluice_scheduler::metrics`), `/healthz` (the process is serving) and
 //! `/readyz` (it can do its work: where it sees the cluster, at least one
 //! executor is alive); on a frontend also the web UI ([`crate::web_ui`]).
@@ -89,11 +89,11 @@ async fn live_executors(sources: &Sources) -> Option<Result<(usize, u64), String
 async fn metrics(State(sources): State<Sources>) -> impl IntoResponse {
     if let Some(live) = live_executors(&sources).await {
         let (executors, slots) = live.unwrap_or((0, 0));
-        crate::metrics::set_executors(executors, slots);
+        sluice_frontend::metrics::set_executors(executors, slots);
     }
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        crate::metrics::render(),
+        sluice_frontend::metrics::render(),
     )
 }
 

@@ -1,22 +1,16 @@
-//! The Sluice server: the Postgres-wire frontend and the commands of the
-//! `sluice` binary.
+//! The `sluice` binary's commands over the libraries: configuration, the
+//! cluster roles, `sluice serve` (the frontend of [`sluice_frontend`] with
+//! an embedded or remote cluster), scheduled jobs and the script runner,
+//! client commands, the web UI and the benchmarks' commands.
 
-pub mod auth;
 pub mod bench_stream;
-pub mod catalog_table;
-pub mod cli_progress;
 pub mod client;
 pub mod config;
 pub mod error;
-pub mod frontend;
 pub mod http;
-pub mod jobs;
-pub mod json_lines;
-pub mod metrics;
-pub mod query_log;
 pub mod roles;
-pub mod script;
+pub mod run_command;
 pub mod serve;
-pub mod system_tables;
 pub mod tpch;
+pub mod users_file;
 pub mod web_ui;

@@ -1,10 +1,10 @@
 //! `sluice`: a distributed SQL engine speaking the Postgres wire protocol.
 
 use clap::{Parser, Subcommand};
-use sluice_server::auth::users_file::UserCommand;
 use sluice_server::config::{ExecutorArgs, SchedulerArgs, ServeArgs};
-use sluice_server::script::RunArgs;
+use sluice_server::run_command::RunArgs;
 use sluice_server::tpch::{self, BenchCommand, TpchCommand};
+use sluice_server::users_file::UserCommand;
 use tracing_subscriber::EnvFilter;
 
 /// Log filter when RUST_LOG is unset: Sluice's own lines only. Ballista logs
@@ -113,14 +113,14 @@ fn main() -> std::process::ExitCode {
             Command::Serve(args) => sluice_server::serve::run((*args).resolve()?).await,
             Command::Scheduler(args) => sluice_server::roles::scheduler(args.resolve()?).await,
             Command::Executor(args) => sluice_server::roles::executor(args.resolve()?).await,
-            Command::Run(args) => sluice_server::script::run(args).await,
+            Command::Run(args) => sluice_server::run_command::run(args).await,
             Command::Tpch(TpchCommand::Gen(args)) => tpch::gen(args).await,
             Command::Tpch(TpchCommand::Register(args)) => tpch::register(args).await,
             Command::Bench(BenchCommand::Tpch(args)) => tpch::bench(args).await,
             Command::Bench(BenchCommand::Stream(args)) => {
                 sluice_server::bench_stream::run(args).await
             }
-            Command::User(command) => sluice_server::auth::users_file::run(command),
+            Command::User(command) => sluice_server::users_file::run(command),
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

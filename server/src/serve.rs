@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -15,20 +15,21 @@ use sluice_engine::{EngineError, SessionFactory, SessionOptions, DEFAULT_CATALOG
 use sluice_scheduler::{ClusterView, EmbeddedCluster, EmbeddedClusterOptions, RemoteScheduler};
 use tokio::net::TcpListener;
 
-use crate::auth::scram::Verifier;
-use crate::auth::{Role, StoredPassword, User};
-use crate::catalog_table::TablesTable;
-use crate::client::ServerAddress;
 use crate::config::{ClusterMode, ServeConfig};
 use crate::error::{Result, ServerError};
-use crate::frontend::{self, Frontend, Limits, LoginPolicy, DATABASE};
 use crate::http::serve_http;
-use crate::jobs::history::RunHistory;
-use crate::jobs::{JobRunsTable, Jobs, JobsSlot};
-use crate::query_log::QueryLog;
-use crate::system_tables::{ExecutorsTable, QueriesTable};
 use crate::web_ui::WebUi;
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
+use sluice_frontend::auth::scram::Verifier;
+use sluice_frontend::auth::{Role, StoredPassword, User};
+use sluice_frontend::call::JobsSlot;
+use sluice_frontend::catalog_table::TablesTable;
+use sluice_frontend::query_log::QueryLog;
+use sluice_frontend::system_tables::{ExecutorsTable, QueriesTable};
+use sluice_frontend::{self, Frontend, Limits, LoginPolicy, DATABASE};
+use sluice_jobs::connection::ServerAddress;
+use sluice_jobs::history::RunHistory;
+use sluice_jobs::{JobRunsTable, Jobs};
 
 /// The single-file catalog of earlier versions in the data directory,
 /// imported into the catalog when that is empty.
@@ -37,6 +38,24 @@ const LEGACY_CATALOG_FILE: &str = "catalog.json";
 const COPY_JOURNAL_DIR: &str = "copies";
 /// The query history (`sluice.queries`) in the data directory.
 const QUERY_HISTORY_FILE: &str = "queries.jsonl";
+/// Where the server's jobs are found once started: by `CALL sluice.run_job`
+/// in the frontend and by `sluice.job_runs`.
+#[derive(Default)]
+struct ScheduledJobs {
+    /// What `CALL sluice.run_job` runs.
+    calls: Arc<JobsSlot>,
+    /// What `sluice.job_runs` lists.
+    table: Arc<OnceLock<Arc<Jobs>>>,
+}
+
+impl ScheduledJobs {
+    /// Installs the started jobs.
+    fn set(&self, jobs: Arc<Jobs>) {
+        let _ = self.table.set(Arc::clone(&jobs));
+        self.calls.set(jobs);
+    }
+}
+
 /// The scheduled jobs' run history in the data directory.
 const JOB_RUNS_FILE: &str = "job_runs.jsonl";
 /// The embedded executors' work directories (shuffle files, results).
@@ -143,7 +162,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     let tls = config
         .tls
         .as_ref()
-        .map(|files| frontend::tls::acceptor(&files.cert, &files.key))
+        .map(|files| sluice_frontend::tls::acceptor(&files.cert, &files.key))
         .transpose()?;
     let (policy, job_login) = login_policy(config, address);
     std::fs::create_dir_all(&config.data_dir).map_err(|e| {
@@ -197,7 +216,7 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
             )
         }
     };
-    let scheduled = Arc::new(JobsSlot::default());
+    let scheduled = ScheduledJobs::default();
     let frontend = build_frontend(&view, jobs.clone(), slots, config, &scheduled, policy, tls)?;
     let web_ui = Arc::new(WebUi {
         log: Arc::clone(&frontend.queries),
@@ -207,11 +226,11 @@ pub async fn start(config: &ServeConfig) -> Result<RunningServer> {
     frontend.sessions.restore_catalog().await?;
     // Loaded before the listener serves: a bad jobs file stops the start.
     let job_list = match &config.jobs {
-        Some(path) => Some(crate::jobs::spec::load(path)?),
+        Some(path) => Some(sluice_jobs::spec::load(path)?),
         None => None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let frontend = frontend::spawn(listener, frontend, async {
+    let frontend = sluice_frontend::spawn(listener, frontend, async {
         let _ = stopped.await;
     })
     .map_err(|e| ServerError::io("serving connections", e))?;
@@ -255,7 +274,7 @@ fn build_frontend(
     jobs: Arc<RemoteScheduler>,
     slots: usize,
     config: &ServeConfig,
-    scheduled: &Arc<JobsSlot>,
+    scheduled: &ScheduledJobs,
     policy: LoginPolicy,
     tls: Option<TlsAcceptor>,
 ) -> Result<Arc<Frontend>> {
@@ -314,7 +333,7 @@ fn build_frontend(
         ("tables", Arc::new(TablesTable::new(catalog))),
         (
             "job_runs",
-            Arc::new(JobRunsTable::new(Arc::clone(scheduled))),
+            Arc::new(JobRunsTable::new(Arc::clone(&scheduled.table))),
         ),
     ]);
     // `CALL sluice.run_job` finds the jobs through the session.
@@ -323,10 +342,10 @@ fn build_frontend(
         .state_ref()
         .write()
         .config_mut()
-        .set_extension(Arc::clone(scheduled));
+        .set_extension(Arc::clone(&scheduled.calls));
     register_system_schema(sessions.template(), tables)?;
     if let Some(timeout) = &config.statement_timeout {
-        frontend::settings::with_settings(sessions.template(), |settings| {
+        sluice_frontend::settings::with_settings(sessions.template(), |settings| {
             settings.set_server_default("statement_timeout", timeout)
         })
         .map_err(|e| ServerError::Config(format!("statement-timeout: {e}")))?;

@@ -3,19 +3,22 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cli_progress::Progress;
 use object_store::ObjectStore;
 use sluice_benches::tpch::bench::{self, LocalDataFusion, QueryResult};
-use sluice_benches::tpch::{generate, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT};
+use sluice_benches::tpch::{
+    generate, shipped_dir, Compression, GenerateOptions, ReferenceAnswer, QUERY_COUNT,
+};
 use sluice_engine::storage::runtime_env_with;
 use sluice_engine::{StorageOptions, StorageService};
+use sluice_jobs::cli_progress::Progress;
 use tokio::io::AsyncWriteExt;
 use tokio_postgres::Client;
 use url::Url;
 
-use crate::client::{connect, ServerAddress, TargetServer};
+use crate::client::TargetServer;
 use crate::config::storage_options;
 use crate::error::{Result, ServerError};
+use sluice_jobs::connection::{connect, ServerAddress};
 
 /// Rows per Parquet row group `sluice tpch gen` writes by default.
 const DEFAULT_ROW_GROUP_ROWS: usize = 262_144;
@@ -99,8 +102,9 @@ pub struct BenchArgs {
     /// Runs of each query.
     #[arg(long, default_value_t = 1)]
     pub iterations: usize,
-    /// Directory of reference answers (`qNN.csv`) [default: the built-in ones
-    /// for the data's scale factor, when it is 0.01, 0.1 or 1].
+    /// Directory of reference answers (`qNN.csv`) [default: the
+    /// repository's for the data's scale factor, `benches/tpch/answers/sf<SF>`
+    /// under the current directory, when it is 0.01, 0.1 or 1].
     #[arg(long, value_name = "DIR")]
     pub answers: Option<PathBuf>,
     /// Write the results as JSON to FILE.
@@ -316,10 +320,21 @@ async fn run_bench(
     } else {
         args.queries.clone()
     };
-    let answers_dir = args.answers.clone();
-    let answers = move |query: usize| match &answers_dir {
-        Some(dir) => ReferenceAnswer::load(dir, query).ok(),
-        None => ReferenceAnswer::builtin(scale_factor, query),
+    // The answers are files of the repository, not part of the binary.
+    let answers_dir = args
+        .answers
+        .clone()
+        .or_else(|| shipped_dir(Path::new("."), scale_factor));
+    if answers_dir.is_none() {
+        eprintln!(
+            "no reference answers for SF {scale_factor} here (benches/tpch/answers/sf{scale_factor}; \
+             give --answers DIR): answers are not checked"
+        );
+    }
+    let answers = move |query: usize| {
+        answers_dir
+            .as_deref()
+            .and_then(|dir| ReferenceAnswer::load(dir, query).ok())
     };
     eprintln!(
         "TPC-H SF {scale_factor} on {}:{}",

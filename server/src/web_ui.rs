@@ -21,8 +21,8 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 use sluice_scheduler::{ClusterView, ExecutorInfo, RemoteScheduler, StageProgress};
 
-use crate::query_log::{QueryLog, QueryState};
-use crate::system_tables::{query_activity, QueryActivity};
+use sluice_frontend::query_log::{QueryLog, QueryState};
+use sluice_frontend::system_tables::{query_activity, QueryActivity};
 
 /// How many ended queries the overview lists.
 const RECENT_QUERIES: usize = 100;

@@ -9,10 +9,12 @@ use sluice_sql_tests::SluiceServer;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
 
-/// Runs `sluice` with `args`.
+/// Runs `sluice` with `args` in the repository's root, as a user in a
+/// checkout does: `sluice bench tpch` finds the shipped answers there.
 fn sluice(args: &[&str]) -> Output {
     Command::new(BINARY)
         .args(args)
+        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join(".."))
         .output()
         .expect("sluice runs")
 }

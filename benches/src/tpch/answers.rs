@@ -1,92 +1,16 @@
 //! TPC-H reference answers and the comparison of results against them.
 //!
-//! Answers for scale factors 0.01, 0.1 and 1 are compiled in (from
-//! `benches/tpch/answers/`); other directories in the same format can be
-//! loaded. Format: a header line of column names, `|` between fields, an empty
+//! The repository ships answers for scale factors 0.01, 0.1 and 1 in
+//! `benches/tpch/answers/sf<SF>/` ([`shipped_dir`]); they are read from
+//! there, not compiled into the `sluice` binary, and other directories in
+//! the same format can be given. Format: a header line of column names, `|` between fields, an empty
 //! field for NULL.
 //!
 //! Tolerances follow TPC-H: counts, keys and text must match exactly; decimal
 //! values printed with up to four decimals (money and its products) within
 //! 0.01; values printed with more decimals (averages, ratios) within 1%.
 
-use std::path::Path;
-
-use super::QUERY_COUNT;
-
-const SF_0_01: [&str; QUERY_COUNT] = [
-    include_str!("../../tpch/answers/sf0.01/q01.csv"),
-    include_str!("../../tpch/answers/sf0.01/q02.csv"),
-    include_str!("../../tpch/answers/sf0.01/q03.csv"),
-    include_str!("../../tpch/answers/sf0.01/q04.csv"),
-    include_str!("../../tpch/answers/sf0.01/q05.csv"),
-    include_str!("../../tpch/answers/sf0.01/q06.csv"),
-    include_str!("../../tpch/answers/sf0.01/q07.csv"),
-    include_str!("../../tpch/answers/sf0.01/q08.csv"),
-    include_str!("../../tpch/answers/sf0.01/q09.csv"),
-    include_str!("../../tpch/answers/sf0.01/q10.csv"),
-    include_str!("../../tpch/answers/sf0.01/q11.csv"),
-    include_str!("../../tpch/answers/sf0.01/q12.csv"),
-    include_str!("../../tpch/answers/sf0.01/q13.csv"),
-    include_str!("../../tpch/answers/sf0.01/q14.csv"),
-    include_str!("../../tpch/answers/sf0.01/q15.csv"),
-    include_str!("../../tpch/answers/sf0.01/q16.csv"),
-    include_str!("../../tpch/answers/sf0.01/q17.csv"),
-    include_str!("../../tpch/answers/sf0.01/q18.csv"),
-    include_str!("../../tpch/answers/sf0.01/q19.csv"),
-    include_str!("../../tpch/answers/sf0.01/q20.csv"),
-    include_str!("../../tpch/answers/sf0.01/q21.csv"),
-    include_str!("../../tpch/answers/sf0.01/q22.csv"),
-];
-
-const SF_0_1: [&str; QUERY_COUNT] = [
-    include_str!("../../tpch/answers/sf0.1/q01.csv"),
-    include_str!("../../tpch/answers/sf0.1/q02.csv"),
-    include_str!("../../tpch/answers/sf0.1/q03.csv"),
-    include_str!("../../tpch/answers/sf0.1/q04.csv"),
-    include_str!("../../tpch/answers/sf0.1/q05.csv"),
-    include_str!("../../tpch/answers/sf0.1/q06.csv"),
-    include_str!("../../tpch/answers/sf0.1/q07.csv"),
-    include_str!("../../tpch/answers/sf0.1/q08.csv"),
-    include_str!("../../tpch/answers/sf0.1/q09.csv"),
-    include_str!("../../tpch/answers/sf0.1/q10.csv"),
-    include_str!("../../tpch/answers/sf0.1/q11.csv"),
-    include_str!("../../tpch/answers/sf0.1/q12.csv"),
-    include_str!("../../tpch/answers/sf0.1/q13.csv"),
-    include_str!("../../tpch/answers/sf0.1/q14.csv"),
-    include_str!("../../tpch/answers/sf0.1/q15.csv"),
-    include_str!("../../tpch/answers/sf0.1/q16.csv"),
-    include_str!("../../tpch/answers/sf0.1/q17.csv"),
-    include_str!("../../tpch/answers/sf0.1/q18.csv"),
-    include_str!("../../tpch/answers/sf0.1/q19.csv"),
-    include_str!("../../tpch/answers/sf0.1/q20.csv"),
-    include_str!("../../tpch/answers/sf0.1/q21.csv"),
-    include_str!("../../tpch/answers/sf0.1/q22.csv"),
-];
-
-const SF_1: [&str; QUERY_COUNT] = [
-    include_str!("../../tpch/answers/sf1/q01.csv"),
-    include_str!("../../tpch/answers/sf1/q02.csv"),
-    include_str!("../../tpch/answers/sf1/q03.csv"),
-    include_str!("../../tpch/answers/sf1/q04.csv"),
-    include_str!("../../tpch/answers/sf1/q05.csv"),
-    include_str!("../../tpch/answers/sf1/q06.csv"),
-    include_str!("../../tpch/answers/sf1/q07.csv"),
-    include_str!("../../tpch/answers/sf1/q08.csv"),
-    include_str!("../../tpch/answers/sf1/q09.csv"),
-    include_str!("../../tpch/answers/sf1/q10.csv"),
-    include_str!("../../tpch/answers/sf1/q11.csv"),
-    include_str!("../../tpch/answers/sf1/q12.csv"),
-    include_str!("../../tpch/answers/sf1/q13.csv"),
-    include_str!("../../tpch/answers/sf1/q14.csv"),
-    include_str!("../../tpch/answers/sf1/q15.csv"),
-    include_str!("../../tpch/answers/sf1/q16.csv"),
-    include_str!("../../tpch/answers/sf1/q17.csv"),
-    include_str!("../../tpch/answers/sf1/q18.csv"),
-    include_str!("../../tpch/answers/sf1/q19.csv"),
-    include_str!("../../tpch/answers/sf1/q20.csv"),
-    include_str!("../../tpch/answers/sf1/q21.csv"),
-    include_str!("../../tpch/answers/sf1/q22.csv"),
-];
+use std::path::{Path, PathBuf};
 
 /// The expected result of one query.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,22 +48,6 @@ impl ReferenceAnswer {
         Ok(Self { columns, rows })
     }
 
-    /// The compiled-in answer of `query` at scale factor `scale_factor`, if
-    /// the repository ships one.
-    pub fn builtin(scale_factor: f64, query: usize) -> Option<Self> {
-        let answers = if scale_factor == 0.01 {
-            &SF_0_01
-        } else if scale_factor == 0.1 {
-            &SF_0_1
-        } else if scale_factor == 1.0 {
-            &SF_1
-        } else {
-            return None;
-        };
-        let text = answers.get(query.checked_sub(1)?)?;
-        Self::parse(text).ok()
-    }
-
     /// Loads `qNN.csv` for `query` from `dir`.
     pub fn load(dir: &Path, query: usize) -> Result<Self, String> {
         let path = dir.join(format!("q{query:02}.csv"));
@@ -147,6 +55,15 @@ impl ReferenceAnswer {
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
+}
+
+/// The directory of the answers the repository ships for `scale_factor`,
+/// `benches/tpch/answers/sf<SF>` under `root` (a checkout), if it is there.
+pub fn shipped_dir(root: &Path, scale_factor: f64) -> Option<PathBuf> {
+    let dir = root
+        .join("benches/tpch/answers")
+        .join(format!("sf{scale_factor}"));
+    dir.is_dir().then_some(dir)
 }
 
 /// Checks `actual` rows against `expected` with the TPC-H tolerances; the
@@ -217,13 +134,17 @@ fn value_matches(expected: Option<&str>, actual: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tpch::QUERY_COUNT;
 
     #[test]
-    fn every_builtin_answer_parses() {
+    fn every_shipped_answer_parses() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         for scale_factor in [0.01, 0.1, 1.0] {
+            let dir = shipped_dir(&root, scale_factor)
+                .unwrap_or_else(|| panic!("no answers for sf {scale_factor}"));
             for query in 1..=QUERY_COUNT {
-                let answer = ReferenceAnswer::builtin(scale_factor, query)
-                    .unwrap_or_else(|| panic!("sf {scale_factor} q{query}"));
+                let answer = ReferenceAnswer::load(&dir, query)
+                    .unwrap_or_else(|e| panic!("sf {scale_factor} q{query}: {e}"));
                 assert!(!answer.columns.is_empty());
             }
         }

@@ -7,7 +7,7 @@ pub mod bench;
 pub mod generate;
 pub mod queries;
 
-pub use answers::{compare, ReferenceAnswer};
+pub use answers::{compare, shipped_dir, ReferenceAnswer};
 pub use generate::{generate, Compression, GenerateOptions, GenerateSummary};
 pub use queries::{query, QUERY_COUNT};
 

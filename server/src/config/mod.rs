@@ -44,7 +44,7 @@ struct FileConfig {
     storage: BTreeMap<String, BTreeMap<String, toml::Value>>,
     /// `[[user]]`: who may log in to `sluice serve`.
     #[serde(default)]
-    user: Vec<crate::auth::users_file::UserEntry>,
+    user: Vec<crate::users_file::UserEntry>,
 }
 
 /// `[cluster]`: failure detection, result retention and TLS between the

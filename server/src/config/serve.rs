@@ -16,8 +16,8 @@ use super::{
     absolute, cores, http_address, parse_host_port, parse_socket_addr, ClusterTlsArgs, FileConfig,
     DEFAULT_SERVE_HTTP,
 };
-use crate::auth::Users;
 use crate::error::{Result, ServerError};
+use sluice_frontend::auth::Users;
 
 /// Default Postgres listener address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:5433";
@@ -298,7 +298,7 @@ impl ServeArgs {
         let shared_catalog = settings.catalog.is_some();
         let catalog = location(settings.catalog, "catalog")?;
         let jobs = settings.jobs.map(absolute).transpose()?;
-        let users = crate::auth::users_file::users(&file.user)?;
+        let users = crate::users_file::users(&file.user)?;
         let tls = match (settings.tls_cert, settings.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: absolute(cert)?,

@@ -6,19 +6,29 @@
 //! `sluice.job_runs` ([`history`]). A run that fell due while the server
 //! was down is started once when it comes back. `CALL sluice.run_job('name')`
 //! runs a job now.
+//!
+//! The script runner they share with `sluice run` is [`script`]; both talk
+//! to the server as clients ([`connection`]). Nothing here knows how the
+//! server is configured or started: this crate sits between the frontend
+//! library and the `sluice` binary.
 
+pub mod cli_progress;
+pub mod connection;
+pub mod error;
 pub mod history;
+pub mod script;
 pub mod spec;
 mod table;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sluice_frontend::call::{JobCallError, JobRunner};
 
-use crate::client::{connect, ServerAddress};
-use crate::error::{Result, ServerError};
+use crate::connection::{connect, ServerAddress};
+use crate::error::{JobsError, Result};
 use crate::script::{prepare, run_statements};
 use history::{JobRun, RunHistory, RunState};
 pub use spec::Job;
@@ -36,20 +46,21 @@ pub struct Jobs {
     running: Mutex<HashMap<String, usize>>,
 }
 
-/// Where the frontend finds the server's jobs (set once they are loaded;
-/// empty without `--jobs`).
-#[derive(Debug, Default)]
-pub struct JobsSlot(OnceLock<Arc<Jobs>>);
-
-impl JobsSlot {
-    /// The jobs, once the server has started them.
-    pub fn get(&self) -> Option<&Arc<Jobs>> {
-        self.0.get()
-    }
-
-    /// Installs the jobs.
-    pub fn set(&self, jobs: Arc<Jobs>) {
-        let _ = self.0.set(jobs);
+/// `CALL sluice.run_job` in the frontend runs the server's jobs.
+#[async_trait::async_trait]
+impl JobRunner for Jobs {
+    async fn run_now(&self, name: &str) -> std::result::Result<(), JobCallError> {
+        let run = Jobs::run_now(self, name)
+            .await
+            .map_err(|e| JobCallError::Unknown(e.to_string()))?;
+        if run.state == RunState::Failed {
+            return Err(JobCallError::Failed {
+                run_id: run.run_id,
+                attempt: run.attempt,
+                error: run.error.unwrap_or_default(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -151,9 +162,9 @@ impl Jobs {
             .jobs
             .iter()
             .find(|job| job.name == name)
-            .ok_or_else(|| ServerError::Config(format!("no job named '{name}'")))?;
+            .ok_or_else(|| JobsError::Config(format!("no job named '{name}'")))?;
         if !job.allow_overlap && self.is_running(name) {
-            return Err(ServerError::Config(format!(
+            return Err(JobsError::Config(format!(
                 "job '{name}' is running and does not allow overlapping runs"
             )));
         }
@@ -184,7 +195,7 @@ impl Jobs {
                 Some(limit) => tokio::time::timeout(limit, self.attempt(job, scheduled_for))
                     .await
                     .unwrap_or_else(|_| {
-                        Err(ServerError::Script(format!(
+                        Err(JobsError::Script(format!(
                             "timed out after {}",
                             humantime::format_duration(limit)
                         )))
@@ -231,7 +242,7 @@ impl Jobs {
     async fn attempt(&self, job: &Job, scheduled_for: DateTime<Utc>) -> Result<u64> {
         let name = job.script.display().to_string();
         let text = std::fs::read_to_string(&job.script)
-            .map_err(|e| ServerError::io(format!("reading {name}"), e))?;
+            .map_err(|e| JobsError::io(format!("reading {name}"), e))?;
         let mut vars: BTreeMap<String, String> = job.vars.clone();
         vars.insert(
             "run_date".into(),

@@ -2,6 +2,8 @@
 //! its run has ended, with an error if its last attempt failed. The run is
 //! in `sluice.job_runs` like a scheduled one (trigger `manual`).
 
+use std::sync::{Arc, OnceLock};
+
 use async_trait::async_trait;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{
@@ -13,8 +15,47 @@ use sluice_engine::sqlstate::SqlState;
 
 use super::hooks::Action;
 use super::sqlstate::user_error;
-use crate::jobs::history::RunState;
-use crate::jobs::JobsSlot;
+
+/// The scheduled jobs `CALL sluice.run_job` runs: implemented by the
+/// `sluice` binary's jobs, which this crate does not know.
+#[async_trait]
+pub trait JobRunner: Send + Sync {
+    /// Runs the job called `name` now and waits for its run to end.
+    async fn run_now(&self, name: &str) -> Result<(), JobCallError>;
+}
+
+/// Why `CALL sluice.run_job` did not run a job to its end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCallError {
+    /// No job has that name.
+    Unknown(String),
+    /// The run's last attempt failed.
+    Failed {
+        /// The run (shared by its attempts).
+        run_id: String,
+        /// Its last attempt.
+        attempt: u32,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// The server's jobs, in every session's configuration (an extension), once
+/// the server has started them.
+#[derive(Default)]
+pub struct JobsSlot(OnceLock<Arc<dyn JobRunner>>);
+
+impl JobsSlot {
+    /// The jobs, once the server has started them.
+    pub fn get(&self) -> Option<&Arc<dyn JobRunner>> {
+        self.0.get()
+    }
+
+    /// Installs the jobs.
+    pub fn set(&self, jobs: Arc<dyn JobRunner>) {
+        let _ = self.0.set(jobs);
+    }
+}
 
 /// `CALL sluice.run_job(…)` (run by an [`super::hooks::ActionHook`]).
 pub struct RunJob;
@@ -54,20 +95,21 @@ async fn run(call: Result<String, String>, context: &SessionContext) -> PgWireRe
             "this server has no jobs (start it with sluice serve --jobs FILE)",
         )
     })?;
-    let run = jobs
-        .run_now(&job)
-        .await
-        .map_err(|e| user_error(SqlState::UNDEFINED_OBJECT, e.to_string()))?;
-    if run.state == RunState::Failed {
-        return Err(user_error(
-            SqlState::RAISE_EXCEPTION,
-            format!(
-                "job '{job}' failed (run {}, attempt {}): {}",
-                run.run_id,
-                run.attempt,
-                run.error.unwrap_or_default()
-            ),
-        ));
+    match jobs.run_now(&job).await {
+        Ok(()) => {}
+        Err(JobCallError::Unknown(message)) => {
+            return Err(user_error(SqlState::UNDEFINED_OBJECT, message))
+        }
+        Err(JobCallError::Failed {
+            run_id,
+            attempt,
+            error,
+        }) => {
+            return Err(user_error(
+                SqlState::RAISE_EXCEPTION,
+                format!("job '{job}' failed (run {run_id}, attempt {attempt}): {error}"),
+            ))
+        }
     }
     Ok(Response::Execution(Tag::new("CALL")))
 }

@@ -1,6 +1,6 @@
 //! `sluice.job_runs`: every recorded attempt of every job, oldest first.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -12,18 +12,18 @@ use datafusion::catalog::Session;
 use datafusion::error::Result;
 use sluice_engine::system::SystemTable;
 
-use super::JobsSlot;
+use super::Jobs;
 
 /// `sluice.job_runs` over the server's jobs (empty without `--jobs`).
 #[derive(Debug)]
 pub struct JobRunsTable {
-    jobs: Arc<JobsSlot>,
+    jobs: Arc<OnceLock<Arc<Jobs>>>,
     schema: SchemaRef,
 }
 
 impl JobRunsTable {
     /// The table over the jobs `jobs` will hold.
-    pub fn new(jobs: Arc<JobsSlot>) -> Self {
+    pub fn new(jobs: Arc<OnceLock<Arc<Jobs>>>) -> Self {
         let timestamp = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let schema = Arc::new(Schema::new(vec![
             Field::new("job", DataType::Utf8, false),

@@ -105,7 +105,7 @@ impl QueryRecord {
         }
         progress.state = state;
         progress.finished_at = Some(SystemTime::now());
-        crate::metrics::query_ended(state, self.started.elapsed(), self.ran_on.get());
+        crate::metrics::query_ended(state.as_str(), self.started.elapsed(), self.ran_on.get());
         progress.rows = rows;
         progress.error = error;
         let millis = self.started.elapsed().as_secs_f64() * 1000.0;

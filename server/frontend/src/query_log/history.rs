@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::{QueryRecord, StoredQuery};
-use crate::error::{Result, ServerError};
+use crate::error::{FrontendError, Result};
 use crate::json_lines::{self, JsonLines};
 
 /// How long the writer waits after each batch: a query's record reaches the
@@ -55,7 +55,7 @@ impl QueryHistory {
         let writer = std::thread::Builder::new()
             .name("sluice-query-history".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|e| ServerError::io("starting the query history's writer", e))?;
+            .map_err(|e| FrontendError::io("starting the query history's writer", e))?;
         let history = Self {
             sender: Some(sender),
             writer: Some(writer),
@@ -163,7 +163,7 @@ impl Writer {
             None => self.file.open_to_append()?,
         };
         file.write_all(batch.as_bytes())
-            .map_err(|e| ServerError::io(format!("writing {}", self.file.path().display()), e))?;
+            .map_err(|e| FrontendError::io(format!("writing {}", self.file.path().display()), e))?;
         // Kept open only while it takes writes.
         self.appending = Some(file);
         Ok(())

@@ -28,7 +28,7 @@ use sluice_engine::cursor_rows::CursorRows;
 use sluice_engine::pg_cursors::OpenCursors;
 use sluice_engine::sqlstate::{PgError, SqlState};
 
-use super::portal::{api, batches, rows_response};
+use super::responses::{api, batches, rows_response};
 use super::sqlstate::{user_error, wire_error};
 
 /// Opens the cursors of `DECLARE name CURSOR FOR query`, fetches from them

@@ -198,10 +198,7 @@ fn setting_error(error: SettingError) -> PgWireError {
 }
 
 /// Runs `change` on the connection's PostgreSQL parameters.
-pub(crate) fn with_settings<T>(
-    context: &SessionContext,
-    change: impl FnOnce(&mut PgSettings) -> T,
-) -> T {
+pub fn with_settings<T>(context: &SessionContext, change: impl FnOnce(&mut PgSettings) -> T) -> T {
     let state = context.state_ref();
     let mut state = state.write();
     let settings = state

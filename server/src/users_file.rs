@@ -16,10 +16,10 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::md5::Md5Password;
-use super::scram::Verifier;
-use super::{Role, StoredPassword, User, Users};
 use crate::error::{Result, ServerError};
+use sluice_frontend::auth::md5::Md5Password;
+use sluice_frontend::auth::scram::Verifier;
+use sluice_frontend::auth::{Role, StoredPassword, User, Users};
 
 /// A `[[user]]` entry as the file holds it.
 #[derive(Debug, Clone, Deserialize)]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::{Result, ServerError};
+use crate::error::{FrontendError, Result};
 
 /// One JSON-lines file.
 #[derive(Debug)]
@@ -24,9 +24,9 @@ impl JsonLines {
         }
     }
 
-    fn failed(&self, doing: &str) -> impl Fn(std::io::Error) -> ServerError + '_ {
+    fn failed(&self, doing: &str) -> impl Fn(std::io::Error) -> FrontendError + '_ {
         let doing = doing.to_string();
-        move |e| ServerError::io(format!("{doing} {}", self.path.display()), e)
+        move |e| FrontendError::io(format!("{doing} {}", self.path.display()), e)
     }
 
     /// Every record in the file, oldest first (none when it is missing). A

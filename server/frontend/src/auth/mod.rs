@@ -10,7 +10,6 @@
 pub mod access;
 pub mod md5;
 pub mod scram;
-pub mod users_file;
 
 use std::collections::HashMap;
 use std::fmt;

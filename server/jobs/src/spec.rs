@@ -9,7 +9,7 @@ use std::time::Duration;
 use croner::Cron;
 use serde::Deserialize;
 
-use crate::error::{Result, ServerError};
+use crate::error::{JobsError, Result};
 
 /// Delay before the first retry when a job does not set `retry_delay`; each
 /// further retry waits twice as long as the one before.
@@ -64,14 +64,14 @@ pub struct Job {
 /// schedules and durations valid.
 pub fn load(path: &Path) -> Result<Vec<Job>> {
     let text = std::fs::read_to_string(path)
-        .map_err(|e| ServerError::io(format!("reading {}", path.display()), e))?;
-    let file: JobsFile = toml::from_str(&text)
-        .map_err(|e| ServerError::Config(format!("{}: {e}", path.display())))?;
+        .map_err(|e| JobsError::io(format!("reading {}", path.display()), e))?;
+    let file: JobsFile =
+        toml::from_str(&text).map_err(|e| JobsError::Config(format!("{}: {e}", path.display())))?;
     let base = path.parent().unwrap_or(Path::new("."));
     let mut jobs: Vec<Job> = Vec::with_capacity(file.job.len());
     for entry in file.job {
         let invalid = |what: String| {
-            ServerError::Config(format!("{}: job '{}': {what}", path.display(), entry.name))
+            JobsError::Config(format!("{}: job '{}': {what}", path.display(), entry.name))
         };
         if entry.name.is_empty() || jobs.iter().any(|job| job.name == entry.name) {
             return Err(invalid("names must be present and unique".into()));

@@ -13,7 +13,7 @@ use super::Role;
 /// (`admin` for every client when no users are configured).
 pub const ROLE_KEY: &str = "sluice.role";
 
-use crate::frontend::sqlstate::user_error;
+use crate::sqlstate::user_error;
 use sluice_engine::sqlstate::SqlState;
 
 /// The role of the connection `client`.

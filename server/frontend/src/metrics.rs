@@ -14,8 +14,6 @@ use prometheus::{
 use sluice_engine::planner::Placement;
 use sluice_scheduler::lazy_metric;
 
-use crate::query_log::QueryState;
-
 static QUERIES: LazyLock<IntCounterVec> = lazy_metric!(
     register_int_counter_vec,
     "sluice_queries_total",
@@ -56,11 +54,15 @@ pub fn query_started() {
     QUERIES_RUNNING.inc();
 }
 
-/// Counts a statement that ended in `state` after `elapsed`, having run its
-/// plan at `ran_on` (`None`: it ran none, as `SET`).
-pub fn query_ended(state: QueryState, elapsed: Duration, ran_on: Option<Placement>) {
+/// The states a statement ends in, as [`query_ended`] is given them.
+pub const ENDED_STATES: [&str; 3] = ["finished", "failed", "cancelled"];
+
+/// Counts a statement that ended in `state` (`finished`, `failed`,
+/// `cancelled`) after `elapsed`, having run its plan at `ran_on` (`None`: it
+/// ran none, as `SET`). The query log calls it: metrics know nothing of it.
+pub fn query_ended(state: &str, elapsed: Duration, ran_on: Option<Placement>) {
     QUERIES_RUNNING.dec();
-    QUERIES.with_label_values(&[state.as_str()]).inc();
+    QUERIES.with_label_values(&[state]).inc();
     if let Some(placement) = ran_on {
         QUERIES_RAN_ON
             .with_label_values(&[placement.as_str()])
@@ -101,12 +103,8 @@ pub fn set_executors(live: usize, slots: u64) {
 /// Every metric of the process in Prometheus' text format.
 pub fn render() -> String {
     // Metrics not touched yet still show, at zero.
-    for state in [
-        QueryState::Finished,
-        QueryState::Failed,
-        QueryState::Cancelled,
-    ] {
-        QUERIES.with_label_values(&[state.as_str()]);
+    for state in ENDED_STATES {
+        QUERIES.with_label_values(&[state]);
     }
     for placement in [Placement::Frontend, Placement::Cluster] {
         QUERIES_RAN_ON.with_label_values(&[placement.as_str()]);

@@ -18,22 +18,19 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use super::data_rows::row_stream;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::OptimizerOptions;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::ParamValues;
-use datafusion::error::DataFusionError;
-use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
+use datafusion::execution::SessionState;
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
-use datafusion::physical_plan::{execute_stream, ExecutionPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
-use datafusion_postgres::pgwire::api::portal::{Format, Portal};
-use datafusion_postgres::pgwire::api::results::{FieldInfo, QueryResponse, Response};
+use datafusion_postgres::pgwire::api::portal::Portal;
+use datafusion_postgres::pgwire::api::results::Response;
 use datafusion_postgres::pgwire::api::stmt::StoredStatement;
 use datafusion_postgres::pgwire::api::Type;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
@@ -44,11 +41,7 @@ use sluice_engine::kept_plan::{KeptPhysical, TakenPlan};
 use sluice_engine::session_view::SessionView;
 
 use super::datafusion_ddl::PreparedStatement;
-
-/// A DataFusion error, as the wire reports it.
-pub fn api(error: DataFusionError) -> PgWireError {
-    PgWireError::ApiError(Box::new(error))
-}
+use super::responses::{answer, api, respond};
 
 /// The types of a plan's parameters in order (`$1`, `$2`, …), as
 /// datafusion-postgres infers them: DataFusion's, or for a parameter
@@ -157,57 +150,6 @@ async fn run(
         .await
         .map_err(api)?;
     answer(&state, &optimized, &portal.result_column_format, format).await
-}
-
-/// The rows of the query `optimized` (a logical plan the optimizer has
-/// already seen), planned physically in `state` and encoded in `format`.
-pub async fn answer(
-    state: &SessionState,
-    optimized: &LogicalPlan,
-    format: &Format,
-    options: Arc<FormatOptions>,
-) -> PgWireResult<Response> {
-    let fields = arrow_schema_to_pg_fields(optimized.schema().as_arrow(), format, Some(options))?;
-    let batches = batches(state, optimized).await?;
-    Ok(rows_response(fields, batches, ()))
-}
-
-/// The batches of the query `optimized` (a logical plan the optimizer has
-/// already seen), planned physically in `state` and running.
-pub async fn batches(
-    state: &SessionState,
-    optimized: &LogicalPlan,
-) -> PgWireResult<SendableRecordBatchStream> {
-    let physical = state
-        .query_planner()
-        .create_physical_plan(optimized, state)
-        .await
-        .map_err(api)?;
-    execute_stream(physical, state.task_ctx()).map_err(api)
-}
-
-/// The rows of `physical`, executed in `context`, as `fields`; `running` (a
-/// taken kept plan, say) lives until the rows end or are dropped.
-pub fn respond<R: Send + 'static>(
-    physical: Arc<dyn ExecutionPlan>,
-    context: Arc<TaskContext>,
-    fields: Vec<FieldInfo>,
-    running: R,
-) -> PgWireResult<Response> {
-    let batches = execute_stream(physical, context).map_err(api)?;
-    Ok(rows_response(fields, batches, running))
-}
-
-/// The response whose rows are `batches`' encoded as `fields`; `running`
-/// lives until the rows end or are dropped.
-pub fn rows_response<R: Send + 'static>(
-    fields: Vec<FieldInfo>,
-    batches: SendableRecordBatchStream,
-    running: R,
-) -> Response {
-    let fields = Arc::new(fields);
-    let rows = row_stream(Arc::clone(&fields), batches, running);
-    Response::Query(QueryResponse::new(fields, rows))
 }
 
 /// Whether `plan`'s optimized form may serve every execution: not when it

@@ -31,7 +31,8 @@ use sluice_engine::kept_plan::KeptPhysical;
 use sluice_engine::session_view::SessionView;
 
 use super::parsed::MadeUnder;
-use super::portal::{answer, api, keeps_optimized, only_reads, respond};
+use super::portal::{keeps_optimized, only_reads};
+use super::responses::{answer, api, respond};
 
 /// Most query texts one connection keeps the plans of.
 pub const KEPT_PER_CONNECTION: usize = 64;

@@ -1,8 +1,22 @@
 //! The Postgres-wire frontend: accepts connections and runs each with its own
-//! session over the shared catalog.
+//! session over the shared catalog. Besides the wire (the modules below
+//! [`Frontend`]), it holds what a session needs around it: logins and roles
+//! ([`auth`]), the query log behind `sluice.queries` ([`query_log`]), the
+//! frontend's Prometheus metrics ([`metrics`]) and the `sluice` system
+//! tables it serves ([`system_tables`]). It knows nothing of the `sluice`
+//! binary's commands, configuration or scheduled jobs: `CALL
+//! sluice.run_job` reaches the jobs through [`call::JobRunner`].
+
+pub mod auth;
+pub mod catalog_table;
+pub mod error;
+pub mod json_lines;
+pub mod metrics;
+pub mod query_log;
+pub mod system_tables;
 
 mod access;
-mod call;
+pub mod call;
 mod command_tag;
 mod connection;
 mod copy;
@@ -22,8 +36,9 @@ mod portal;
 mod prepared;
 mod progress;
 mod rename;
+mod responses;
 mod rewrite;
-pub(crate) mod settings;
+pub mod settings;
 mod simple;
 pub mod slots;
 pub mod sqlstate;
@@ -175,7 +190,7 @@ async fn serve(listener: TcpListener, frontend: Arc<Frontend>, shutdown: impl Fu
                     let handlers = Connection::new(frontend.clone(), signal, slot.clone());
                     let tls = frontend.tls.clone();
                     connections.spawn(async move {
-                        let _open = crate::metrics::OpenConnection::open();
+                        let _open = metrics::OpenConnection::open();
                         tokio::select! {
                             ended = process_socket(socket, tls, handlers) => {
                                 if let Err(e) = ended {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
-use crate::json_lines::JsonLines;
+use sluice_frontend::json_lines::JsonLines;
 
 /// Attempts kept (older ones are dropped when the file is reopened).
 const RETAINED_ATTEMPTS: usize = 10_000;

@@ -10,14 +10,14 @@ use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::pki_types::{
 use datafusion_postgres::pgwire::tokio::tokio_rustls::rustls::{self, ServerConfig};
 use datafusion_postgres::pgwire::tokio::tokio_rustls::TlsAcceptor;
 
-use crate::error::{Result, ServerError};
+use crate::error::{FrontendError, Result};
 
 /// The acceptor for the PEM certificate chain at `cert` and its key at
 /// `key`; an unreadable or mismatched pair is an error (the server must not
 /// fall back to plaintext).
 pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
     let invalid = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        ServerError::Config(format!("TLS {what} {}: {e}", path.display()))
+        FrontendError::Config(format!("TLS {what} {}: {e}", path.display()))
     };
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| invalid("certificate", cert, &e))?
