@@ -27,6 +27,7 @@ pub mod options;
 pub mod parallel_write;
 pub mod pg_cursors;
 pub mod pg_functions;
+pub mod pg_rewrite;
 pub mod pg_settings;
 pub mod planner;
 pub mod planning_interrupt;

@@ -60,7 +60,6 @@ use super::portal::{self, PreparedPlans};
 use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
 use super::rename::RenameTable;
-use super::rewrite::rewrite;
 use super::settings::{refuse_storage_set, show_engine_setting, statement_timeout, PgSettingsHook};
 use super::simple::SimpleQueries;
 use super::slots::ConnectionSlot;
@@ -69,6 +68,7 @@ use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
 use sluice_engine::pg_cursors::OpenCursors;
+use sluice_engine::pg_rewrite::rewrite;
 use sluice_engine::planning_interrupt::PlanningInterrupt;
 use sluice_engine::sqlstate::SqlState;
 

@@ -22,12 +22,12 @@ use datafusion_postgres::pgwire::api::{ClientInfo, Type};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::Parser;
 
-use super::rewrite::rewrite;
 use super::sqlstate::user_error;
 use super::Limits;
 use crate::auth::access::{check, needed_role_datafusion};
 use sluice_engine::complexity::check_depth;
 use sluice_engine::parallel_write::WriteAnswer;
+use sluice_engine::pg_rewrite::rewrite;
 use sluice_engine::sqlstate::SqlState;
 
 /// Runs `query` if DataFusion's parser reads it as DataFusion-only statements;

@@ -37,7 +37,6 @@ mod prepared;
 mod progress;
 mod rename;
 mod responses;
-mod rewrite;
 pub mod settings;
 mod simple;
 pub mod slots;

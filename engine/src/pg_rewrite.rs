@@ -24,14 +24,14 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::LazyLock;
 
+use crate::pg_functions::WHEN_FUNCTION;
 use datafusion::sql::sqlparser::ast::helpers::attached_token::AttachedToken;
 use datafusion::sql::sqlparser::ast::{
     visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArgumentList,
     FunctionArguments, Ident, ObjectName, Query, SelectItem, SetExpr, Statement, Value, VisitMut,
     VisitorMut,
 };
-use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
-use sluice_engine::pg_functions::WHEN_FUNCTION;
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 
 static PARSER: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
