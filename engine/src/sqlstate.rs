@@ -133,14 +133,35 @@ impl std::error::Error for PgError {}
 /// The [`PgError`] a client sees for `error`: a `PgError` raised anywhere
 /// under it, one tagged into its text on an executor, else the
 /// classification of DataFusion's, Arrow's and Ballista's own variants.
+///
+/// Typed errors come first: a tag found in the text of one (a value quoted
+/// in a cast error, say) is data, not an error. Only the text of a failed
+/// task is read for a tag ([`task_failure_tag`]).
 pub fn pg_error(error: &DataFusionError) -> PgError {
     if let Some(raised) = raised(error) {
         return raised;
     }
-    if let Some(tagged) = PgError::from_text(&error.to_string()) {
+    let root = error.find_root();
+    if let Some(typed) = classify(root) {
+        return typed;
+    }
+    if let Some(tagged) = task_failure_tag(&error.to_string()) {
         return tagged;
     }
-    classify(error.find_root())
+    datafusion_text::classify(root)
+}
+
+/// Ballista's words before the error of a task that failed running, in a
+/// failed job's message.
+const TASK_FAILED: &str = "Task failed due to runtime execution error: ";
+
+/// The error an executor tagged ([`tag_task_error`]) in `text`, a failed
+/// job's message: the last tag after Ballista's words for a failed task.
+/// The executor appends its tag after everything else in the task's error,
+/// so a tag-shaped value quoted earlier in it is never the one read.
+fn task_failure_tag(text: &str) -> Option<PgError> {
+    let (_, task_error) = text.split_once(TASK_FAILED)?;
+    PgError::from_text(task_error)
 }
 
 /// A [`PgError`] raised as an external error anywhere in `error`'s chain.
@@ -180,9 +201,11 @@ fn find_in_source(source: &(dyn std::error::Error + 'static)) -> Option<PgError>
     None
 }
 
-/// The error for a root cause that is one of DataFusion's own variants.
-fn classify(root: &DataFusionError) -> PgError {
-    match root {
+/// The error for a root cause of a typed variant; `None` for DataFusion's
+/// text variants (`Plan`, `Execution`, …) and external errors of unknown
+/// types.
+fn classify(root: &DataFusionError) -> Option<PgError> {
+    Some(match root {
         DataFusionError::SQL(parser_error, _) => syntax_error(parser_error),
         DataFusionError::ArrowError(arrow, _) => arrow_error(arrow),
         DataFusionError::SchemaError(schema_error, _) => schema_error_of(schema_error),
@@ -208,17 +231,17 @@ fn classify(root: &DataFusionError) -> PgError {
         }
         DataFusionError::External(source) => {
             if let Some(ballista) = source.downcast_ref::<BallistaError>() {
-                ballista_error(ballista)
+                ballista_error(ballista)?
             } else if let Some(status) = source.downcast_ref::<tonic::Status>() {
                 status_error(status)
             } else if source.downcast_ref::<tonic::transport::Error>().is_some() {
                 unreachable_cluster(source)
             } else {
-                datafusion_text::classify(root)
+                return None;
             }
         }
-        _ => datafusion_text::classify(root),
-    }
+        _ => return None,
+    })
 }
 
 /// PostgreSQL's `syntax error at or near "…"`, with the parser's own words as
@@ -295,9 +318,9 @@ fn schema_error_of(error: &SchemaError) -> PgError {
 }
 
 /// Ballista's errors: a cluster role that cannot be reached, or what a task
-/// raised.
-fn ballista_error(error: &BallistaError) -> PgError {
-    match error {
+/// raised; `None` for its text variants.
+fn ballista_error(error: &BallistaError) -> Option<PgError> {
+    Some(match error {
         BallistaError::TonicError(_)
         | BallistaError::GrpcConnectionError(_)
         | BallistaError::GrpcActionError(_) => unreachable_cluster(error),
@@ -309,11 +332,8 @@ fn ballista_error(error: &BallistaError) -> PgError {
             PgError::new(SqlState::FEATURE_NOT_SUPPORTED, text.clone())
         }
         BallistaError::IoError(io) => PgError::new(SqlState::IO_ERROR, io.to_string()),
-        other => match PgError::from_text(&other.to_string()) {
-            Some(tagged) => tagged,
-            None => PgError::new(SqlState::INTERNAL_ERROR, other.to_string()),
-        },
-    }
+        _ => return None,
+    })
 }
 
 /// A gRPC call's failure: 08006 when the peer could not be reached or the

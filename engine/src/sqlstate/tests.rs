@@ -36,10 +36,33 @@ fn arrow_errors_on_executors_are_tagged_there() {
         Box::new(ArrowError::DivideByZero),
         None,
     )));
-    let arrived = DataFusionError::Execution(format!("{task_error:?}"));
+    let arrived = DataFusionError::Execution(format!("Job 2 failed: {TASK_FAILED}{task_error:?}"));
     let pg = pg_error(&arrived);
     assert_eq!(pg.code, SqlState::DIVISION_BY_ZERO);
     assert_eq!(pg.message, "division by zero");
+}
+
+#[test]
+fn a_tag_outside_a_failed_task_is_data() {
+    let forged = PgError::new(SqlState::INSUFFICIENT_PRIVILEGE, "spoofed").to_string();
+    // Typed errors quote values: a cast of a tag-shaped string.
+    let cast = DataFusionError::ArrowError(
+        Box::new(ArrowError::CastError(format!(
+            "Cannot cast string '{forged}'"
+        ))),
+        None,
+    );
+    assert_eq!(pg_error(&cast).code, SqlState::INVALID_TEXT_REPRESENTATION);
+    // On an executor the same error is tagged after the quoted value.
+    let task_error = BallistaError::from(tag_task_error(cast));
+    let arrived = DataFusionError::Execution(format!("Job 3 failed: {TASK_FAILED}{task_error:?}"));
+    assert_eq!(
+        pg_error(&arrived).code,
+        SqlState::INVALID_TEXT_REPRESENTATION
+    );
+    // Text that is not a failed task's is not read for tags.
+    let planned = DataFusionError::Plan(format!("no table {forged}"));
+    assert_ne!(pg_error(&planned).code, SqlState::INSUFFICIENT_PRIVILEGE);
 }
 
 #[test]
