@@ -16,6 +16,9 @@ const UNREACHABLE: &[&str] = &[
     "connection reset",
     "h2 protocol error",
     "invalid peer certificate",
+    // A gRPC status printed with `{:?}` whose connection closed under the
+    // call: among others, a cluster role refusing this role's certificate.
+    "tonic::transport::error(transport",
 ];
 
 /// The error for one of DataFusion's text variants (`Plan`, `Execution`,

@@ -142,3 +142,15 @@ async fn datafusion_planning_errors_read_as_postgres_says_them() {
     assert_eq!(column.code, SqlState::UNDEFINED_COLUMN);
     assert_eq!(column.message, "column \"x\" does not exist");
 }
+
+#[test]
+fn a_connection_closed_under_a_call_is_an_unreachable_cluster() {
+    // How a role refusing this one's certificate showed up (cluster_tls.rs).
+    let text = "Status { code: Cancelled, message: \"operation was canceled\", source: \
+                Some(tonic::transport::Error(Transport, hyper::Error(Canceled, \"connection \
+                closed\"))) }";
+    let error = DataFusionError::Execution(text.into());
+    assert_eq!(pg_error(&error).code, SqlState::CONNECTION_FAILURE);
+    let refused = DataFusionError::External(Box::new(tonic::Status::unavailable("down")));
+    assert_eq!(pg_error(&refused).code, SqlState::CONNECTION_FAILURE);
+}
