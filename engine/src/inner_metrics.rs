@@ -162,13 +162,9 @@ fn unnamed(name: &str, encoded: &MetricValue) -> MetricValue {
                 name: name_it(),
                 gauge: gauge.clone(),
             },
-            other => MetricValue::Count {
+            _ => MetricValue::Count {
                 name: name_it(),
-                count: {
-                    let count = Count::new();
-                    count.add(other.as_usize());
-                    count
-                },
+                count: count(),
             },
         },
     }
