@@ -1,247 +1,34 @@
-//! Writes to managed tables: `CREATE TABLE [AS SELECT]`, `INSERT INTO`,
-//! `INSERT OVERWRITE`, `TRUNCATE`.
-//!
-//! DataFusion plans each statement as usual (column types, casts to the
-//! table's schema). Instead of running the plan's in-memory table or its
-//! table sink, the rows are written as a `COPY … TO` of the plan's input into
-//! a new write directory of the table: a query like any other, so reading
-//! files runs on the cluster, and each task of the write's last stage writes
-//! its rows where it runs, into a segment of its own
-//! (`sluice_engine::parallel_write`). Once the copy has finished, the
-//! catalog records the segments in one update
-//! (see `sluice_engine::catalog::managed`): readers see the table before the
-//! write or after it, never part of it, and a write that fails leaves only
-//! files that the next start removes.
-//!
-//! `CREATE TEMPORARY TABLE`, and every table when the server has no
-//! warehouse, stay in-memory tables of the frontend.
-
-use std::collections::HashMap;
-use std::sync::Arc;
+//! Writes to managed tables on the wire: [`sluice_engine::managed_write`]
+//! writes and commits; this hook takes the statements it handles off the
+//! usual path and answers with PostgreSQL's command tags.
 
 use async_trait::async_trait;
-use datafusion::catalog::SchemaProvider;
-use datafusion::common::{ParamValues, TableReference};
-use datafusion::datasource::file_format::format_as_file_type;
-use datafusion::datasource::file_format::parquet::ParquetFormatFactory;
-use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::dml::{CopyTo, InsertOp};
-use datafusion::logical_expr::{
-    CreateMemoryTable, DdlStatement, DmlStatement, LogicalPlan, WriteOp,
-};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::parser::Statement as DFStatement;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
-use sluice_engine::catalog::managed::{segment_url, unique_id, write_directories};
-use sluice_engine::catalog::{
-    commit_write, create_managed_table, discard_write, managed_table, new_table_location,
-    SegmentChange,
-};
-use sluice_engine::parallel_write::{WriteAnswer, COMMITTED_WRITE_PREFIX};
+use sluice_engine::managed_write::{may_write, plan, ManagedWrite, Written};
 
 /// Runs writes to managed tables.
 pub struct ManagedTableHook;
 
-/// Statements that may write a managed table.
-fn recognise(statement: &Statement) -> bool {
-    matches!(
-        statement,
-        Statement::CreateTable(_) | Statement::Insert(_) | Statement::Truncate(_)
-    )
-}
-
-/// A planned write to a managed table.
-enum Write {
-    /// `CREATE TABLE`, with the rows of `AS SELECT` if any.
-    Create(CreateMemoryTable),
-    /// `INSERT`, `INSERT OVERWRITE`, `TRUNCATE`.
-    Change(DmlStatement),
-}
-
-fn api(error: DataFusionError) -> PgWireError {
+fn api(error: datafusion::error::DataFusionError) -> PgWireError {
     PgWireError::ApiError(Box::new(error))
 }
 
-/// The schema provider `table` (as written in the statement) lives in.
-fn schema_of(
-    context: &SessionContext,
-    table: &TableReference,
-) -> Option<(Arc<dyn SchemaProvider>, String)> {
-    let state = context.state();
-    let defaults = &state.config_options().catalog;
-    let table = table
-        .clone()
-        .resolve(&defaults.default_catalog, &defaults.default_schema);
-    let schema = context.catalog(&table.catalog)?.schema(&table.schema)?;
-    Some((schema, table.table.to_string()))
-}
-
-/// What `plan` writes, when it writes a managed table (or creates one).
-fn managed_write(context: &SessionContext, plan: &LogicalPlan) -> Option<Write> {
-    match plan {
-        LogicalPlan::Ddl(DdlStatement::CreateMemoryTable(create)) if !create.temporary => {
-            let (schema, name) = schema_of(context, &create.name)?;
-            new_table_location(&schema, &name)?;
-            Some(Write::Create(create.clone()))
-        }
-        LogicalPlan::Dml(dml)
-            if matches!(
-                dml.op,
-                WriteOp::Insert(InsertOp::Append | InsertOp::Overwrite) | WriteOp::Truncate
-            ) =>
-        {
-            let (schema, name) = schema_of(context, &dml.table_name)?;
-            managed_table(&schema, &name)?;
-            Some(Write::Change(dml.clone()))
-        }
-        _ => None,
-    }
-}
-
-/// Writes the rows of `input` into a new write directory of the table at
-/// `location` in `schema`; returns the segments it made and the rows written.
-/// What a failed write left is removed.
-async fn write_segments(
-    context: &SessionContext,
-    schema: &Arc<dyn SchemaProvider>,
-    input: Arc<LogicalPlan>,
-    location: &str,
-) -> Result<(Vec<String>, u64)> {
-    let write = format!("{COMMITTED_WRITE_PREFIX}write-{}", unique_id());
-    let url = segment_url(location, &write);
-    let copy = LogicalPlan::Copy(CopyTo::new(
-        input,
-        url.clone(),
-        Vec::new(),
-        format_as_file_type(Arc::new(ParquetFormatFactory::new())),
-        HashMap::new(),
-    ));
-    let written = async { context.execute_logical_plan(copy).await?.collect().await };
-    match written.await {
-        Ok(batches) => {
-            let answer = WriteAnswer::read(&batches);
-            // A parallel write's tasks each wrote a directory inside the
-            // write's; those they reported are the segments.
-            let segments = match answer.directories {
-                Some(directories) => directories
-                    .iter()
-                    .filter_map(|dir| dir.trim_end_matches('/').rsplit('/').next())
-                    .map(|part| format!("{write}/{part}"))
-                    .collect(),
-                None => vec![write],
-            };
-            Ok((segments, answer.rows))
-        }
-        Err(e) => {
-            discard_write(schema, &url);
-            Err(e)
-        }
-    }
-}
-
-/// Whether `plan` produces no rows by construction (`CREATE TABLE` without
-/// `AS`).
-fn is_empty(plan: &LogicalPlan) -> bool {
-    matches!(plan, LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row)
-}
-
-async fn run(context: &SessionContext, write: Write) -> Result<Response> {
-    match write {
-        Write::Create(create) => {
-            let (schema, name) = schema_of(context, &create.name)
-                .ok_or_else(|| DataFusionError::Plan(format!("no schema for {}", create.name)))?;
-            if schema.table_exist(&name) {
-                if create.if_not_exists {
-                    return Ok(Response::Execution(Tag::new("CREATE TABLE")));
-                }
-                if !create.or_replace {
-                    return Err(DataFusionError::Plan(format!(
-                        "table {} already exists",
-                        create.name
-                    )));
-                }
-            }
-            let location = new_table_location(&schema, &name).ok_or_else(|| {
-                DataFusionError::Plan("the server has no warehouse for tables".into())
-            })?;
-            let table_schema = Arc::clone(create.input.schema().inner());
-            let created = async {
-                let (segments, tag) = if is_empty(&create.input) {
-                    (Vec::new(), Tag::new("CREATE TABLE"))
-                } else {
-                    let (segments, rows) =
-                        write_segments(context, &schema, create.input, &location).await?;
-                    (segments, Tag::new("SELECT").with_rows(rows as usize))
-                };
-                create_managed_table(
-                    &schema,
-                    &name,
-                    &location,
-                    table_schema,
-                    segments,
-                    create.or_replace,
-                )
-                .await?;
-                Ok(Response::Execution(tag))
-            };
-            created
-                .await
-                .inspect_err(|_| discard_write(&schema, &location))
-        }
-        Write::Change(dml) => {
-            let (schema, name) = schema_of(context, &dml.table_name).ok_or_else(|| {
-                DataFusionError::Plan(format!("no schema for {}", dml.table_name))
-            })?;
-            let table = managed_table(&schema, &name).ok_or_else(|| {
-                DataFusionError::Plan(format!("table {} not found", dml.table_name))
-            })?;
-            let (change, tag) = match dml.op {
-                WriteOp::Truncate => (
-                    SegmentChange::Replace(Vec::new()),
-                    Tag::new("TRUNCATE TABLE"),
-                ),
-                WriteOp::Insert(op) => {
-                    let (segments, rows) =
-                        write_segments(context, &schema, Arc::clone(&dml.input), &table.location)
-                            .await?;
-                    let change = if op == InsertOp::Overwrite {
-                        SegmentChange::Replace(segments)
-                    } else {
-                        SegmentChange::Append(segments)
-                    };
-                    (
-                        change,
-                        Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
-                    )
-                }
-                _ => unreachable!("managed_write accepts inserts and truncates"),
-            };
-            let written = match &change {
-                SegmentChange::Append(segments) | SegmentChange::Replace(segments) => {
-                    write_directories(&table.location, segments)
-                }
-            };
-            commit_write(&schema, &name, &table.location, change)
-                .await
-                .inspect_err(|_| {
-                    for url in &written {
-                        discard_write(&schema, url);
-                    }
-                })?;
-            Ok(Response::Execution(tag))
-        }
-    }
-}
-
-async fn plan(context: &SessionContext, statement: &Statement) -> Result<LogicalPlan> {
-    context
-        .state()
-        .statement_to_plan(DFStatement::Statement(Box::new(statement.clone())))
-        .await
+/// Runs `write` and answers with its command tag.
+async fn run(context: &SessionContext, write: ManagedWrite) -> PgWireResult<Response> {
+    let tag = match write.run(context).await.map_err(api)? {
+        Written::Created => Tag::new("CREATE TABLE"),
+        Written::CreatedAs { rows } => Tag::new("SELECT").with_rows(rows as usize),
+        Written::Inserted { rows } => Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+        Written::Truncated => Tag::new("TRUNCATE TABLE"),
+    };
+    Ok(Response::Execution(tag))
 }
 
 #[async_trait]
@@ -252,15 +39,15 @@ impl QueryHook for ManagedTableHook {
         context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !recognise(statement) {
+        if !may_write(statement) {
             return None;
         }
         // A statement that does not plan here (`CREATE EXTERNAL TABLE`,
         // which only DataFusion's own parser plans) takes the usual path,
         // which reports any error.
         let plan = plan(context, statement).await.ok()?;
-        let write = managed_write(context, &plan)?;
-        Some(run(context, write).await.map_err(api))
+        let write = ManagedWrite::of(context, &plan)?;
+        Some(run(context, write).await)
     }
 
     async fn handle_extended_parse_query(
@@ -269,11 +56,11 @@ impl QueryHook for ManagedTableHook {
         context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        if !recognise(statement) {
+        if !may_write(statement) {
             return None;
         }
         let plan = plan(context, statement).await.ok()?;
-        managed_write(context, &plan)?;
+        ManagedWrite::of(context, &plan)?;
         Some(Ok(plan))
     }
 
@@ -285,14 +72,14 @@ impl QueryHook for ManagedTableHook {
         context: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        if !recognise(statement) {
+        if !may_write(statement) {
             return None;
         }
         let plan = match plan.clone().with_param_values(params.clone()) {
             Ok(plan) => plan,
             Err(e) => return Some(Err(api(e))),
         };
-        let write = managed_write(context, &plan)?;
-        Some(run(context, write).await.map_err(api))
+        let write = ManagedWrite::of(context, &plan)?;
+        Some(run(context, write).await)
     }
 }

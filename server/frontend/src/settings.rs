@@ -1,28 +1,17 @@
-//! `SET`, `SHOW`, `RESET`, `DISCARD ALL` and `set_config()`; savepoints.
-//!
-//! Undotted names are PostgreSQL parameters ([`sluice_engine::pg_settings`]):
-//! they live in the connection's session configuration, unknown ones are
-//! `42704`, fixed ones `55P02`, and changes to reported ones reach the client
-//! as `ParameterStatus`. Dotted names (`datafusion.…`, `ballista.…`) are engine
-//! settings that DataFusion plans.
-//!
-//! Object storage options (`storage.…`) are server settings: executors build
-//! a session's object stores once, from the options its first job carried, so
-//! a later `SET` would not reach them.
+//! `SET`, `SHOW`, `RESET`, `DISCARD ALL`, `set_config()` and savepoints on
+//! the wire: [`sluice_engine::setting_statements`] changes the session; this
+//! module sends what the client must see (the command tag, `ParameterStatus`
+//! for reported parameters, the value formatting pgwire and arrow-pg read
+//! from the client metadata, a one-row result for `SHOW`) and checks the
+//! connection's role before `set_config()`.
 
-use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::datatypes::{DataType, Field, Schema};
-use datafusion::common::{DFSchema, ParamValues, ScalarValue};
-use datafusion::config::ConfigExtension;
+use datafusion::common::ParamValues;
 use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{
-    visit_expressions, DiscardObject, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Reset,
-    Set, Statement, Value,
-};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
 use datafusion_postgres::pgwire::api::results::{
     DataRowEncoder, FieldFormat, FieldInfo, QueryResponse, Response, Tag,
@@ -31,209 +20,32 @@ use datafusion_postgres::pgwire::api::{ClientInfo, Type};
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::startup::ParameterStatus;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use sluice_engine::pg_settings::{Parameter, SettingError};
-use sluice_engine::{PgSettings, SluiceOptions, StorageOptions};
+use sluice_engine::pg_settings::Parameter;
+use sluice_engine::setting_statements::{
+    current_value, is_engine_setting_show, set_config, set_config_calls, storage_set_refusal,
+    storage_setting_refusal, Applied, SettingStatement,
+};
+use sluice_engine::sqlstate::SqlState;
 
 use super::hooks::PlanSource;
 use super::sqlstate::user_error;
-use crate::auth::access::{check, setting_name, setting_role};
+use crate::auth::access::{check, setting_role};
+
+pub use sluice_engine::setting_statements::{statement_timeout, with_settings};
 
 /// Recognises `SHOW` of a dotted engine setting name.
 pub fn show_engine_setting(statement: &Statement) -> Option<PlanSource> {
-    // The parser splits `datafusion.execution.batch_size` into three idents.
-    let Statement::ShowVariable { variable } = statement else {
-        return None;
-    };
-    (variable.len() > 1 || variable.iter().any(|part| part.value.contains('.')))
-        .then_some(PlanSource::Statement)
+    is_engine_setting_show(statement).then_some(PlanSource::Statement)
 }
 
 /// Recognises `SET storage.…` and `RESET storage.…` (however quoted) and
 /// refuses them.
 pub fn refuse_storage_set(statement: &Statement) -> Option<PlanSource> {
-    let name = match statement {
-        Statement::Set(Set::SingleAssignment { variable, .. }) => variable,
-        Statement::Reset(reset) => match &reset.reset {
-            Reset::ConfigurationParameter(name) => name,
-            Reset::ALL => return None,
-        },
-        _ => return None,
-    };
-    storage_setting_refusal(&setting_name(name)).map(PlanSource::Unsupported)
+    storage_set_refusal(statement).map(PlanSource::Unsupported)
 }
 
-/// Why setting `name` may not be changed by SQL, when it is an object
-/// storage option (a server setting: its endpoint and credentials are the
-/// server's, and SQL must never point them elsewhere).
-fn storage_setting_refusal(name: &str) -> Option<String> {
-    let name = name.trim().to_ascii_lowercase();
-    name.starts_with(&format!("{}.", <StorageOptions as ConfigExtension>::PREFIX))
-        .then(|| {
-            format!(
-                "{name} is a server setting: set object storage options in the [storage.*] \
-                 sections of the config file or in the environment (AWS_*, GOOGLE_*, AZURE_*)"
-            )
-        })
-}
-
-/// A statement about PostgreSQL parameters.
-#[derive(Debug, PartialEq)]
-enum SettingStatement {
-    /// `SET name = value`; `None` is `DEFAULT`.
-    Set(String, Option<String>),
-    /// `SHOW name`.
-    Show(String),
-    /// `RESET name`.
-    Reset(String),
-    /// `RESET sluice.name`: a Sluice setting back to the server's value
-    /// (DataFusion resets only its own settings).
-    ResetSluice(String),
-    /// `RESET ALL`, `DISCARD ALL`: every parameter back to its default.
-    ResetAll(&'static str),
-    /// Accepted without effect: Sluice has no transactions, roles or
-    /// encodings other than UTF-8 to switch.
-    Accept(&'static str),
-}
-
-/// The parameter name of `parts` if it is a single, undotted name.
-fn undotted(parts: &[String]) -> Option<String> {
-    match parts {
-        [name] if !name.contains('.') => Some(name.clone()),
-        _ => None,
-    }
-}
-
-/// The text of a `SET` value: literals, identifiers and keywords as written.
-fn value_text(value: &Expr) -> String {
-    match value {
-        Expr::Value(value) => match &value.value {
-            Value::Number(number, _) => number.to_string(),
-            Value::Boolean(flag) => if *flag { "on" } else { "off" }.to_string(),
-            other => other
-                .clone()
-                .into_string()
-                .unwrap_or_else(|| other.to_string()),
-        },
-        Expr::Identifier(ident) => ident.value.clone(),
-        Expr::UnaryOp { op, expr } => format!("{op}{}", value_text(expr)),
-        other => other.to_string(),
-    }
-}
-
-fn recognise(statement: &Statement) -> Option<SettingStatement> {
-    match statement {
-        Statement::Set(Set::SingleAssignment {
-            variable, values, ..
-        }) => {
-            let parts: Vec<String> = variable.0.iter().map(|part| part.to_string()).collect();
-            let name = undotted(&parts)?;
-            let value = match values.as_slice() {
-                [Expr::Identifier(ident)] if ident.value.eq_ignore_ascii_case("default") => None,
-                values => Some(values.iter().map(value_text).collect::<Vec<_>>().join(", ")),
-            };
-            Some(SettingStatement::Set(name, value))
-        }
-        Statement::Set(Set::SetTimeZone { value, .. }) => Some(SettingStatement::Set(
-            "TimeZone".into(),
-            Some(value_text(value)),
-        )),
-        Statement::Set(
-            Set::SetSessionParam(_)
-            | Set::SetSessionAuthorization(_)
-            | Set::SetRole { .. }
-            | Set::SetNames { .. }
-            | Set::SetNamesDefault {}
-            | Set::SetTransaction { .. },
-        ) => Some(SettingStatement::Accept("SET")),
-        Statement::ShowVariable { variable } => {
-            let parts: Vec<String> = variable
-                .iter()
-                .map(|part| part.value.to_ascii_lowercase())
-                .collect();
-            match parts.as_slice() {
-                [all] if all == "all" => None,
-                [transaction, isolation, level]
-                    if transaction == "transaction"
-                        && isolation == "isolation"
-                        && level == "level" =>
-                {
-                    Some(SettingStatement::Show("transaction_isolation".into()))
-                }
-                [time, zone] if time == "time" && zone == "zone" => {
-                    Some(SettingStatement::Show("TimeZone".into()))
-                }
-                parts => undotted(parts).map(SettingStatement::Show),
-            }
-        }
-        Statement::Reset(reset) => match &reset.reset {
-            Reset::ALL => Some(SettingStatement::ResetAll("RESET")),
-            Reset::ConfigurationParameter(name) => {
-                let parts: Vec<String> = name.0.iter().map(|part| part.to_string()).collect();
-                match parts.as_slice() {
-                    [prefix, key] if prefix.eq_ignore_ascii_case(SluiceOptions::PREFIX) => {
-                        Some(SettingStatement::ResetSluice(key.to_ascii_lowercase()))
-                    }
-                    parts => undotted(parts).map(SettingStatement::Reset),
-                }
-            }
-        },
-        // Savepoints inside the accepted transactions (psycopg nests
-        // `conn.transaction()` blocks with them).
-        Statement::Savepoint { .. } => Some(SettingStatement::Accept("SAVEPOINT")),
-        Statement::ReleaseSavepoint { .. } => Some(SettingStatement::Accept("RELEASE")),
-        Statement::Rollback {
-            savepoint: Some(_), ..
-        } => Some(SettingStatement::Accept("ROLLBACK")),
-        Statement::Discard { object_type } => Some(match object_type {
-            DiscardObject::ALL => SettingStatement::ResetAll("DISCARD ALL"),
-            _ => SettingStatement::Accept("DISCARD"),
-        }),
-        _ => None,
-    }
-}
-
-/// The error a client receives for `error`.
-fn setting_error(error: SettingError) -> PgWireError {
-    user_error(error.sqlstate(), error.to_string())
-}
-
-/// Runs `change` on the connection's PostgreSQL parameters.
-pub fn with_settings<T>(context: &SessionContext, change: impl FnOnce(&mut PgSettings) -> T) -> T {
-    let state = context.state_ref();
-    let mut state = state.write();
-    let settings = state
-        .config_mut()
-        .options_mut()
-        .extensions
-        .get_mut::<PgSettings>()
-        .expect("every session registers the PostgreSQL settings");
-    change(settings)
-}
-
-/// Runs `change` on the session's Sluice settings.
-fn with_sluice_options<T>(
-    context: &SessionContext,
-    change: impl FnOnce(&mut SluiceOptions) -> T,
-) -> T {
-    let state = context.state_ref();
-    let mut state = state.write();
-    let options = state
-        .config_mut()
-        .options_mut()
-        .extensions
-        .get_mut::<SluiceOptions>()
-        .expect("every session registers the Sluice options");
-    change(options)
-}
-
-/// The current value of `name`.
-pub fn current_value(context: &SessionContext, name: &str) -> Option<String> {
-    with_settings(context, |settings| settings.get(name).map(str::to_string))
-}
-
-/// The connection's `statement_timeout`; `None` when unlimited.
-pub fn statement_timeout(context: &SessionContext) -> Option<std::time::Duration> {
-    with_settings(context, |settings| settings.statement_timeout())
+fn api(error: datafusion::error::DataFusionError) -> PgWireError {
+    PgWireError::ApiError(Box::new(error))
 }
 
 /// Keys of the client metadata that pgwire and arrow-pg format values with.
@@ -256,8 +68,12 @@ async fn changed(
     client: &mut dyn HookClient,
     parameter: &Parameter,
 ) -> PgWireResult<()> {
+    let key = formatting_key(parameter);
+    if key.is_none() && !parameter.reported {
+        return Ok(());
+    }
     let value = current_value(context, parameter.name).unwrap_or_default();
-    if let Some(key) = formatting_key(parameter) {
+    if let Some(key) = key {
         client.metadata_mut().insert(key.into(), value.clone());
     }
     if parameter.reported {
@@ -272,9 +88,9 @@ async fn changed(
 }
 
 /// A one-row, one-column text result.
-fn show_response(name: &str, value: &str) -> PgWireResult<Response> {
+fn show_response(name: String, value: &str) -> PgWireResult<Response> {
     let fields = Arc::new(vec![FieldInfo::new(
-        name.into(),
+        name,
         None,
         None,
         Type::TEXT,
@@ -294,66 +110,26 @@ async fn run(
     context: &SessionContext,
     client: &mut dyn HookClient,
 ) -> PgWireResult<Response> {
-    match statement {
-        SettingStatement::Set(name, value) => {
-            let parameter = with_settings(context, |settings| match &value {
-                Some(value) => settings.set(&name, value),
-                None => settings.reset(&name),
-            })
-            .map_err(setting_error)?;
-            changed(context, client, parameter).await?;
-            Ok(Response::Execution(Tag::new("SET")))
-        }
-        SettingStatement::Reset(name) => {
-            let parameter =
-                with_settings(context, |settings| settings.reset(&name)).map_err(setting_error)?;
-            changed(context, client, parameter).await?;
-            Ok(Response::Execution(Tag::new("RESET")))
-        }
-        SettingStatement::ResetSluice(key) => {
-            with_sluice_options(context, |options| options.reset(&key))
-                .map_err(|e| PgWireError::ApiError(Box::new(e)))?;
-            Ok(Response::Execution(Tag::new("RESET")))
-        }
-        SettingStatement::ResetAll(tag) => {
-            with_settings(context, PgSettings::reset_all);
-            with_sluice_options(context, SluiceOptions::reset_all);
-            for parameter in sluice_engine::pg_settings::PARAMETERS {
-                if formatting_key(parameter).is_some() || parameter.reported {
-                    changed(context, client, parameter).await?;
-                }
+    match statement.apply(context).map_err(api)? {
+        Applied::Done {
+            tag,
+            changed: parameters,
+        } => {
+            for parameter in parameters {
+                changed(context, client, parameter).await?;
             }
             Ok(Response::Execution(Tag::new(tag)))
         }
-        SettingStatement::Show(name) => {
-            let value = current_value(context, &name)
-                .ok_or_else(|| setting_error(SettingError::Unrecognized(name.clone())))?;
-            let parameter = sluice_engine::pg_settings::parameter(&name)
-                .map(|parameter| parameter.name.to_ascii_lowercase())
-                .unwrap_or(name);
-            show_response(&parameter, &value)
-        }
-        SettingStatement::Accept(tag) => Ok(Response::Execution(Tag::new(tag))),
+        Applied::Shown { column, value } => show_response(column, &value),
     }
 }
 
 /// The plan a statement's `Describe` reports: no columns for `SET`, one text
 /// column for `SHOW`.
 fn described_plan(statement: &SettingStatement) -> PgWireResult<LogicalPlan> {
-    let fields = match statement {
-        SettingStatement::Show(name) => {
-            let name = sluice_engine::pg_settings::parameter(name)
-                .map(|parameter| parameter.name.to_ascii_lowercase())
-                .unwrap_or_else(|| name.clone());
-            vec![Field::new(name, DataType::Utf8, false)]
-        }
-        _ => vec![],
-    };
-    let schema =
-        DFSchema::try_from(Schema::new(fields)).map_err(|e| PgWireError::ApiError(Box::new(e)))?;
     Ok(LogicalPlan::EmptyRelation(EmptyRelation {
         produce_one_row: false,
-        schema: Arc::new(schema),
+        schema: statement.described_schema().map_err(api)?,
     }))
 }
 
@@ -361,48 +137,6 @@ fn described_plan(statement: &SettingStatement) -> PgWireResult<LogicalPlan> {
 /// with constant arguments before their statement is planned.
 #[derive(Debug, Default)]
 pub struct PgSettingsHook;
-
-/// The `(name, value)` of every `set_config(name, value, is_local)` call in
-/// `statement` whose name and value are constants or bound parameters.
-fn set_config_calls(statement: &Statement, params: &ParamValues) -> Vec<(String, String)> {
-    let constant = |arg: &FunctionArg| -> Option<String> {
-        let FunctionArg::Unnamed(FunctionArgExpr::Expr(expr)) = arg else {
-            return None;
-        };
-        match expr {
-            Expr::Value(value) => match &value.value {
-                Value::Placeholder(id) => match params.get_placeholders_with_values(id) {
-                    Ok(bound) => match bound.value {
-                        ScalarValue::Utf8(Some(text)) | ScalarValue::Utf8View(Some(text)) => {
-                            Some(text)
-                        }
-                        _ => None,
-                    },
-                    Err(_) => None,
-                },
-                other => other.clone().into_string(),
-            },
-            _ => None,
-        }
-    };
-    let mut calls = vec![];
-    let _ = visit_expressions(statement, |expr| {
-        if let Expr::Function(function) = expr {
-            let name = function.name.0.last().and_then(|part| part.as_ident());
-            if name.is_some_and(|name| name.value.eq_ignore_ascii_case("set_config")) {
-                if let FunctionArguments::List(list) = &function.args {
-                    if let [name, value, _] = list.args.as_slice() {
-                        if let (Some(name), Some(value)) = (constant(name), constant(value)) {
-                            calls.push((name, value));
-                        }
-                    }
-                }
-            }
-        }
-        ControlFlow::<()>::Continue(())
-    });
-    calls
-}
 
 /// Applies the `set_config()` calls of `statement`; `None` when there are none.
 async fn apply_set_config(
@@ -412,31 +146,21 @@ async fn apply_set_config(
     client: &mut dyn HookClient,
 ) -> Option<PgWireResult<Response>> {
     for (name, value) in set_config_calls(statement, params) {
-        // Exactly the rules of `SET`.
-        if let Some(refusal) = storage_setting_refusal(&name) {
-            return Some(Err(PgWireError::ApiError(Box::new(
-                datafusion::error::DataFusionError::NotImplemented(refusal),
-            ))));
-        }
+        // Exactly the rules of `SET`: a storage option is refused whoever
+        // asks, then the role is checked.
         let (needed, what) = setting_role(&name);
-        if let Err(e) = check(&*client, needed, what) {
+        let applied = match storage_setting_refusal(&name) {
+            Some(refusal) => Err(user_error(SqlState::FEATURE_NOT_SUPPORTED, refusal)),
+            None => check(&*client, needed, what)
+                .and_then(|()| set_config(context, &name, &value).map_err(api)),
+        };
+        let result = match applied {
+            Ok(Some(parameter)) => changed(context, client, parameter).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
             return Some(Err(e));
-        }
-        if name.contains('.') {
-            let state = context.state_ref();
-            let result = state.write().config_mut().options_mut().set(&name, &value);
-            if let Err(e) = result {
-                return Some(Err(PgWireError::ApiError(Box::new(e))));
-            }
-            continue;
-        }
-        match with_settings(context, |settings| settings.set(&name, &value)) {
-            Ok(parameter) => {
-                if let Err(e) = changed(context, client, parameter).await {
-                    return Some(Err(e));
-                }
-            }
-            Err(e) => return Some(Err(setting_error(e))),
         }
     }
     None
@@ -450,7 +174,7 @@ impl QueryHook for PgSettingsHook {
         context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match recognise(statement) {
+        match SettingStatement::recognise(statement) {
             Some(setting) => Some(run(setting, context, client).await),
             None => apply_set_config(statement, &ParamValues::List(vec![]), context, client).await,
         }
@@ -462,7 +186,7 @@ impl QueryHook for PgSettingsHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        recognise(statement).map(|setting| described_plan(&setting))
+        SettingStatement::recognise(statement).map(|setting| described_plan(&setting))
     }
 
     async fn handle_extended_query(
@@ -473,72 +197,9 @@ impl QueryHook for PgSettingsHook {
         context: &SessionContext,
         client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        match recognise(statement) {
+        match SettingStatement::recognise(statement) {
             Some(setting) => Some(run(setting, context, client).await),
             None => apply_set_config(statement, params, context, client).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-    use datafusion::sql::sqlparser::parser::Parser;
-
-    use super::*;
-
-    fn parse(sql: &str) -> Statement {
-        Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .unwrap()
-            .remove(0)
-    }
-
-    #[test]
-    fn recognises_postgres_parameter_statements() {
-        let set = |name: &str, value: Option<&str>| {
-            Some(SettingStatement::Set(name.into(), value.map(Into::into)))
-        };
-        assert_eq!(
-            recognise(&parse("SET search_path = public, sluice")),
-            set("search_path", Some("public, sluice"))
-        );
-        assert_eq!(
-            recognise(&parse("SET statement_timeout TO '2s'")),
-            set("statement_timeout", Some("2s"))
-        );
-        assert_eq!(
-            recognise(&parse("SET extra_float_digits = 3")),
-            set("extra_float_digits", Some("3"))
-        );
-        assert_eq!(
-            recognise(&parse("SET TIME ZONE 'UTC'")),
-            set("TimeZone", Some("UTC"))
-        );
-        assert_eq!(
-            recognise(&parse("SET DateStyle TO DEFAULT")),
-            set("DateStyle", None)
-        );
-        assert_eq!(
-            recognise(&parse("SET datafusion.execution.batch_size = 1")),
-            None
-        );
-        assert_eq!(recognise(&parse("SHOW ALL")), None);
-        assert_eq!(
-            recognise(&parse("SHOW TRANSACTION ISOLATION LEVEL")),
-            Some(SettingStatement::Show("transaction_isolation".into()))
-        );
-        assert_eq!(
-            recognise(&parse("DISCARD ALL")),
-            Some(SettingStatement::ResetAll("DISCARD ALL"))
-        );
-    }
-
-    #[test]
-    fn finds_set_config_calls() {
-        let statement = parse("SELECT pg_catalog.set_config('search_path', '', false)");
-        assert_eq!(
-            set_config_calls(&statement, &ParamValues::List(vec![])),
-            vec![("search_path".to_string(), String::new())]
-        );
     }
 }

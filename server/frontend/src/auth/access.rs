@@ -2,10 +2,11 @@
 //! connection's role does not allow (SQLSTATE `42501`).
 
 use datafusion::sql::parser::Statement as DFStatement;
-use datafusion::sql::sqlparser::ast::{CopyTarget, ObjectName, Reset, Set, Statement};
+use datafusion::sql::sqlparser::ast::{CopyTarget, Reset, Set, Statement};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::PgWireError;
 use sluice_engine::pg_settings::PARAMETERS;
+use sluice_engine::setting_statements::setting_name;
 
 use super::Role;
 
@@ -112,21 +113,6 @@ fn set_role(set: &Set) -> (Role, &'static str) {
         }
         _ => (Role::Writer, "SET of an engine setting"),
     }
-}
-
-/// The name of the setting `name` stands for, as DataFusion reads it: its
-/// parts unquoted (`"storage.s3.x"` and `storage.s3.x` are one setting),
-/// joined with dots, in lower case.
-pub fn setting_name(name: &ObjectName) -> String {
-    name.0
-        .iter()
-        .map(|part| match part.as_ident() {
-            Some(ident) => ident.value.clone(),
-            None => part.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join(".")
-        .to_ascii_lowercase()
 }
 
 /// The role changing setting `name` needs, by `SET` or `set_config()`:
