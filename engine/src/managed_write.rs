@@ -75,7 +75,7 @@ pub enum ManagedWrite {
 }
 
 /// The schema provider `table` (as written in the statement) lives in.
-fn schema_of(
+pub(crate) fn schema_of(
     context: &SessionContext,
     table: &TableReference,
 ) -> Option<(Arc<dyn SchemaProvider>, String)> {

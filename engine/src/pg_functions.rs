@@ -2,6 +2,8 @@
 //! DataFusion and datafusion-pg-catalog do not provide (or provide with
 //! answers clients cannot parse, like DataFusion's `version()`).
 
+pub mod array_subscripts;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, StringArray, StringBuilder};
@@ -56,6 +58,9 @@ pub fn register(context: &SessionContext) {
         // Sluice has no user-defined SQL functions to describe.
         ("pg_get_function_result", arities(&[1]), text(None)),
         ("pg_get_function_arguments", arities(&[1]), text(None)),
+        // Sluice tables have no indexes: the rows of pg_index are
+        // PostgreSQL's own catalogs', whose definitions Sluice does not have.
+        ("pg_get_indexdef", arities(&[1, 3]), text(None)),
         // Sluice has no sequences, so no column owns one.
         ("pg_get_serial_sequence", arities(&[2]), text(None)),
         // Every function and collation lives in a schema on the search path.
@@ -82,6 +87,9 @@ pub fn register(context: &SessionContext) {
     context.register_udf(ScalarUDF::new_from_impl(When::new()));
     context.register_udf(ScalarUDF::new_from_impl(CurrentSetting::new()));
     context.register_udf(ScalarUDF::new_from_impl(SetConfig::new()));
+    context.register_udf(ScalarUDF::new_from_impl(
+        array_subscripts::ArraySubscripts::new(),
+    ));
 }
 
 /// Makes `current_user` and `session_user` (which datafusion-pg-catalog

@@ -8,6 +8,8 @@
 //!   PostgreSQL's name;
 //! - `LIKE … ESCAPE 'c'` with an escape character other than backslash (what
 //!   SQLAlchemy sends) becomes the equivalent backslash pattern;
+//! - `generate_subscripts(array, 1)` becomes an `unnest` of the subscripts
+//!   ([`subscripts`]);
 //! - in catalog queries (those naming `pg_catalog`), a scalar subquery that
 //!   does not aggregate gets `max(…)` around its one column: DataFusion plans
 //!   correlated scalar subqueries only when they aggregate, and the catalog
@@ -32,6 +34,8 @@ use datafusion::sql::sqlparser::ast::{
     VisitorMut,
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+
+mod subscripts;
 
 static PARSER: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
@@ -63,6 +67,8 @@ pub fn rewrite(sql: &str) -> Option<String> {
     let mut changed = false;
     for statement in &mut statements {
         changed |= backslash_escapes(statement);
+        changed |= lower.contains("generate_subscripts")
+            && subscripts::generate_subscripts_as_unnest(statement);
         if catalog_query {
             changed |= aggregate_scalar_subqueries(statement);
         } else {

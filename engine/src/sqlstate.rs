@@ -45,6 +45,9 @@ pub struct PgError {
     pub detail: Option<String>,
     /// A HINT line: what to do about it.
     pub hint: Option<String>,
+    /// A CONTEXT line: where it happened (`COPY t, line 3, column id: "x"`).
+    #[serde(default)]
+    pub context: Option<String>,
 }
 
 impl PgError {
@@ -55,6 +58,7 @@ impl PgError {
             message: message.into(),
             detail: None,
             hint: None,
+            context: None,
         }
     }
 
@@ -67,6 +71,12 @@ impl PgError {
     /// The same error with a HINT line.
     pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
+        self
+    }
+
+    /// The same error with a CONTEXT line.
+    pub fn with_context(mut self, context: impl Into<String>) -> Self {
+        self.context = Some(context.into());
         self
     }
 

@@ -41,6 +41,13 @@ impl SqlState {
     pub const FEATURE_NOT_SUPPORTED: Self = Self::of("0A000");
     /// `22003` numeric_value_out_of_range.
     pub const NUMERIC_VALUE_OUT_OF_RANGE: Self = Self::of("22003");
+    /// `22021` character_not_in_repertoire: bytes that are not UTF-8.
+    pub const CHARACTER_NOT_IN_REPERTOIRE: Self = Self::of("22021");
+    /// `22P04` bad_copy_file_format: COPY data that does not follow its
+    /// format (missing or extra columns, an unterminated quoted field).
+    pub const BAD_COPY_FILE_FORMAT: Self = Self::of("22P04");
+    /// `23502` not_null_violation.
+    pub const NOT_NULL_VIOLATION: Self = Self::of("23502");
     /// `22012` division_by_zero.
     pub const DIVISION_BY_ZERO: Self = Self::of("22012");
     /// `22023` invalid_parameter_value: a setting given a value it cannot

@@ -23,6 +23,7 @@ use datafusion_postgres::hooks::cursor::CursorStatementHook;
 use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
+use datafusion_postgres::pgwire::api::copy::CopyHandler;
 use datafusion_postgres::pgwire::api::portal::{Format, Portal, PortalExecutionState};
 use datafusion_postgres::pgwire::api::query::{
     send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
@@ -48,6 +49,7 @@ use super::access::AccessHook;
 use super::call::RunJob;
 use super::command_tag::{tag_empty_results, tag_if_empty};
 use super::copy::copy_to_file;
+use super::copy_in::{CopyInHandler, CopyInHook, CopyInSlot};
 use super::copy_out::CopyToStdoutHook;
 use super::cursor::{self, DeclareCursorHook};
 use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
@@ -74,7 +76,7 @@ use sluice_engine::sqlstate::SqlState;
 
 /// datafusion-postgres' statement hooks plus Sluice's own, for a connection
 /// with `caps`.
-fn query_hooks(caps: &Arc<ConnectionCaps>) -> Vec<Arc<dyn QueryHook>> {
+fn query_hooks(caps: &Arc<ConnectionCaps>, copies: &Arc<CopyInSlot>) -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(AccessHook),
         Arc::new(CapsHook {
@@ -88,6 +90,9 @@ fn query_hooks(caps: &Arc<ConnectionCaps>) -> Vec<Arc<dyn QueryHook>> {
         Arc::new(TransactionStatementHook),
         Arc::new(PlanningHook::new(copy_to_file)),
         Arc::new(CopyToStdoutHook),
+        Arc::new(CopyInHook {
+            slot: Arc::clone(copies),
+        }),
         Arc::new(ActionHook(RenameTable)),
         Arc::new(ManagedTableHook),
         Arc::new(ActionHook(RunJob)),
@@ -100,6 +105,8 @@ pub struct Connection {
     session: Arc<SessionHandler>,
     /// The connection's place among the server's connections.
     slot: Arc<ConnectionSlot>,
+    /// Its `COPY … FROM STDIN` under way.
+    copies: Arc<CopyInSlot>,
 }
 
 impl Connection {
@@ -116,7 +123,8 @@ impl Connection {
             .config_mut()
             .set_extension(Arc::new(OpenCursors::default()));
         let caps = Arc::new(ConnectionCaps::default());
-        let hooks = query_hooks(&caps);
+        let copies = Arc::new(CopyInSlot::default());
+        let hooks = query_hooks(&caps, &copies);
         let inner = DfSessionService::new_with_hooks(context.clone(), hooks.clone());
         let parser = Arc::new(SluiceParser::new(
             inner.query_parser(),
@@ -139,6 +147,7 @@ impl Connection {
             frontend,
             session,
             slot,
+            copies,
         }
     }
 }
@@ -164,6 +173,12 @@ impl PgWireServerHandlers for Connection {
 
     fn error_handler(&self) -> Arc<impl ErrorHandler> {
         Arc::new(SqlStateErrorHandler)
+    }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        Arc::new(CopyInHandler {
+            slot: Arc::clone(&self.copies),
+        })
     }
 
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {

@@ -20,6 +20,7 @@ pub mod call;
 mod command_tag;
 mod connection;
 mod copy;
+mod copy_in;
 mod copy_out;
 mod cursor;
 pub mod data_rows;

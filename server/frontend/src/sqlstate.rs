@@ -22,6 +22,7 @@ pub fn wire_error(error: PgError) -> PgWireError {
     let mut info = ErrorInfo::new("ERROR".into(), error.code.to_string(), error.message);
     info.detail = error.detail;
     info.hint = error.hint;
+    info.where_context = error.context;
     PgWireError::UserError(Box::new(info))
 }
 

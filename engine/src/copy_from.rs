@@ -1,0 +1,227 @@
+//! `COPY table [(column, …)] FROM STDIN`: rows a client streams in
+//! PostgreSQL's text or CSV format, read as they arrive and written to the
+//! table as Parquet while the next ones come, committed all at once at the
+//! end.
+//!
+//! Memory stays flat whatever the size: the frontend hands each `CopyData`
+//! piece to [`CopyIn::write`], which reads the complete rows in it, turns
+//! every [`BATCH_ROWS`] of them into a batch of the table's types and queues
+//! it for the [`sink`] (waiting while the writer is behind). A row that does
+//! not read or convert fails the COPY with PostgreSQL's message and
+//! `CONTEXT: COPY t, line N`, and nothing of it is kept.
+
+mod convert;
+mod delimited;
+pub mod format;
+mod raw;
+mod sink;
+
+use datafusion::catalog::SchemaProvider;
+use datafusion::common::TableReference;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Ident, ObjectName, Statement};
+use std::sync::Arc;
+
+use crate::catalog::managed_table;
+use crate::managed_write::schema_of;
+use crate::sqlstate::{pg_error, PgError, SqlState};
+use convert::{to_batch, Target};
+use delimited::DelimitedReader;
+pub use format::CopyFormat;
+use raw::RawRows;
+use sink::Sink;
+
+/// Rows converted and written together.
+pub const BATCH_ROWS: usize = 8192;
+
+/// A `COPY … FROM STDIN` under way.
+pub struct CopyIn {
+    reader: DelimitedReader,
+    rows: RawRows,
+    target: Target,
+    sink: Sink,
+    format: CopyFormat,
+}
+
+/// What a `COPY … FROM STDIN` statement names.
+struct CopyStatement<'a> {
+    table: &'a ObjectName,
+    columns: &'a [Ident],
+    format: CopyFormat,
+}
+
+impl<'a> CopyStatement<'a> {
+    fn of(statement: &'a Statement) -> Option<Result<Self, PgError>> {
+        let Statement::Copy {
+            source:
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            to: false,
+            target: CopyTarget::Stdin,
+            options,
+            legacy_options,
+            ..
+        } = statement
+        else {
+            return None;
+        };
+        Some(CopyFormat::new(options, legacy_options).map(|format| Self {
+            table: table_name,
+            columns,
+            format,
+        }))
+    }
+}
+
+/// Whether `statement` is a `COPY … FROM STDIN`.
+pub fn is_copy_from_stdin(statement: &Statement) -> bool {
+    CopyStatement::of(statement).is_some()
+}
+
+/// The name DataFusion resolves `ident` to: unquoted ones in lower case.
+fn normalized(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_lowercase(),
+    }
+}
+
+fn raised(error: DataFusionError) -> PgError {
+    pg_error(&error)
+}
+
+impl CopyIn {
+    /// Starts the `COPY … FROM STDIN` of `statement` in `context`; `None`
+    /// when it is not one.
+    pub async fn start(
+        context: &SessionContext,
+        statement: &Statement,
+    ) -> Option<Result<Self, PgError>> {
+        let copy = match CopyStatement::of(statement)? {
+            Ok(copy) => copy,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Self::open(context, copy).await)
+    }
+
+    async fn open(context: &SessionContext, copy: CopyStatement<'_>) -> Result<Self, PgError> {
+        let parts: Vec<String> = copy
+            .table
+            .0
+            .iter()
+            .filter_map(|part| part.as_ident())
+            .map(normalized)
+            .collect();
+        let reference = match parts.as_slice() {
+            [table] => TableReference::bare(table.as_str()),
+            [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+            [catalog, schema, table] => {
+                TableReference::full(catalog.as_str(), schema.as_str(), table.as_str())
+            }
+            _ => return Err(PgError::undefined_table(copy.table)),
+        };
+        let missing = || PgError::undefined_table(copy.table);
+        let (schema, name): (Arc<dyn SchemaProvider>, String) =
+            schema_of(context, &reference).ok_or_else(missing)?;
+        let provider = schema
+            .table(&name)
+            .await
+            .map_err(raised)?
+            .ok_or_else(missing)?;
+        let managed = managed_table(&schema, &name).ok_or_else(|| {
+            PgError::new(
+                SqlState::FEATURE_NOT_SUPPORTED,
+                format!("COPY FROM into \"{name}\": only tables made by CREATE TABLE take rows from COPY"),
+            )
+        })?;
+        let table_schema = provider.schema();
+        let inputs = if copy.columns.is_empty() {
+            (0..table_schema.fields().len()).collect()
+        } else {
+            copy.columns
+                .iter()
+                .map(|column| {
+                    let column = normalized(column);
+                    table_schema.index_of(&column).map_err(|_| {
+                        PgError::new(
+                            SqlState::UNDEFINED_COLUMN,
+                            format!("column \"{column}\" of relation \"{name}\" does not exist"),
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        let target = Target {
+            table: name.clone(),
+            schema: Arc::clone(&table_schema),
+            inputs,
+        };
+        let reader = match &copy.format {
+            CopyFormat::Text(format) => {
+                DelimitedReader::new(format.clone(), false, target.input_names())
+            }
+            CopyFormat::Csv(format) => {
+                DelimitedReader::new(format.clone(), true, target.input_names())
+            }
+            CopyFormat::Binary => {
+                return Err(PgError::new(
+                    SqlState::FEATURE_NOT_SUPPORTED,
+                    "COPY FROM STDIN in binary format is not supported yet",
+                ))
+            }
+        };
+        let sink =
+            Sink::open(context, schema, &name, &managed.location, table_schema).map_err(raised)?;
+        Ok(Self {
+            rows: RawRows::new(target.inputs.len()),
+            reader,
+            target,
+            sink,
+            format: copy.format,
+        })
+    }
+
+    /// The format the client sends the rows in.
+    pub fn format(&self) -> &CopyFormat {
+        &self.format
+    }
+
+    /// The number of columns each row has.
+    pub fn columns(&self) -> usize {
+        self.target.inputs.len()
+    }
+
+    /// Reads the rows `data` completes, writing every full batch.
+    pub async fn write(&mut self, data: &[u8]) -> Result<(), PgError> {
+        self.reader
+            .push(data, &mut self.rows)
+            .map_err(|e| e.with_context(self.target.context(self.reader.line(), None)))?;
+        if self.rows.len() >= BATCH_ROWS {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), PgError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let first_line = self.reader.line() - self.rows.len() as u64;
+        let batch = to_batch(&self.rows, &self.target, first_line)?;
+        self.rows.clear();
+        self.sink.send(batch).await.map_err(raised)
+    }
+
+    /// Reads the end of the data, writes what is left and commits every row;
+    /// returns how many there were.
+    pub async fn finish(mut self) -> Result<u64, PgError> {
+        self.reader
+            .finish(&mut self.rows)
+            .map_err(|e| e.with_context(self.target.context(self.reader.line(), None)))?;
+        self.flush().await?;
+        self.sink.commit().await.map_err(raised)
+    }
+}
