@@ -310,7 +310,7 @@ fn build_frontend(
         .map_err(|e| EngineError::datafusion("installing pg_catalog", *e))?;
     sluice_engine::pg_cursors::install(sessions.template(), DEFAULT_CATALOG)
         .map_err(|e| EngineError::datafusion("installing pg_catalog.pg_cursors", e))?;
-    sluice_engine::pg_vectors::install(sessions.template(), DEFAULT_CATALOG)
+    sluice_engine::pg_catalog_columns::install(sessions.template(), DEFAULT_CATALOG)
         .map_err(|e| EngineError::datafusion("typing pg_catalog's vector columns", e))?;
     sluice_engine::pg_functions::register(sessions.template());
     let frontend_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();

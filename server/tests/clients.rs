@@ -237,6 +237,61 @@ SELECT count(*) FROM sluice.executors WHERE tasks_completed > 0;
     server.stop().expect("stops");
 }
 
+/// psql's `\copy … from` of a CSV file: every row, a header skipped; a file
+/// with a bad value on its last line loads nothing and names the line.
+#[test]
+fn psql_copy_from_loads_csv_files_all_or_nothing() {
+    let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.csv");
+    let bad = dir.path().join("bad.csv");
+    let mut rows = String::from("id,name,day\n");
+    for i in 1..=5000 {
+        rows.push_str(&format!(
+            "{i},\"name {i}, quoted\",2024-01-{:02}\n",
+            i % 28 + 1
+        ));
+    }
+    std::fs::write(&good, &rows).unwrap();
+    std::fs::write(&bad, "1,a,2024-01-01\n2,b,2024-01-02\n3,c,2024-13-45\n").unwrap();
+    let script = format!(
+        "\\set ON_ERROR_STOP 1\n\
+         CREATE TABLE loaded (id bigint, name varchar, day date);\n\
+         \\copy loaded from '{}' csv header\n\
+         SELECT count(*), sum(id), min(name), max(day) FROM loaded;\n",
+        good.display()
+    );
+    let output = psql(server.port(), &["-A", "-t"], &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("COPY 5000"), "{stdout}");
+    assert!(
+        stdout.contains("5000|12502500|name 1, quoted|2024-01-28"),
+        "{stdout}"
+    );
+
+    let script = format!(
+        "\\copy loaded from '{}' csv\nSELECT count(*) FROM loaded;\n",
+        bad.display()
+    );
+    let output = psql(server.port(), &["-A", "-t"], &script);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("invalid input syntax for type date: \"2024-13-45\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("COPY loaded, line 3, column day"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
+    server.stop().expect("stops");
+}
+
 #[test]
 fn psql_meta_commands_read_the_real_catalog() {
     let server = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
@@ -408,6 +463,16 @@ fn psycopg3_named_cursors_fetch_in_chunks() {
 #[test]
 fn psycopg3_copy_reads_binary_and_text_rows() {
     run_python_client("psycopg_copy.py", "psycopg copy");
+}
+
+#[test]
+fn psycopg3_copy_from_stdin_loads_text_and_csv_all_or_nothing() {
+    run_python_client("psycopg_copy_from.py", "psycopg copy from");
+}
+
+#[test]
+fn pandas_to_sql_writes_in_every_mode() {
+    run_python_client("pandas_to_sql.py", "pandas to_sql");
 }
 
 #[test]

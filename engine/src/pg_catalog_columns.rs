@@ -1,5 +1,8 @@
+//! `pg_catalog` tables with the columns and column types clients expect.
+//!
 //! The vector columns of `pg_catalog.pg_index` and `pg_catalog.pg_constraint`
-//! as arrays.
+//! are arrays, and columns that datafusion-pg-catalog leaves out and Sluice
+//! has no values for (`pg_class.reloptions`) are there, NULL.
 //!
 //! datafusion-pg-catalog ships both tables as a static dump whose
 //! `int2vector`, `oidvector` and array columns (`indkey`, `indoption`,
@@ -18,10 +21,17 @@ use datafusion::arrow::array::{ArrayRef, AsArray, ListBuilder, PrimitiveBuilder,
 use datafusion::arrow::datatypes::{
     ArrowPrimitiveType, DataType, Field, Int16Type, Int32Type, Schema, SchemaRef,
 };
-use datafusion::catalog::{SchemaProvider, TableProvider};
+use datafusion::catalog::{SchemaProvider, Session, TableProvider};
+use datafusion::common::ScalarValue;
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::context::SessionContext;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_expr::expressions::{Column, Literal};
+use datafusion::physical_expr::projection::ProjectionExpr;
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::ExecutionPlan;
 use tokio::sync::OnceCell;
 
 /// The element type of each vector column, by table.
@@ -48,6 +58,9 @@ const VECTOR_COLUMNS: &[(&str, &[(&str, Element)])] = &[
         ],
     ),
 ];
+
+/// Columns some tables lack, added NULL: `(table, column)`, all `text[]`.
+const NULL_COLUMNS: &[(&str, &str)] = &[("pg_class", "reloptions")];
 
 /// The element type of a vector column.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +104,17 @@ impl SchemaProvider for WithTypedVectors {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let lower = name.to_ascii_lowercase();
+        let added: Vec<&str> = NULL_COLUMNS
+            .iter()
+            .filter(|(table, _)| *table == lower)
+            .map(|(_, column)| *column)
+            .collect();
+        if !added.is_empty() {
+            let Some(table) = self.inner.table(name).await? else {
+                return Ok(None);
+            };
+            return Ok(Some(Arc::new(WithNullColumns::new(table, &added))));
+        }
         let Some((cell, columns)) = self.typed.get(lower.as_str()).and_then(|cell| {
             let columns = VECTOR_COLUMNS.iter().find(|(table, _)| *table == lower)?.1;
             Some((cell, columns))
@@ -203,6 +227,74 @@ where
         }
     }
     Arc::new(builder.finish())
+}
+
+/// A table with NULL columns added after its own.
+#[derive(Debug)]
+struct WithNullColumns {
+    inner: Arc<dyn TableProvider>,
+    schema: SchemaRef,
+}
+
+impl WithNullColumns {
+    fn new(inner: Arc<dyn TableProvider>, added: &[&str]) -> Self {
+        let own = inner.schema();
+        let fields = own
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone())
+            .chain(
+                added
+                    .iter()
+                    .map(|name| Field::new(*name, text_array(), true)),
+            );
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields.collect::<Vec<_>>(),
+            own.metadata().clone(),
+        ));
+        Self { inner, schema }
+    }
+}
+
+fn text_array() -> DataType {
+    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true)))
+}
+
+#[async_trait]
+impl TableProvider for WithNullColumns {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = self.inner.scan(state, None, &[], limit).await?;
+        let own = input.schema().fields().len();
+        let all: Vec<usize> = (0..self.schema.fields().len()).collect();
+        let columns = projection.unwrap_or(&all);
+        let exprs = columns
+            .iter()
+            .map(|&index| {
+                let field = self.schema.field(index);
+                let expr: Arc<dyn PhysicalExpr> = if index < own {
+                    Arc::new(Column::new(field.name(), index))
+                } else {
+                    Arc::new(Literal::new(ScalarValue::try_from(field.data_type())?))
+                };
+                Ok(ProjectionExpr::new(expr, field.name().clone()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(ProjectionExec::try_new(exprs, input)?))
+    }
 }
 
 #[cfg(test)]
