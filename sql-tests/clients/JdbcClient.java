@@ -1,10 +1,12 @@
 // pgjdbc against a running Sluice server: connection metadata, catalog
 // browsing through DatabaseMetaData, a PreparedStatement with parameters,
-// streaming a 1M-row result with setFetchSize, and Statement.cancel().
+// streaming a 1M-row result with setFetchSize, Statement.cancel(), and
+// CopyManager.copyIn of CSV rows into a managed table (all or nothing).
 //
 // Usage: java -cp postgresql.jar JdbcClient.java PORT DATA_DIR
 // Exits non-zero (with a message) on any mismatch; prints "jdbc: ok".
 
+import java.io.StringReader;
 import java.math.BigDecimal;
 import java.sql.Connection;
 import java.sql.DatabaseMetaData;
@@ -16,6 +18,8 @@ import java.sql.Statement;
 import java.sql.Types;
 import java.util.ArrayList;
 import java.util.List;
+import org.postgresql.PGConnection;
+import org.postgresql.copy.CopyManager;
 
 public class JdbcClient {
     static void check(boolean condition, String message) {
@@ -123,6 +127,33 @@ public class JdbcClient {
             }
             try (Statement st = conn.createStatement(); ResultSet rs = st.executeQuery("SELECT 42")) {
                 check(rs.next() && rs.getInt(1) == 42, "connection usable after cancel");
+            }
+
+            // CopyManager.copyIn: CSV rows into a managed table.
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TABLE jdbc_loaded (id bigint, label varchar)");
+            }
+            CopyManager copies = conn.unwrap(PGConnection.class).getCopyAPI();
+            StringBuilder csv = new StringBuilder();
+            for (int i = 1; i <= 10_000; i++) {
+                csv.append(i).append(",\"label ").append(i).append("\"\n");
+            }
+            long copied = copies.copyIn("COPY jdbc_loaded FROM STDIN (FORMAT csv)", new StringReader(csv.toString()));
+            check(copied == 10_000, "copyIn reported " + copied);
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT count(*), sum(id), max(label) FROM jdbc_loaded")) {
+                check(rs.next() && rs.getLong(1) == 10_000 && rs.getLong(2) == 50_005_000L
+                        && "label 9999".equals(rs.getString(3)), "copied rows");
+            }
+            try {
+                copies.copyIn("COPY jdbc_loaded FROM STDIN (FORMAT csv)", new StringReader("1,a\nx,b\n"));
+                throw new AssertionError("a bad id was loaded");
+            } catch (SQLException e) {
+                check("22P02".equals(e.getSQLState()), "SQLSTATE " + e.getSQLState() + ": " + e.getMessage());
+            }
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT count(*) FROM jdbc_loaded")) {
+                check(rs.next() && rs.getLong(1) == 10_000, "a failed copyIn kept rows");
             }
         }
         System.out.println("jdbc: ok");
