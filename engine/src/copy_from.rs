@@ -1,5 +1,5 @@
 //! `COPY table [(column, …)] FROM STDIN`: rows a client streams in
-//! PostgreSQL's text or CSV format, read as they arrive and written to the
+//! PostgreSQL's text, CSV or binary format, read as they arrive and written to the
 //! table as Parquet while the next ones come, committed all at once at the
 //! end.
 //!
@@ -10,6 +10,7 @@
 //! not read or convert fails the COPY with PostgreSQL's message and
 //! `CONTEXT: COPY t, line N`, and nothing of it is kept.
 
+mod binary;
 mod convert;
 mod delimited;
 pub mod format;
@@ -26,7 +27,8 @@ use std::sync::Arc;
 use crate::catalog::managed_table;
 use crate::managed_write::schema_of;
 use crate::sqlstate::{pg_error, PgError, SqlState};
-use convert::{to_batch, Target};
+use binary::BinaryReader;
+use convert::{assemble, to_batch, Target};
 use delimited::DelimitedReader;
 pub use format::CopyFormat;
 use raw::RawRows;
@@ -35,10 +37,35 @@ use sink::Sink;
 /// Rows converted and written together.
 pub const BATCH_ROWS: usize = 8192;
 
+/// How the rows are read.
+enum Reader {
+    /// Text or CSV, into fields of text.
+    Delimited(DelimitedReader, RawRows),
+    /// `PGCOPY`, into typed columns.
+    Binary(BinaryReader),
+}
+
+impl Reader {
+    /// The line (or tuple) number of the row being read.
+    fn line(&self) -> u64 {
+        match self {
+            Self::Delimited(reader, _) => reader.line(),
+            Self::Binary(reader) => reader.line(),
+        }
+    }
+
+    /// Rows read and not yet written.
+    fn rows(&self) -> usize {
+        match self {
+            Self::Delimited(_, rows) => rows.len(),
+            Self::Binary(reader) => reader.len(),
+        }
+    }
+}
+
 /// A `COPY … FROM STDIN` under way.
 pub struct CopyIn {
-    reader: DelimitedReader,
-    rows: RawRows,
+    reader: Reader,
     target: Target,
     sink: Sink,
     format: CopyFormat,
@@ -160,23 +187,18 @@ impl CopyIn {
             inputs,
         };
         let reader = match &copy.format {
-            CopyFormat::Text(format) => {
-                DelimitedReader::new(format.clone(), false, target.input_names())
+            CopyFormat::Text(format) | CopyFormat::Csv(format) => {
+                let csv = matches!(copy.format, CopyFormat::Csv(_));
+                Reader::Delimited(
+                    DelimitedReader::new(format.clone(), csv, target.input_names()),
+                    RawRows::new(target.inputs.len()),
+                )
             }
-            CopyFormat::Csv(format) => {
-                DelimitedReader::new(format.clone(), true, target.input_names())
-            }
-            CopyFormat::Binary => {
-                return Err(PgError::new(
-                    SqlState::FEATURE_NOT_SUPPORTED,
-                    "COPY FROM STDIN in binary format is not supported yet",
-                ))
-            }
+            CopyFormat::Binary => Reader::Binary(BinaryReader::new(&table_schema, &target.inputs)?),
         };
         let sink =
             Sink::open(context, schema, &name, &managed.location, table_schema).map_err(raised)?;
         Ok(Self {
-            rows: RawRows::new(target.inputs.len()),
             reader,
             target,
             sink,
@@ -194,33 +216,56 @@ impl CopyIn {
         self.target.inputs.len()
     }
 
+    /// `error` at the row being read.
+    fn at_current_row(&self, error: PgError) -> PgError {
+        error.with_context(self.target.context(self.reader.line(), None))
+    }
+
     /// Reads the rows `data` completes, writing every full batch.
     pub async fn write(&mut self, data: &[u8]) -> Result<(), PgError> {
-        self.reader
-            .push(data, &mut self.rows)
-            .map_err(|e| e.with_context(self.target.context(self.reader.line(), None)))?;
-        if self.rows.len() >= BATCH_ROWS {
+        let read = match &mut self.reader {
+            Reader::Delimited(reader, rows) => reader.push(data, rows),
+            Reader::Binary(reader) => reader.push(data),
+        };
+        read.map_err(|e| self.at_current_row(e))?;
+        if self.reader.rows() >= BATCH_ROWS {
             self.flush().await?;
         }
         Ok(())
     }
 
     async fn flush(&mut self) -> Result<(), PgError> {
-        if self.rows.is_empty() {
+        let rows = self.reader.rows();
+        if rows == 0 {
             return Ok(());
         }
-        let first_line = self.reader.line() - self.rows.len() as u64;
-        let batch = to_batch(&self.rows, &self.target, first_line)?;
-        self.rows.clear();
+        let first_line = self.reader.line() - rows as u64;
+        let batch = match &mut self.reader {
+            Reader::Delimited(_, raw) => {
+                let batch = to_batch(raw, &self.target, first_line);
+                raw.clear();
+                batch?
+            }
+            Reader::Binary(reader) => {
+                let last_line = first_line + rows as u64 - 1;
+                let arrays = reader.take().map_err(|e| {
+                    let table = &self.target.table;
+                    e.with_context(format!("COPY {table}, lines {first_line} to {last_line}"))
+                })?;
+                assemble(&self.target, arrays, first_line)?
+            }
+        };
         self.sink.send(batch).await.map_err(raised)
     }
 
     /// Reads the end of the data, writes what is left and commits every row;
     /// returns how many there were.
     pub async fn finish(mut self) -> Result<u64, PgError> {
-        self.reader
-            .finish(&mut self.rows)
-            .map_err(|e| e.with_context(self.target.context(self.reader.line(), None)))?;
+        let read = match &mut self.reader {
+            Reader::Delimited(reader, rows) => reader.finish(rows),
+            Reader::Binary(reader) => reader.finish(),
+        };
+        read.map_err(|e| self.at_current_row(e))?;
         self.flush().await?;
         self.sink.commit().await.map_err(raised)
     }

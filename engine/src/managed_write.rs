@@ -37,6 +37,7 @@ use crate::catalog::{
     SegmentChange,
 };
 use crate::parallel_write::{WriteAnswer, COMMITTED_WRITE_PREFIX};
+use crate::sqlstate::PgError;
 
 /// Whether `statement` may write a managed table (what it writes is known
 /// once it is planned: [`ManagedWrite::of`]).
@@ -123,10 +124,7 @@ impl ManagedWrite {
                         return Ok(Written::Created);
                     }
                     if !create.or_replace {
-                        return Err(DataFusionError::Plan(format!(
-                            "table {} already exists",
-                            create.name
-                        )));
+                        return Err(PgError::duplicate_table(&create.name).into_datafusion());
                     }
                 }
                 let location = new_table_location(&schema, &name).ok_or_else(|| {

@@ -1,6 +1,6 @@
 """COPY … FROM STDIN written by psycopg 3's copy API: typed rows in the text
-format (write_row), CSV with a header written as raw bytes in pieces cut
-anywhere, and bad data, which fails the whole COPY with PostgreSQL's message
+and binary formats (write_row), CSV with a header written as raw bytes in
+pieces cut anywhere, and bad data, which fails the whole COPY with PostgreSQL's message
 and line and keeps nothing. Every row is read back and compared.
 
 Usage: python psycopg_copy_from.py PORT DATA_DIR
@@ -51,6 +51,29 @@ def main() -> None:
         (g, row(i)) for g, i in zip(got, range(1, ROWS + 1)) if g != row(i)
     )
 
+    # Binary format, rows typed by psycopg's binary dumpers.
+    binary_ids = range(3_000_001, 3_000_001 + 5_000)
+    with cur.copy("COPY loaded FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["int8", "text", "numeric", "date", "bool"])
+        for i in binary_ids:
+            copy.write_row(row(i))
+    assert cur.rowcount == len(binary_ids), cur.rowcount
+    got = conn.execute(
+        "SELECT id, s, n, d, b FROM loaded WHERE id > 3000000 ORDER BY id"
+    ).fetchall()
+    assert got == [row(i) for i in binary_ids], next(
+        (g, row(i)) for g, i in zip(got, binary_ids) if g != row(i)
+    )
+    try:
+        with cur.copy("COPY loaded FROM STDIN (FORMAT BINARY)") as copy:
+            copy.write(b"not the PGCOPY signature at all")
+    except errors.BadCopyFileFormat as e:
+        assert "COPY file signature not recognized" in str(e), str(e)
+    else:
+        raise AssertionError("binary data without its signature was accepted")
+    so_far = count(conn, "loaded")
+    assert so_far == ROWS + len(binary_ids), so_far
+
     # CSV with a header, a column list and quoted fields, in pieces that cut
     # rows (and a quoted line break) anywhere.
     csv = (
@@ -62,7 +85,7 @@ def main() -> None:
             copy.write(csv[start : start + 7])
     assert cur.rowcount == 4, cur.rowcount
     got = conn.execute(
-        "SELECT id, s, n FROM loaded WHERE id > 1000000 ORDER BY id"
+        "SELECT id, s, n FROM loaded WHERE id BETWEEN 1000001 AND 1000004 ORDER BY id"
     ).fetchall()
     assert got == [
         (1000001, "first, with comma", None),

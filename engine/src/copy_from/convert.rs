@@ -6,7 +6,7 @@ use std::sync::Arc;
 use datafusion::arrow::array::{new_null_array, Array, ArrayRef, AsArray, BinaryBuilder};
 use datafusion::arrow::compute::{cast_with_options, CastOptions};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
-use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
 use super::raw::RawRows;
 use crate::sqlstate::{PgError, SqlState};
@@ -64,15 +64,10 @@ fn pg_type_name(data_type: &DataType) -> String {
 /// `rows` as a batch of `target`'s table; the first row is on line
 /// `first_line` of the data.
 pub fn to_batch(rows: &RawRows, target: &Target, first_line: u64) -> Result<RecordBatch, PgError> {
-    let schema = &target.schema;
-    let mut columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|field| new_null_array(field.data_type(), rows.len()))
-        .collect();
+    let line = |row: usize| first_line + row as u64;
+    let mut arrays = Vec::with_capacity(target.inputs.len());
     for (input, &index) in target.inputs.iter().enumerate() {
-        let field = schema.field(index);
-        let line = |row: usize| first_line + row as u64;
+        let field = target.schema.field(index);
         let strings = rows.strings(input).map_err(|row| {
             PgError::new(
                 SqlState::CHARACTER_NOT_IN_REPERTOIRE,
@@ -80,14 +75,36 @@ pub fn to_batch(rows: &RawRows, target: &Target, first_line: u64) -> Result<Reco
             )
             .with_context(target.context(line(row), None))
         })?;
-        let typed = typed(&strings, field.data_type()).map_err(|row| {
+        arrays.push(typed(&strings, field.data_type()).map_err(|row| {
             let value = rows.text(input, row);
             value_error(field.data_type(), &value)
                 .with_context(target.context(line(row), Some((field.name(), &value))))
-        })?;
-        if !field.is_nullable() && typed.null_count() > 0 {
-            let row = (0..typed.len())
-                .find(|&row| typed.is_null(row))
+        })?);
+    }
+    assemble(target, arrays, first_line)
+}
+
+/// The table's batch of `arrays` (one per input column, of its column's
+/// type): the other columns NULL, which must be nullable.
+pub fn assemble(
+    target: &Target,
+    arrays: Vec<ArrayRef>,
+    first_line: u64,
+) -> Result<RecordBatch, PgError> {
+    let schema = &target.schema;
+    let rows = arrays.first().map_or(0, |array| array.len());
+    let mut columns: Vec<ArrayRef> = schema
+        .fields()
+        .iter()
+        .map(|field| new_null_array(field.data_type(), rows))
+        .collect();
+    for (array, &index) in arrays.into_iter().zip(&target.inputs) {
+        columns[index] = array;
+    }
+    for (field, column) in schema.fields().iter().zip(&columns) {
+        if !field.is_nullable() && column.null_count() > 0 {
+            let row = (0..column.len())
+                .find(|&row| column.is_null(row))
                 .unwrap_or(0);
             return Err(PgError::new(
                 SqlState::NOT_NULL_VIOLATION,
@@ -97,11 +114,11 @@ pub fn to_batch(rows: &RawRows, target: &Target, first_line: u64) -> Result<Reco
                     target.table
                 ),
             )
-            .with_context(target.context(line(row), None)));
+            .with_context(target.context(first_line + row as u64, None)));
         }
-        columns[index] = typed;
     }
-    RecordBatch::try_new(Arc::clone(schema), columns)
+    let options = RecordBatchOptions::new().with_row_count(Some(rows));
+    RecordBatch::try_new_with_options(Arc::clone(schema), columns, &options)
         .map_err(|e| PgError::new(SqlState::INTERNAL_ERROR, e.to_string()))
 }
 

@@ -44,11 +44,6 @@ impl RawRows {
         self.rows
     }
 
-    /// Whether there are no complete rows.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
     /// The number of columns each row has.
     pub fn width(&self) -> usize {
         self.columns.len()

@@ -43,6 +43,9 @@ impl SqlState {
     pub const NUMERIC_VALUE_OUT_OF_RANGE: Self = Self::of("22003");
     /// `22021` character_not_in_repertoire: bytes that are not UTF-8.
     pub const CHARACTER_NOT_IN_REPERTOIRE: Self = Self::of("22021");
+    /// `22P03` invalid_binary_representation: a binary value of the wrong
+    /// size or form.
+    pub const INVALID_BINARY_REPRESENTATION: Self = Self::of("22P03");
     /// `22P04` bad_copy_file_format: COPY data that does not follow its
     /// format (missing or extra columns, an unterminated quoted field).
     pub const BAD_COPY_FILE_FORMAT: Self = Self::of("22P04");
