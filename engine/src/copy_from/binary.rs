@@ -13,7 +13,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 
-use super::raw::bad_format;
+use super::raw::{bad_format, check_row_size};
 use crate::sqlstate::{PgError, SqlState};
 
 /// The signature that opens the format.
@@ -239,7 +239,8 @@ impl BinaryReader {
         let position = *result.as_ref().unwrap_or(&0);
         self.pending = pending;
         self.pending.drain(..position);
-        result.map(|_| ())
+        result?;
+        check_row_size(&self.pending)
     }
 
     /// Checks that the data ended where a tuple or the trailer ends.

@@ -12,7 +12,7 @@
 use memchr::{memchr, memchr2, memchr3};
 
 use super::format::Delimited;
-use super::raw::{bad_format, RawRows};
+use super::raw::{bad_format, check_row_size, RawRows};
 use crate::sqlstate::PgError;
 
 /// A text or CSV reader.
@@ -75,7 +75,8 @@ impl DelimitedReader {
     /// Reads the complete rows of `pending` + `piece` into `rows`.
     pub fn push(&mut self, piece: &[u8], rows: &mut RawRows) -> Result<(), PgError> {
         self.pending.extend_from_slice(piece);
-        self.read(rows, false)
+        self.read(rows, false)?;
+        check_row_size(&self.pending)
     }
 
     /// Reads what is left at the end of the data (a last line without a line

@@ -164,6 +164,25 @@ impl RawRows {
     }
 }
 
+/// The longest row a COPY waits for the end of: a client that sends more
+/// without ending a row gets 54000 instead of growing the server.
+pub const MAX_ROW_BYTES: usize = 64 * 1024 * 1024;
+
+/// 54000 when `pending` (the bytes of a row not yet complete) is over
+/// [`MAX_ROW_BYTES`].
+pub fn check_row_size(pending: &[u8]) -> Result<(), PgError> {
+    if pending.len() > MAX_ROW_BYTES {
+        return Err(PgError::new(
+            SqlState::PROGRAM_LIMIT_EXCEEDED,
+            format!(
+                "COPY row is longer than {} MiB",
+                MAX_ROW_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// PostgreSQL's 22P04 for COPY data that breaks its format.
 pub fn bad_format(message: impl Into<String>) -> PgError {
     PgError::new(SqlState::BAD_COPY_FILE_FORMAT, message)

@@ -119,3 +119,16 @@ fn bad_rows_say_what_is_wrong_and_where() {
     assert_eq!(error.message, "missing data for column \"c1\"");
     assert_eq!(missing.line(), 2);
 }
+
+#[test]
+fn a_row_that_never_ends_is_refused_not_kept() {
+    let mut text = reader("", 1);
+    let mut rows = RawRows::new(1);
+    let piece = vec![b'x'; 1024 * 1024];
+    let refused = (0..100).find_map(|_| text.push(&piece, &mut rows).err());
+    let error = refused.expect("refused before 100 MiB");
+    assert_eq!(
+        error.code,
+        crate::sqlstate::SqlState::PROGRAM_LIMIT_EXCEEDED
+    );
+}
