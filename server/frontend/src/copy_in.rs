@@ -9,8 +9,8 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -25,6 +25,7 @@ use sluice_engine::copy_from::{is_copy_from_stdin, CopyFormat, CopyIn};
 use sluice_engine::sqlstate::SqlState;
 use tokio::sync::Mutex;
 
+use super::hooks::no_rows_plan;
 use super::sqlstate::{user_error, wire_error};
 
 /// The `COPY … FROM STDIN` a connection has under way, if any.
@@ -80,12 +81,7 @@ impl QueryHook for CopyInHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        is_copy_from_stdin(statement).then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        is_copy_from_stdin(statement).then(|| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(

@@ -157,10 +157,7 @@ impl<A: Action> QueryHook for ActionHook<A> {
         if !self.0.matches(statement) {
             return None;
         }
-        Some(Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-            produce_one_row: false,
-            schema: Arc::new(DFSchema::empty()),
-        })))
+        Some(Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(
@@ -176,4 +173,12 @@ impl<A: Action> QueryHook for ActionHook<A> {
         }
         Some(self.0.run(statement, context).await)
     }
+}
+
+/// The plan a statement that returns no rows is described with at `Parse`.
+pub fn no_rows_plan() -> LogicalPlan {
+    LogicalPlan::EmptyRelation(EmptyRelation {
+        produce_one_row: false,
+        schema: Arc::new(DFSchema::empty()),
+    })
 }

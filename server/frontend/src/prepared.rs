@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use datafusion::common::{DFSchema, ParamValues};
-use datafusion::logical_expr::{EmptyRelation, LogicalPlan};
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser::ast::{Ident, Statement};
 use datafusion_postgres::hooks::{HookClient, QueryHook};
@@ -21,6 +21,7 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use sluice_engine::pg_cursors::OpenCursors;
 use sluice_engine::sqlstate::SqlState;
 
+use super::hooks::no_rows_plan;
 use super::sqlstate::user_error;
 
 /// Most named prepared statements (and, apart, named portals) one
@@ -219,12 +220,7 @@ impl QueryHook for CapsHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        matches!(statement, Statement::Deallocate { .. }).then(|| {
-            Ok(LogicalPlan::EmptyRelation(EmptyRelation {
-                produce_one_row: false,
-                schema: Arc::new(DFSchema::empty()),
-            }))
-        })
+        matches!(statement, Statement::Deallocate { .. }).then(|| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(
