@@ -330,6 +330,9 @@ fn query_history_survives_restarts() {
     let expected = "3|sluice|finished|5|SELECT * FROM generate_series(1, 5)|f\n\
                     4|sluice|failed|0|SELECT 1/0|t\n";
     assert_eq!(psql(server.port(), &[history]), expected);
+    // A query's record reaches the file a few milliseconds after its reply
+    // (a writer thread appends it); the kill comes once it is there.
+    wait_for_history_line(&data_dir.path().join("queries.jsonl"), "{\"id\":5,");
     drop(server); // kill -9
 
     // The query that read the history was recorded as well; numbering goes on.
@@ -383,4 +386,22 @@ fn psql_users_get_progress_notices() {
         "{stderr}"
     );
     server.stop().expect("stops");
+}
+
+/// Waits (up to 30 s) until the query history file has a line starting with
+/// `prefix`.
+fn wait_for_history_line(file: &Path, prefix: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().any(|line| line.starts_with(prefix)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no line {prefix} in {}:\n{text}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
