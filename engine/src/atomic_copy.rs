@@ -58,6 +58,19 @@ use crate::parallel_write::WriteAnswer;
 /// cluster writes them in parallel: see [`crate::parallel_write`]).
 const STAGING_PREFIX: &str = "_sluice-copy-";
 
+/// What staging a directory `COPY` takes, carried in a session's
+/// configuration for writes planned outside the query planner
+/// ([`crate::directory_sink`]). It has no settable entries.
+#[derive(Debug, Clone, Default)]
+pub struct StagedCopies {
+    /// The warehouse's URL: writes under it are not staged.
+    pub warehouse: Option<String>,
+    /// The journal that finishes or undoes them after a crash.
+    pub journal: Option<Arc<CopyJournal>>,
+}
+
+crate::options::carried_extension!(StagedCopies, "sluice_staged_copies");
+
 /// Where a directory `COPY` writes and where it publishes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct CopyTarget {

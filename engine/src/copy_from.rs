@@ -3,19 +3,23 @@
 //! table as Parquet while the next ones come, committed all at once at the
 //! end.
 //!
+//! `COPY table FROM 'location'` reads a file the server can reach (a local
+//! path or an object-store URL) the same way, inside the location sandbox
+//! ([`copy_from_file`]).
+//!
 //! Memory stays flat whatever the size: the frontend hands each `CopyData`
 //! piece to [`CopyIn::write`], which reads the complete rows in it, turns
 //! every [`BATCH_ROWS`] of them into a batch of the table's types and queues
-//! it for the [`sink`] (waiting while the writer is behind). A row that does
+//! it for the [`crate::segment_sink`] (waiting while the writer is behind). A row that does
 //! not read or convert fails the COPY with PostgreSQL's message and
 //! `CONTEXT: COPY t, line N`, and nothing of it is kept.
 
 mod binary;
 mod convert;
 mod delimited;
+mod file;
 pub mod format;
 mod raw;
-mod sink;
 
 use datafusion::catalog::SchemaProvider;
 use datafusion::common::TableReference;
@@ -25,14 +29,18 @@ use datafusion::sql::sqlparser::ast::{CopySource, CopyTarget, Ident, ObjectName,
 use std::sync::Arc;
 
 use crate::catalog::managed_table;
+use crate::directory_sink::DirectorySink;
 use crate::managed_write::schema_of;
+use crate::sandbox::SessionSandbox;
+use crate::segment_sink::{Sink, WriteSettings};
 use crate::sqlstate::{pg_error, PgError, SqlState};
 use binary::BinaryReader;
 use convert::{assemble, to_batch, Target};
+use datafusion::arrow::record_batch::RecordBatch;
 use delimited::DelimitedReader;
 pub use format::CopyFormat;
+use futures::StreamExt;
 use raw::RawRows;
-use sink::Sink;
 
 /// Rows converted and written together.
 pub const BATCH_ROWS: usize = 8192;
@@ -63,15 +71,48 @@ impl Reader {
     }
 }
 
-/// A `COPY … FROM STDIN` under way.
+/// Where the rows are written.
+enum Destination {
+    /// A new write directory of a managed table.
+    Segments(Box<Sink>),
+    /// New files of an external table over a directory.
+    Directory(DirectorySink),
+}
+
+impl Destination {
+    async fn send(&mut self, batch: RecordBatch) -> datafusion::error::Result<()> {
+        match self {
+            Self::Segments(sink) => sink.send(batch).await,
+            Self::Directory(sink) => sink.send(batch).await,
+        }
+    }
+
+    async fn commit(self) -> datafusion::error::Result<u64> {
+        match self {
+            Self::Segments(sink) => sink.commit().await,
+            Self::Directory(sink) => sink.commit().await,
+        }
+    }
+}
+
+/// A `COPY … FROM` under way.
 pub struct CopyIn {
     reader: Reader,
     target: Target,
-    sink: Sink,
+    sink: Destination,
     format: CopyFormat,
 }
 
-/// What a `COPY … FROM STDIN` statement names.
+/// Where a `COPY … FROM` reads its rows.
+#[derive(Clone, Copy)]
+enum Source<'a> {
+    /// The client, in `CopyData` messages.
+    Stdin,
+    /// A file the server reads.
+    File(&'a str),
+}
+
+/// What a `COPY … FROM` statement names.
 struct CopyStatement<'a> {
     table: &'a ObjectName,
     columns: &'a [Ident],
@@ -79,7 +120,9 @@ struct CopyStatement<'a> {
 }
 
 impl<'a> CopyStatement<'a> {
-    fn of(statement: &'a Statement) -> Option<Result<Self, PgError>> {
+    /// The `COPY … FROM` `statement` is, with where it reads; `None` when it
+    /// is no such statement.
+    fn of(statement: &'a Statement) -> Option<(Source<'a>, Result<Self, PgError>)> {
         let Statement::Copy {
             source:
                 CopySource::Table {
@@ -87,7 +130,7 @@ impl<'a> CopyStatement<'a> {
                     columns,
                 },
             to: false,
-            target: CopyTarget::Stdin,
+            target,
             options,
             legacy_options,
             ..
@@ -95,17 +138,61 @@ impl<'a> CopyStatement<'a> {
         else {
             return None;
         };
-        Some(CopyFormat::new(options, legacy_options).map(|format| Self {
+        let source = match target {
+            CopyTarget::Stdin => Source::Stdin,
+            CopyTarget::File { filename } => Source::File(filename),
+            _ => return None,
+        };
+        let copy = CopyFormat::new(options, legacy_options).map(|format| Self {
             table: table_name,
             columns,
             format,
-        }))
+        });
+        Some((source, copy))
     }
 }
 
 /// Whether `statement` is a `COPY … FROM STDIN`.
 pub fn is_copy_from_stdin(statement: &Statement) -> bool {
-    CopyStatement::of(statement).is_some()
+    matches!(CopyStatement::of(statement), Some((Source::Stdin, _)))
+}
+
+/// Whether `statement` is a `COPY … FROM 'location'`.
+pub fn is_copy_from_file(statement: &Statement) -> bool {
+    matches!(CopyStatement::of(statement), Some((Source::File(_), _)))
+}
+
+/// Runs `statement` when it is a `COPY table FROM 'location'`: the server
+/// reads the file (a local path or an object-store URL, inside the session's
+/// location sandbox, never the server's own state) as it reads a client's
+/// rows, all or nothing; returns the rows loaded.
+pub async fn copy_from_file(
+    context: &SessionContext,
+    statement: &Statement,
+) -> Option<Result<u64, PgError>> {
+    let (Source::File(location), copy) = CopyStatement::of(statement)? else {
+        return None;
+    };
+    Some(
+        async {
+            let mut rows = CopyIn::open(context, copy?).await?;
+            let sandbox = context
+                .state_ref()
+                .read()
+                .config_options()
+                .extensions
+                .get::<SessionSandbox>()
+                .cloned();
+            let runtime = context.runtime_env();
+            let mut contents =
+                file::open(location, sandbox.as_ref().map(|s| s.0.as_ref()), &runtime).await?;
+            while let Some(piece) = contents.next().await {
+                rows.write(&piece?).await?;
+            }
+            rows.finish().await
+        }
+        .await,
+    )
 }
 
 /// The name DataFusion resolves `ident` to: unquoted ones in lower case.
@@ -128,8 +215,9 @@ impl CopyIn {
         statement: &Statement,
     ) -> Option<Result<Self, PgError>> {
         let copy = match CopyStatement::of(statement)? {
-            Ok(copy) => copy,
-            Err(e) => return Some(Err(e)),
+            (Source::Stdin, Ok(copy)) => copy,
+            (Source::Stdin, Err(e)) => return Some(Err(e)),
+            (Source::File(_), _) => return None,
         };
         Some(Self::open(context, copy).await)
     }
@@ -158,12 +246,6 @@ impl CopyIn {
             .await
             .map_err(raised)?
             .ok_or_else(missing)?;
-        let managed = managed_table(&schema, &name).ok_or_else(|| {
-            PgError::new(
-                SqlState::FEATURE_NOT_SUPPORTED,
-                format!("COPY FROM into \"{name}\": only tables made by CREATE TABLE take rows from COPY"),
-            )
-        })?;
         let table_schema = provider.schema();
         let inputs = if copy.columns.is_empty() {
             (0..table_schema.fields().len()).collect()
@@ -196,8 +278,33 @@ impl CopyIn {
             }
             CopyFormat::Binary => Reader::Binary(BinaryReader::new(&table_schema, &target.inputs)?),
         };
-        let sink =
-            Sink::open(context, schema, &name, &managed.location, table_schema).map_err(raised)?;
+        let sink = match managed_table(&schema, &name) {
+            Some(managed) => Destination::Segments(Box::new(
+                Sink::open(
+                    &WriteSettings::of(context),
+                    schema,
+                    &name,
+                    &managed.location,
+                    table_schema,
+                )
+                .map_err(raised)?,
+            )),
+            None => match DirectorySink::open(context, reference, provider)
+                .await
+                .map_err(raised)?
+            {
+                Some(sink) => Destination::Directory(sink),
+                None => {
+                    return Err(PgError::new(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "COPY FROM into \"{name}\": only tables made by CREATE TABLE and \
+                         external tables over a directory take rows from COPY"
+                        ),
+                    ))
+                }
+            },
+        };
         Ok(Self {
             reader,
             target,

@@ -37,6 +37,8 @@ use crate::catalog::{
     SegmentChange,
 };
 use crate::parallel_write::{WriteAnswer, COMMITTED_WRITE_PREFIX};
+use crate::segment_compaction::compact_later;
+use crate::segment_sink::WriteSettings;
 use crate::sqlstate::PgError;
 
 /// Whether `statement` may write a managed table (what it writes is known
@@ -80,11 +82,14 @@ pub(crate) fn schema_of(
     context: &SessionContext,
     table: &TableReference,
 ) -> Option<(Arc<dyn SchemaProvider>, String)> {
-    let state = context.state();
-    let defaults = &state.config_options().catalog;
-    let table = table
-        .clone()
-        .resolve(&defaults.default_catalog, &defaults.default_schema);
+    let table = {
+        let state = context.state_ref();
+        let state = state.read();
+        let defaults = &state.config_options().catalog;
+        table
+            .clone()
+            .resolve(&defaults.default_catalog, &defaults.default_schema)
+    };
     let schema = context.catalog(&table.catalog)?.schema(&table.schema)?;
     Some((schema, table.table.to_string()))
 }
@@ -184,6 +189,9 @@ impl ManagedWrite {
                     SegmentChange::Append(segments) | SegmentChange::Replace(segments) => {
                         write_directories(&table.location, segments)
                     }
+                    SegmentChange::Compact { into, .. } => {
+                        write_directories(&table.location, std::slice::from_ref(into))
+                    }
                 };
                 commit_write(&schema, &name, &table.location, change)
                     .await
@@ -192,6 +200,7 @@ impl ManagedWrite {
                             discard_write(&schema, url);
                         }
                     })?;
+                compact_later(&WriteSettings::of(context), &schema, &name);
                 Ok(written)
             }
         }

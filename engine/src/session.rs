@@ -12,7 +12,7 @@ use ballista_core::extension::{EndpointOverrideFn, SessionConfigExt, SessionStat
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
-use crate::atomic_copy::CopyJournal;
+use crate::atomic_copy::{CopyJournal, StagedCopies};
 use crate::catalog::{CatalogOptions, PersistentCatalog};
 use crate::error::{EngineError, Result};
 use crate::information_schema::{MaskedInformationSchema, INFORMATION_SCHEMA};
@@ -174,7 +174,11 @@ impl SessionFactory {
             .map_err(|e| EngineError::datafusion("creating the runtime environment", e))?;
         let config = config
             .with_option_extension(PlanningInterrupt::default())
-            .with_option_extension(SessionSandbox(Arc::clone(&sandbox)));
+            .with_option_extension(SessionSandbox(Arc::clone(&sandbox)))
+            .with_option_extension(StagedCopies {
+                warehouse: warehouse_url(options)?,
+                journal: copies.clone(),
+            });
         let physical_rules = std::iter::once(Arc::new(CheckInterrupt) as _)
             .chain(PhysicalOptimizer::new().rules)
             .collect();

@@ -96,6 +96,16 @@ impl PgError {
         )
     }
 
+    /// PostgreSQL's 23502 for a NULL in `column` of `table`, declared NOT NULL.
+    pub fn not_null_violation(column: impl fmt::Display, table: impl fmt::Display) -> Self {
+        Self::new(
+            SqlState::NOT_NULL_VIOLATION,
+            format!(
+                "null value in column \"{column}\" of relation \"{table}\" violates not-null constraint"
+            ),
+        )
+    }
+
     /// As a DataFusion error (`External`), to return from DataFusion code.
     pub fn into_datafusion(self) -> DataFusionError {
         DataFusionError::External(Box::new(self))
@@ -283,6 +293,15 @@ fn syntax_error(error: &ParserError) -> PgError {
 fn arrow_error(error: &ArrowError) -> PgError {
     match error {
         ArrowError::DivideByZero => PgError::new(SqlState::DIVISION_BY_ZERO, "division by zero"),
+        // A number too big for its new type: `Can't cast value 1099511627776
+        // to type Int32`, `value of … is out of range`, `Overflowing on …`.
+        ArrowError::CastError(text)
+            if text.starts_with("Can't cast value")
+                || text.contains("out of range")
+                || text.contains("verflow") =>
+        {
+            PgError::new(SqlState::NUMERIC_VALUE_OUT_OF_RANGE, text.clone())
+        }
         ArrowError::CastError(text) | ArrowError::ParseError(text) => {
             PgError::new(SqlState::INVALID_TEXT_REPRESENTATION, text.clone())
         }

@@ -193,6 +193,42 @@ fn attacks_are_refused_and_the_server_stays_up() {
         )
         .await;
         std::fs::remove_file(allowed.join("d/q.csv")).unwrap();
+        // 6b. COPY FROM a file the server reads: only inside the allowed
+        // locations, never its own state (nor through a symlink to it), and
+        // only for writers. Nothing of a refused COPY is loaded.
+        writer
+            .simple_query("CREATE TABLE loaded (line varchar)")
+            .await
+            .unwrap();
+        std::fs::write(allowed.join("lines.csv"), "one\ntwo\nthree\n").unwrap();
+        std::os::unix::fs::symlink(data.join("queries.jsonl"), allowed.join("q.csv")).unwrap();
+        for source in [
+            format!("{d}/queries.jsonl"),
+            format!("file://{d}/queries.jsonl"),
+            format!("{d}/copies/../queries.jsonl"),
+            format!("{o}/secret.csv"),
+            format!("{a}/../outside/secret.csv"),
+            format!("{a}/q.csv"),
+        ] {
+            let sql = format!("COPY loaded FROM '{source}' (FORMAT csv)");
+            refused(&writer, &sql, &SqlState::INSUFFICIENT_PRIVILEGE).await;
+        }
+        let load = format!("COPY loaded FROM '{a}/lines.csv' (FORMAT csv)");
+        refused(&reader, &load, &SqlState::INSUFFICIENT_PRIVILEGE).await;
+        let rows = writer.simple_query(&load).await.unwrap();
+        assert!(
+            matches!(
+                rows.last(),
+                Some(tokio_postgres::SimpleQueryMessage::CommandComplete(3))
+            ),
+            "{rows:?}"
+        );
+        let count = writer
+            .query_one("SELECT count(*) FROM loaded", &[])
+            .await
+            .unwrap();
+        assert_eq!(count.get::<_, i64>(0), 3);
+        std::fs::remove_file(allowed.join("q.csv")).unwrap();
         // 7. A table whose plan a connection keeps (a prepared query, a
         // text sent again) over a file that becomes a symlink out of the
         // allowed directory, with the same name, size and modification time

@@ -289,6 +289,42 @@ fn psql_copy_from_loads_csv_files_all_or_nothing() {
         "{stderr}"
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
+
+    // An external table over a directory takes the rows as new files, all
+    // or nothing: a failed COPY leaves no file behind.
+    let external = dir.path().join("external");
+    std::fs::create_dir(&external).unwrap();
+    let script = format!(
+        "\\set ON_ERROR_STOP 1\n\
+         CREATE EXTERNAL TABLE outside (id bigint, name varchar, day date) \
+         STORED AS PARQUET LOCATION '{}/';\n\
+         \\copy outside from '{}' csv header\n\
+         SELECT count(*), sum(id), max(day) FROM outside;\n",
+        external.display(),
+        good.display()
+    );
+    let output = psql(server.port(), &["-A", "-t"], &script);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("5000|12502500|2024-01-28"), "{stdout}");
+    let files = || std::fs::read_dir(&external).unwrap().count();
+    assert_eq!(files(), 1);
+    let script = format!(
+        "\\copy outside from '{}' csv\nSELECT count(*) FROM outside;\n",
+        bad.display()
+    );
+    let output = psql(server.port(), &["-A", "-t"], &script);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("COPY outside, line 3, column day"),
+        "{stderr}"
+    );
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "5000");
+    assert_eq!(
+        files(),
+        1,
+        "the failed COPY left files in {}",
+        external.display()
+    );
     server.stop().expect("stops");
 }
 
@@ -468,6 +504,11 @@ fn psycopg3_copy_reads_binary_and_text_rows() {
 #[test]
 fn psycopg3_copy_from_stdin_loads_text_and_csv_all_or_nothing() {
     run_python_client("psycopg_copy_from.py", "psycopg copy from");
+}
+
+#[test]
+fn psycopg3_prepared_inserts_match_planned_ones() {
+    run_python_client("psycopg_insert_values.py", "psycopg insert values");
 }
 
 #[test]

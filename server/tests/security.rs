@@ -160,6 +160,14 @@ fn roles_and_the_location_sandbox_limit_what_users_do() {
     );
     assert_eq!(ok(as_user("rita", "SELECT n FROM managed")), "14\n");
     ok(as_user("rita", "SET search_path = public"));
+    // The reader may not load or insert rows either.
+    fails_with(as_user("rita", "COPY managed FROM STDIN"), "42501");
+    fails_with(as_user("rita", "INSERT INTO managed VALUES (1)"), "42501");
+    ok(as_user("wes", "INSERT INTO managed VALUES (2)"));
+    assert_eq!(
+        ok(as_user("rita", "SELECT n FROM managed ORDER BY n")),
+        "2\n14\n"
+    );
     // Jobs are the admin's.
     fails_with(as_user("wes", "CALL sluice.run_job('none')"), "42501");
     // A wrong password, or an unknown user, is refused alike (psql shows

@@ -1,7 +1,9 @@
 // pgjdbc against a running Sluice server: connection metadata, catalog
 // browsing through DatabaseMetaData, a PreparedStatement with parameters,
 // streaming a 1M-row result with setFetchSize, Statement.cancel(), and
-// CopyManager.copyIn of CSV rows into a managed table (all or nothing).
+// CopyManager.copyIn of CSV rows into a managed table (all or nothing), and
+// PreparedStatement.executeBatch with autocommit on and in a transaction
+// (committed together, a failed batch keeping nothing, rollback dropping).
 //
 // Usage: java -cp postgresql.jar JdbcClient.java PORT DATA_DIR
 // Exits non-zero (with a message) on any mismatch; prints "jdbc: ok".
@@ -154,6 +156,60 @@ public class JdbcClient {
             try (Statement st = conn.createStatement();
                  ResultSet rs = st.executeQuery("SELECT count(*) FROM jdbc_loaded")) {
                 check(rs.next() && rs.getLong(1) == 10_000, "a failed copyIn kept rows");
+            }
+
+            // executeBatch: one INSERT per row, pipelined with one Sync.
+            try (Statement st = conn.createStatement()) {
+                st.execute("CREATE TABLE jdbc_batched (id bigint NOT NULL, label varchar)");
+            }
+            String insert = "INSERT INTO jdbc_batched VALUES (?, ?)";
+            try (PreparedStatement ps = conn.prepareStatement(insert)) {
+                for (int i = 1; i <= 2_000; i++) {
+                    ps.setLong(1, i);
+                    ps.setString(2, "batch " + i);
+                    ps.addBatch();
+                }
+                int[] counts = ps.executeBatch();
+                check(counts.length == 2_000 && counts[1_999] == 1, "batch counts: " + counts.length + " " + counts[0] + " " + counts[1_999]);
+            }
+            // A NULL id fails the batch, and none of its rows is kept.
+            try (PreparedStatement ps = conn.prepareStatement(insert)) {
+                for (int i = 1; i <= 10; i++) {
+                    if (i == 5) {
+                        ps.setNull(1, Types.BIGINT);
+                    } else {
+                        ps.setLong(1, -i);
+                    }
+                    ps.setString(2, "bad batch");
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+                throw new AssertionError("a NULL id was inserted");
+            } catch (SQLException e) {
+                SQLException cause = e.getNextException() != null ? e.getNextException() : e;
+                check("23502".equals(cause.getSQLState()), "SQLSTATE " + cause.getSQLState() + ": " + cause.getMessage());
+            }
+            // In a transaction: committed at commit(), dropped by rollback().
+            conn.setAutoCommit(false);
+            try (PreparedStatement ps = conn.prepareStatement(insert)) {
+                for (int i = 2_001; i <= 3_000; i++) {
+                    ps.setLong(1, i);
+                    ps.setString(2, "tx " + i);
+                    ps.addBatch();
+                }
+                ps.executeBatch();
+                conn.commit();
+                ps.setLong(1, -1);
+                ps.setString(2, "rolled back");
+                ps.addBatch();
+                ps.executeBatch();
+                conn.rollback();
+            }
+            conn.setAutoCommit(true);
+            try (Statement st = conn.createStatement();
+                 ResultSet rs = st.executeQuery("SELECT count(*), sum(id), min(id) FROM jdbc_batched")) {
+                check(rs.next() && rs.getLong(1) == 3_000 && rs.getLong(2) == 4_501_500L && rs.getLong(3) == 1,
+                        "batched rows: " + rs.getLong(1) + " " + rs.getLong(2) + " " + rs.getLong(3));
             }
         }
         System.out.println("jdbc: ok");

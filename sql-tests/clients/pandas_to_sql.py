@@ -1,7 +1,8 @@
 """pandas DataFrame.to_sql through SQLAlchemy 2 (psycopg 3) into managed
 tables: every if_exists mode with both insert methods, the rows read back,
 and the inspector calls to_sql and ORMs make on the tables (primary keys,
-unique constraints, indexes, foreign keys: none, not errors).
+unique constraints, indexes, foreign keys: none, not errors); SQLAlchemy
+Core's insert() with executemany.
 
 Usage: python pandas_to_sql.py PORT DATA_DIR
 Exits non-zero (with an assertion message) on any mismatch.
@@ -14,7 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 # Rows per frame, by insert method: the default sends one INSERT per row.
-ROWS = {None: 150, "multi": 3_000}
+ROWS = {None: 3_000, "multi": 3_000}
 
 
 def frame(start: int, rows: int) -> pd.DataFrame:
@@ -69,6 +70,16 @@ def main() -> None:
         assert inspector.get_unique_constraints(table) == []
         assert inspector.get_indexes(table) == []
         assert inspector.get_foreign_keys(table) == []
+
+    # SQLAlchemy Core: insert() with a list of rows (executemany).
+    metadata = sa.MetaData()
+    core = sa.Table("core_rows", metadata, sa.Column("id", sa.BigInteger), sa.Column("label", sa.String))
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(core.insert(), [{"id": i, "label": f"core {i}"} for i in range(1, 1001)])
+    with engine.connect() as conn:
+        got = conn.execute(sa.text("SELECT count(*), sum(id), max(label) FROM core_rows")).one()
+    assert tuple(got) == (1000, 500500, "core 999"), got
     print("pandas to_sql: ok")
 
 

@@ -71,12 +71,19 @@ impl Warehouse {
     /// ending in `/`) in the background: a dropped table, replaced segments.
     /// What is left when the process stops first is swept at the next start.
     pub(super) fn remove_later(&self, urls: Vec<String>) {
+        self.remove_after(urls, Duration::ZERO);
+    }
+
+    /// Like [`Self::remove_later`], once `delay` has passed (for scans
+    /// planned before the files were replaced).
+    pub(super) fn remove_after(&self, urls: Vec<String>, delay: Duration) {
         let (Some(store), Ok(runtime)) = (self.store.get(), tokio::runtime::Handle::try_current())
         else {
             return;
         };
         let store = Arc::clone(store);
         runtime.spawn(async move {
+            tokio::time::sleep(delay).await;
             for url in urls {
                 if let Err(e) = remove_prefix(&store, &url).await {
                     tracing::warn!("cannot remove {url}: {e}");

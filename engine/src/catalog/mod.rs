@@ -321,19 +321,21 @@ pub struct ManagedTable {
 /// The managed table `name` of `schema`, if it is one.
 pub fn managed_table(schema: &Arc<dyn SchemaProvider>, name: &str) -> Option<ManagedTable> {
     let schema = schema.downcast_ref::<PersistentSchema>()?;
-    schema
-        .replica
-        .upgrade()?
-        .contents()
-        .relations
-        .into_iter()
-        .find(|r| schema.holds(r, name))
-        .and_then(|relation| match relation.definition {
-            Definition::ManagedTable {
-                location, segments, ..
-            } => Some(ManagedTable { location, segments }),
-            _ => None,
-        })
+    schema.replica.upgrade()?.read_contents(|contents| {
+        contents
+            .relations
+            .iter()
+            .find(|r| schema.holds(r, name))
+            .and_then(|relation| match &relation.definition {
+                Definition::ManagedTable {
+                    location, segments, ..
+                } => Some(ManagedTable {
+                    location: location.clone(),
+                    segments: segments.clone(),
+                }),
+                _ => None,
+            })
+    })
 }
 
 /// The warehouse of the catalog `schema` belongs to.
@@ -368,6 +370,25 @@ pub enum SegmentChange {
     /// `INSERT OVERWRITE` (its segments) and `TRUNCATE` (none): the table
     /// becomes these.
     Replace(Vec<String>),
+    /// A compaction: the `merged` segments, all still listed, become the one
+    /// segment `into`, where the first of them was
+    /// ([`crate::segment_compaction`]).
+    Compact {
+        /// The segments whose rows `into` holds.
+        merged: Vec<String>,
+        /// The new segment.
+        into: String,
+    },
+}
+
+/// The provider reading `segments` of the managed table at `location`
+/// with the table's `schema`.
+pub fn managed_segments_table(
+    location: &str,
+    segments: &[String],
+    schema: SchemaRef,
+) -> Result<Arc<dyn TableProvider>> {
+    managed::listing_table(location, segments, schema)
 }
 
 /// Records and registers the managed table `name` at `location` holding
@@ -435,6 +456,11 @@ pub async fn commit_write(
             "table {name} was dropped or replaced while the write ran; nothing was written"
         ))
     };
+    let changed = || {
+        DataFusionError::Execution(format!(
+            "table {name} changed while its segments were merged"
+        ))
+    };
     let columns = schema.inner.table(name).await?.ok_or_else(gone)?.schema();
     let removed = replica
         .update(|contents| {
@@ -461,6 +487,10 @@ pub async fn commit_write(
                     (segments, Vec::new())
                 }
                 SegmentChange::Replace(new) => (new.clone(), segments.clone()),
+                SegmentChange::Compact { merged, into } => (
+                    compacted(segments, merged, into).ok_or_else(changed)?,
+                    Vec::new(),
+                ),
             };
             let table = managed::listing_table(location, &segments, columns.clone())?;
             relation.definition = Definition::ManagedTable {
@@ -473,8 +503,32 @@ pub async fn commit_write(
         .await?;
     if let Some(warehouse) = &replica.warehouse {
         warehouse.remove_later(managed::write_directories(location, &removed));
+        if let SegmentChange::Compact { merged, .. } = change {
+            let urls = merged
+                .iter()
+                .map(|segment| managed::segment_url(location, segment))
+                .collect();
+            warehouse.remove_after(urls, crate::segment_compaction::REMOVAL_DELAY);
+        }
     }
     Ok(())
+}
+
+/// `segments` with the `merged` ones replaced by `into` where the first of
+/// them was; `None` when one of them is no longer listed.
+fn compacted(segments: &[String], merged: &[String], into: &str) -> Option<Vec<String>> {
+    let first = segments.iter().position(|s| merged.contains(s))?;
+    let kept: Vec<String> = segments
+        .iter()
+        .filter(|s| !merged.contains(s))
+        .cloned()
+        .collect();
+    if kept.len() + merged.len() != segments.len() {
+        return None;
+    }
+    let mut compacted = kept;
+    compacted.insert(first, into.to_string());
+    Some(compacted)
 }
 
 /// `ALTER TABLE from RENAME TO to` in `schema`: the table or view keeps its

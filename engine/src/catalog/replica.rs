@@ -90,6 +90,18 @@ impl Replica {
         Arc::new(PersistentSchema::new(name, self.me.clone()))
     }
 
+    /// What `read` makes of the contents of the snapshot this frontend
+    /// knows, without copying them.
+    pub(super) fn read_contents<T>(&self, read: impl FnOnce(&CatalogContents) -> T) -> T {
+        read(
+            &self
+                .known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contents,
+        )
+    }
+
     /// The contents of the snapshot this frontend knows.
     pub(super) fn contents(&self) -> CatalogContents {
         self.known

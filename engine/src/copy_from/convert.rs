@@ -106,15 +106,8 @@ pub fn assemble(
             let row = (0..column.len())
                 .find(|&row| column.is_null(row))
                 .unwrap_or(0);
-            return Err(PgError::new(
-                SqlState::NOT_NULL_VIOLATION,
-                format!(
-                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                    field.name(),
-                    target.table
-                ),
-            )
-            .with_context(target.context(first_line + row as u64, None)));
+            return Err(PgError::not_null_violation(field.name(), &target.table)
+                .with_context(target.context(first_line + row as u64, None)));
         }
     }
     let options = RecordBatchOptions::new().with_row_count(Some(rows));

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, StringArray};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, Int64Array, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session;
@@ -35,6 +35,9 @@ impl TablesTable {
             Field::new("format", DataType::Utf8, true),
             Field::new("location", DataType::Utf8, true),
             Field::new("persistent", DataType::Boolean, false),
+            // A managed table's committed segments (each write adds one;
+            // compaction merges small ones).
+            Field::new("segments", DataType::Int64, true),
         ]));
         Self { catalog, schema }
     }
@@ -48,6 +51,7 @@ struct Row {
     format: Option<String>,
     location: Option<String>,
     persistent: bool,
+    segments: Option<i64>,
 }
 
 /// Kind, format and location of `table`, and whether a persistent catalog
@@ -99,7 +103,9 @@ impl SystemTable for TablesTable {
                 let Some(table) = schema.table(&name).await? else {
                     continue;
                 };
-                let (kind, format, location, persistent) = match managed_table(&schema, &name) {
+                let managed = managed_table(&schema, &name);
+                let segments = managed.as_ref().map(|m| m.segments.len() as i64);
+                let (kind, format, location, persistent) = match managed {
                     Some(managed) => (
                         "managed table",
                         Some("parquet".into()),
@@ -115,6 +121,7 @@ impl SystemTable for TablesTable {
                     format,
                     location,
                     persistent,
+                    segments,
                 });
             }
         }
@@ -133,6 +140,7 @@ impl SystemTable for TablesTable {
             Arc::new(BooleanArray::from_iter(
                 rows.iter().map(|r| Some(r.persistent)),
             )),
+            Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.segments))),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

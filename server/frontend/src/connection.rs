@@ -9,6 +9,8 @@
 //! query to its Ballista job, SQLSTATE classification, and turning a panic
 //! into an error instead of a dropped connection.
 
+mod extended;
+
 use std::fmt::Debug;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -24,41 +26,33 @@ use datafusion_postgres::hooks::transactions::TransactionStatementHook;
 use datafusion_postgres::pgwire::api::auth::StartupHandler;
 use datafusion_postgres::pgwire::api::cancel::CancelHandler;
 use datafusion_postgres::pgwire::api::copy::CopyHandler;
-use datafusion_postgres::pgwire::api::portal::{Format, Portal, PortalExecutionState};
-use datafusion_postgres::pgwire::api::query::{
-    send_query_response, ExtendedQueryHandler, SimpleQueryHandler,
-};
-use datafusion_postgres::pgwire::api::results::{DescribeResponse, Response};
-use datafusion_postgres::pgwire::api::stmt::{QueryParser, StoredStatement};
-use datafusion_postgres::pgwire::api::store::{Entry, PortalStore};
+use datafusion_postgres::pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::store::PortalStore;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ClientPortalStore, ErrorHandler, PgWireConnectionState, PgWireServerHandlers,
-    DEFAULT_NAME, METADATA_USER,
+    ClientInfo, ClientPortalStore, ErrorHandler, PgWireServerHandlers, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use datafusion_postgres::pgwire::messages::data::{NoData, RowDescription};
-use datafusion_postgres::pgwire::messages::extendedquery::{
-    Bind, BindComplete, Describe, Execute, Parse, ParseComplete, TARGET_TYPE_BYTE_PORTAL,
-};
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
-use datafusion_postgres::pgwire::types::format::FormatOptions;
 use datafusion_postgres::{DfSessionService, QueryHook};
-use futures::{FutureExt, SinkExt, Stream};
+use futures::{FutureExt, Stream};
 
 use super::access::AccessHook;
 use super::call::RunJob;
-use super::command_tag::{tag_empty_results, tag_if_empty};
+use super::command_tag::tag_empty_results;
 use super::copy::copy_to_file;
 use super::copy_in::{CopyInHandler, CopyInHook, CopyInSlot};
 use super::copy_out::CopyToStdoutHook;
-use super::cursor::{self, DeclareCursorHook};
+use super::cursor::DeclareCursorHook;
 use super::datafusion_ddl::{self, check_statement_limits, SluiceParser};
 use super::hooks::{ActionHook, PlanningHook};
 use super::interrupt::{ConnectionSignal, Interruption, StatementWatch};
 use super::managed::ManagedTableHook;
 use super::off_worker::{off_worker_for, OffWorker};
 use super::parsed::ParsedQueries;
-use super::portal::{self, PreparedPlans};
+use super::pending::{Acknowledgements, PendingInsertsHook};
+use super::portal::PreparedPlans;
 use super::prepared::{CapsHook, ConnectionCaps};
 use super::progress;
 use super::rename::RenameTable;
@@ -69,6 +63,7 @@ use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
 use super::Frontend;
 use crate::query_log::QueryTracker;
+use sluice_engine::pending_inserts::PendingInserts;
 use sluice_engine::pg_cursors::OpenCursors;
 use sluice_engine::pg_rewrite::rewrite;
 use sluice_engine::planning_interrupt::PlanningInterrupt;
@@ -79,6 +74,7 @@ use sluice_engine::sqlstate::SqlState;
 fn query_hooks(caps: &Arc<ConnectionCaps>, copies: &Arc<CopyInSlot>) -> Vec<Arc<dyn QueryHook>> {
     vec![
         Arc::new(AccessHook),
+        Arc::new(PendingInsertsHook),
         Arc::new(CapsHook {
             caps: Arc::clone(caps),
         }),
@@ -122,6 +118,12 @@ impl Connection {
             .write()
             .config_mut()
             .set_extension(Arc::new(OpenCursors::default()));
+        let pending = Arc::new(PendingInserts::default());
+        context
+            .state_ref()
+            .write()
+            .config_mut()
+            .set_extension(Arc::clone(&pending));
         let caps = Arc::new(ConnectionCaps::default());
         let copies = Arc::new(CopyInSlot::default());
         let hooks = query_hooks(&caps, &copies);
@@ -142,6 +144,7 @@ impl Connection {
             plans: PreparedPlans::default(),
             parsed: ParsedQueries::default(),
             simple: SimpleQueries::default(),
+            acks: Acknowledgements::new(pending),
         });
         Self {
             frontend,
@@ -203,6 +206,8 @@ pub struct SessionHandler {
     parsed: ParsedQueries,
     /// The connection's simple-protocol queries.
     simple: SimpleQueries,
+    /// INSERTs run and not yet committed, and the replies waiting for them.
+    acks: Acknowledgements,
 }
 
 impl SessionHandler {
@@ -470,6 +475,7 @@ impl SimpleQueryHandler for SessionHandler {
         let rewritten = off_worker_for(query, || {
             check_statement_limits(query, &self.frontend.limits).map(|()| rewrite(query))
         })?;
+        self.acks.settle(client).await?;
         let tracker = self.begin(client, query);
         let watch = self.watch();
         // Tables other frontends created or changed since the last statement.
@@ -492,10 +498,15 @@ impl SimpleQueryHandler for SessionHandler {
                 result => result,
             }
         });
-        let responses = self
-            .interruptible(&watch, &tracker, query, responses)
+        let responses = self.interruptible(&watch, &tracker, query, responses).await;
+        let status = match &responses {
+            Ok(responses) => status_after(client.transaction_status(), responses),
+            Err(_) => client.transaction_status(),
+        };
+        self.acks
+            .after_simple_query(status, responses.is_err())
             .await?;
-        let mut responses: Vec<Response> = tag_empty_results(query, responses)
+        let mut responses: Vec<Response> = tag_empty_results(query, responses?)
             .into_iter()
             .map(|r| track(r, &tracker, &watch, &self.signal))
             .collect();
@@ -508,239 +519,14 @@ impl SimpleQueryHandler for SessionHandler {
     }
 }
 
-#[async_trait]
-impl ExtendedQueryHandler for SessionHandler {
-    type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = SluiceParser;
-
-    fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.parser.clone()
-    }
-
-    /// pgwire's own `Parse`, within the connection's cap on prepared
-    /// statements.
-    async fn on_parse<C>(&self, client: &mut C, message: Parse) -> PgWireResult<()>
-    where
-        C: ClientInfo
-            + ClientPortalStore
-            + futures::Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.caps
-            .statements
-            .admit(message.name.as_deref(), |name| {
-                client.portal_store().get_statement(name).is_some()
-            })?;
-        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        // Parse plans the statement: off the worker, as every statement.
-        let parsed = OffWorker::for_statement(&message.query, async {
-            if let Some(statement) = self.parsed.get(&self.context, &message).await {
-                return Ok(Some(statement));
-            }
-            let parsed = StoredStatement::parse(client, &message, self.query_parser()).await?;
-            Ok::<_, PgWireError>(parsed.map(|statement| {
-                let statement = Arc::new(statement);
-                self.parsed.keep(&self.context, &message, &statement);
-                statement
-            }))
+/// The transaction status after `responses`, from `status` before them.
+fn status_after(status: TransactionStatus, responses: &[Response]) -> TransactionStatus {
+    responses
+        .iter()
+        .fold(status, |status, response| match response {
+            Response::TransactionStart(_) => status.to_in_transaction_state(),
+            Response::TransactionEnd(_) => status.to_idle_state(),
+            Response::Error(_) => status.to_error_state(),
+            _ => status,
         })
-        .await?;
-        match parsed {
-            Some(statement) => client.portal_store().put_statement(statement),
-            None => client.portal_store().put_empty_statement(name),
-        }
-        // Sent with the next Sync or Flush, as PostgreSQL does: one write per
-        // round trip rather than one per message.
-        client
-            .feed(PgWireBackendMessage::ParseComplete(ParseComplete::new()))
-            .await?;
-        Ok(())
-    }
-
-    /// pgwire's own `Bind`, within the connection's cap on portals, its
-    /// `BindComplete` sent with the next Sync or Flush.
-    async fn on_bind<C>(&self, client: &mut C, message: Bind) -> PgWireResult<()>
-    where
-        C: ClientInfo
-            + ClientPortalStore
-            + futures::Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.caps
-            .portals
-            .admit(message.portal_name.as_deref(), |name| {
-                client.portal_store().get_portal(name).is_some()
-            })?;
-        let statement = message.statement_name.as_deref().unwrap_or(DEFAULT_NAME);
-        match client.portal_store().get_statement(statement) {
-            Some(Entry::Value(statement)) => {
-                let portal = Portal::try_new(&message, statement)?;
-                client.portal_store().put_portal(Arc::new(portal));
-            }
-            // An empty statement, one that does not exist, parameters for
-            // neither: pgwire's own answers.
-            _ => return self.inner.on_bind(client, message).await,
-        }
-        client
-            .feed(PgWireBackendMessage::BindComplete(BindComplete::new()))
-            .await?;
-        Ok(())
-    }
-
-    /// pgwire's own `Describe`, but a portal's description (what libpq sends
-    /// before each `Execute`) is sent with the next Sync or Flush rather than
-    /// written at once.
-    async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
-    where
-        C: ClientInfo
-            + ClientPortalStore
-            + futures::Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        if message.target_type != TARGET_TYPE_BYTE_PORTAL {
-            return self._on_describe(client, message).await;
-        }
-        // A cursor opened by DECLARE is a portal too: its rows are described
-        // as the query it was declared for answers them, in text (what
-        // psycopg's named cursors read before their first FETCH).
-        let fields = match cursor::described(&self.context, name, &Format::UnifiedText) {
-            Some(fields) => fields?,
-            None => match client.portal_store().get_portal(name) {
-                Some(Entry::Value(portal)) => self
-                    .do_describe_portal(client, &portal)
-                    .await?
-                    .fields()
-                    .to_vec(),
-                _ => return self._on_describe(client, message).await,
-            },
-        };
-        let description = if fields.is_empty() {
-            PgWireBackendMessage::NoData(NoData::new())
-        } else {
-            let fields = fields.iter().map(Into::into).collect();
-            PgWireBackendMessage::RowDescription(RowDescription::new(fields))
-        };
-        client.feed(description).await?;
-        Ok(())
-    }
-
-    /// pgwire 0.41 answers an `Execute` without a row limit by collecting
-    /// every row of the portal into memory before sending the first (2 GB
-    /// for SF 1 lineitem). A `SELECT` portal executed in full is streamed
-    /// here instead, row by row with the socket's backpressure; everything
-    /// else (row limits, suspended portals, other statements) is pgwire's.
-    async fn on_execute<C>(&self, client: &mut C, message: Execute) -> PgWireResult<()>
-    where
-        C: ClientInfo
-            + ClientPortalStore
-            + futures::Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-        let portal = match client.portal_store().get_portal(name) {
-            Some(Entry::Value(portal)) => portal,
-            _ => return self._on_execute(client, message).await,
-        };
-        let is_select = portal
-            .statement
-            .statement
-            .1
-            .as_ref()
-            .is_some_and(|(statement, _)| portal::only_reads(statement));
-        let unstarted = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
-        if message.max_rows != 0
-            || !is_select
-            || !unstarted
-            || !matches!(client.state(), PgWireConnectionState::ReadyForQuery)
-        {
-            return self._on_execute(client, message).await;
-        }
-        client.set_state(PgWireConnectionState::QueryInProgress);
-        // Errors leave the connection state to pgwire, as its own path does.
-        let response = ExtendedQueryHandler::do_query(self, client, &portal, 0).await?;
-        let Response::Query(results) = response else {
-            return Err(PgWireError::ApiError(
-                "a SELECT portal answered with a non-query response".into(),
-            ));
-        };
-        *portal.state().lock().await = PortalExecutionState::Finished;
-        send_query_response(client, results, false).await?;
-        client.set_state(PgWireConnectionState::ReadyForQuery);
-        Ok(())
-    }
-
-    async fn do_query<C>(
-        &self,
-        client: &mut C,
-        portal: &Portal<Self::Statement>,
-        max_rows: usize,
-    ) -> PgWireResult<Response>
-    where
-        C: ClientInfo
-            + ClientPortalStore
-            + futures::Sink<PgWireBackendMessage>
-            + Unpin
-            + Send
-            + Sync,
-        C::PortalStore: PortalStore<Statement = Self::Statement>,
-        C::Error: Debug,
-        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
-    {
-        let tracker = self.begin(client, &portal.statement.statement.0);
-        let watch = self.watch();
-        let response = guarded(&tracker, async {
-            // A FETCH encodes its cursor's rows in the portal's formats.
-            if let Some((statement, _)) = &portal.statement.statement.1 {
-                let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-                let format = &portal.result_column_format;
-                if let Some(rows) = cursor::fetch(statement, &self.context, format, options).await {
-                    return rows;
-                }
-            }
-            let wire_types = |statement: &_| self.parser.get_parameter_types(statement);
-            let query = portal::run_query(
-                &self.context,
-                &self.hooks,
-                &self.plans,
-                wire_types,
-                client,
-                portal,
-            );
-            match query.await {
-                Some(response) => response,
-                None => ExtendedQueryHandler::do_query(&self.inner, client, portal, max_rows).await,
-            }
-        });
-        let response = self
-            .interruptible(&watch, &tracker, &portal.statement.statement.0, response)
-            .await?;
-        let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
-        Ok(track(
-            tag_if_empty(response, statement),
-            &tracker,
-            &watch,
-            &self.signal,
-        ))
-    }
 }

@@ -4,6 +4,9 @@
 //! handler then feeds it each `CopyData` message, and at `CopyDone` commits
 //! the rows and answers `COPY n`. An error, a `CopyFail` or a lost
 //! connection drops the `CopyIn`, which removes what it wrote.
+//!
+//! `COPY table FROM 'location'` is run by the hook at once: the server reads
+//! the file ([`copy_from_file`]) and answers `COPY n`.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -21,7 +24,9 @@ use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, SinkExt};
-use sluice_engine::copy_from::{is_copy_from_stdin, CopyFormat, CopyIn};
+use sluice_engine::copy_from::{
+    copy_from_file, is_copy_from_file, is_copy_from_stdin, CopyFormat, CopyIn,
+};
 use sluice_engine::sqlstate::SqlState;
 use tokio::sync::Mutex;
 
@@ -46,6 +51,13 @@ impl CopyInHook {
         statement: &Statement,
         context: &SessionContext,
     ) -> Option<PgWireResult<Response>> {
+        if let Some(loaded) = copy_from_file(context, statement).await {
+            return Some(
+                loaded
+                    .map(|rows| Response::Execution(Tag::new("COPY").with_rows(rows as usize)))
+                    .map_err(wire_error),
+            );
+        }
         let copy = match CopyIn::start(context, statement).await? {
             Ok(copy) => copy,
             Err(e) => return Some(Err(wire_error(e))),
@@ -81,7 +93,7 @@ impl QueryHook for CopyInHook {
         _context: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        is_copy_from_stdin(statement).then(|| Ok(no_rows_plan()))
+        (is_copy_from_stdin(statement) || is_copy_from_file(statement)).then(|| Ok(no_rows_plan()))
     }
 
     async fn handle_extended_query(

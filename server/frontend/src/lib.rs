@@ -31,6 +31,7 @@ mod interrupt;
 mod managed;
 mod off_worker;
 mod parsed;
+mod pending;
 mod pg_binary;
 mod pg_text;
 mod portal;

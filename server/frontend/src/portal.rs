@@ -38,6 +38,7 @@ use datafusion_postgres::pgwire::types::format::FormatOptions;
 
 use sluice_engine::current_tables::{with_current_tables, UnknownNames};
 use sluice_engine::kept_plan::{KeptPhysical, TakenPlan};
+use sluice_engine::pending_inserts::is_insert_values;
 use sluice_engine::session_view::SessionView;
 
 use super::datafusion_ddl::PreparedStatement;
@@ -88,10 +89,12 @@ pub fn only_reads(statement: &Statement) -> bool {
     }
 }
 
-/// Runs `portal` when it holds a query: `None` leaves any other statement
-/// to datafusion-postgres. The connection's `hooks` see the statement
-/// first, as they do on datafusion-postgres' path; `wire_types` gives the
-/// parameter types the statement's `ParameterDescription` announced.
+/// Runs `portal` when it holds a query, or an `INSERT … VALUES` one of the
+/// connection's `hooks` answers: `None` leaves any other statement to
+/// datafusion-postgres. The hooks see the statement first, as they do on
+/// datafusion-postgres' path, with the parameters decoded by the types kept
+/// for the statement; `wire_types` gives the parameter types its
+/// `ParameterDescription` announced.
 pub async fn run_query<C>(
     context: &SessionContext,
     hooks: &[Arc<dyn QueryHook>],
@@ -106,7 +109,8 @@ where
     let (_, Some((statement, plan))) = &portal.statement.statement else {
         return None;
     };
-    if !only_reads(statement) {
+    let reads = only_reads(statement);
+    if !reads && !is_insert_values(statement) {
         return None;
     }
     let prepared = match plans.get(&portal.statement, wire_types) {
@@ -124,6 +128,9 @@ where
         {
             return Some(result);
         }
+    }
+    if !reads {
+        return None;
     }
     let format = FormatOptions::from_client_metadata(client.metadata());
     Some(run(context, &prepared, plan, portal, params, Arc::new(format)).await)

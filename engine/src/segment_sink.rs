@@ -1,18 +1,21 @@
-//! Where the rows of a `COPY … FROM` go: Parquet files in a new write
-//! directory of a managed table, written straight to the warehouse by a task
-//! of their own while the next rows are read, and committed to the catalog
-//! in one update once every row is written. Until then readers see none of
-//! them; a COPY that fails or is abandoned leaves only files that are
-//! removed.
+//! Where the rows of a `COPY … FROM` and of buffered INSERTs go
+//! ([`crate::copy_from`], [`crate::pending_inserts`]): Parquet files in a new
+//! write directory of a managed table, written straight to the warehouse by a
+//! task of their own while the next rows are read, and committed to the
+//! catalog in one update once every row is written. Until then readers see
+//! none of them; a write that fails or is abandoned leaves only files that
+//! are removed.
 
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::SchemaProvider;
+use datafusion::common::config::TableParquetOptions;
 use datafusion::common::file_options::parquet_writer::ParquetWriterOptions;
 use datafusion::datasource::listing::ListingTableUrl;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::parquet::arrow::arrow_writer::ArrowWriterOptions;
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::properties::WriterProperties;
@@ -21,23 +24,47 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::ObjectStore;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 use crate::catalog::managed::{segment_url, unique_id};
 use crate::catalog::{commit_write, discard_write, SegmentChange};
 use crate::parallel_write::COMMITTED_WRITE_PREFIX;
+use crate::queued_writer::QueuedWriter;
+use crate::segment_compaction::compact_later;
 
 /// Rows per Parquet file: a new file is started after this many.
 const ROWS_PER_FILE: usize = 2 * 1024 * 1024;
 
-/// Batches waiting for the writer: the reader stays at most this far ahead.
-const QUEUED_BATCHES: usize = 4;
+/// What writing a segment takes from the session that writes: its object
+/// stores and its Parquet settings (not the session itself, which a
+/// session's pending inserts would then keep alive).
+#[derive(Clone)]
+pub struct WriteSettings {
+    runtime: Arc<RuntimeEnv>,
+    parquet: TableParquetOptions,
+}
+
+impl WriteSettings {
+    /// The settings `context` writes with.
+    pub fn of(context: &SessionContext) -> Self {
+        let parquet = context.state_ref().read().table_options().parquet.clone();
+        Self {
+            runtime: context.runtime_env(),
+            parquet,
+        }
+    }
+
+    /// The object stores.
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+}
 
 /// A managed table's new write directory, being filled.
 pub struct Sink {
-    batches: Option<mpsc::Sender<RecordBatch>>,
-    /// The writing task, until it is waited for.
-    writer: Option<JoinHandle<Result<u64>>>,
+    /// For the compaction its commit may start.
+    settings: WriteSettings,
+    /// The task writing the files.
+    writer: QueuedWriter,
     schema: Arc<dyn SchemaProvider>,
     table: String,
     location: String,
@@ -51,7 +78,7 @@ impl Sink {
     /// Starts writing rows of `table_schema` into a new write directory of
     /// the table `table` at `location` in `schema`.
     pub fn open(
-        context: &SessionContext,
+        settings: &WriteSettings,
         schema: Arc<dyn SchemaProvider>,
         table: &str,
         location: &str,
@@ -59,26 +86,26 @@ impl Sink {
     ) -> Result<Self> {
         let write = format!("{COMMITTED_WRITE_PREFIX}write-{}", unique_id());
         let url = ListingTableUrl::parse(segment_url(location, &write))?;
-        let store = context.runtime_env().object_store(url.object_store())?;
-        let state = context.state();
+        let store = settings.runtime.object_store(url.object_store())?;
         // The session's Parquet settings, the Arrow schema in the file's
         // metadata as DataFusion's own writes put it.
-        let mut options = state.table_options().parquet.clone();
+        let mut options = settings.parquet.clone();
         options.arrow_schema(&table_schema);
         let properties = ParquetWriterOptions::try_from(&options)?
             .writer_options()
             .clone();
-        let (sender, receiver) = mpsc::channel(QUEUED_BATCHES);
-        let writer = tokio::spawn(write_files(
-            store,
-            url.prefix().clone(),
-            table_schema,
-            properties,
-            receiver,
-        ));
+        let writer = QueuedWriter::spawn(|batches| {
+            write_files(
+                store,
+                url.prefix().clone(),
+                table_schema,
+                properties,
+                batches,
+            )
+        });
         Ok(Self {
-            batches: Some(sender),
-            writer: Some(writer),
+            settings: settings.clone(),
+            writer,
             schema,
             table: table.to_string(),
             location: location.to_string(),
@@ -89,40 +116,32 @@ impl Sink {
 
     /// Hands `batch` to the writer (waiting while it is busy).
     pub async fn send(&mut self, batch: RecordBatch) -> Result<()> {
-        let Some(batches) = &self.batches else {
-            return Err(DataFusionError::Internal(
-                "the COPY writer is closed".into(),
-            ));
-        };
-        if batches.send(batch).await.is_err() {
-            // The writer stopped: its error says why.
-            self.batches = None;
-            return Err(match self.written().await {
-                Err(e) => e,
-                Ok(_) => DataFusionError::Internal("the COPY writer stopped early".into()),
-            });
-        }
-        Ok(())
-    }
-
-    /// What the writing task returned (once, after the queue is closed).
-    async fn written(&mut self) -> Result<u64> {
-        match self.writer.take() {
-            Some(writer) => writer
-                .await
-                .unwrap_or_else(|e| Err(DataFusionError::External(Box::new(e)))),
-            None => Err(DataFusionError::Internal("the COPY writer is gone".into())),
-        }
+        self.writer.send(batch).await
     }
 
     /// Waits for every file to be written and commits them to the table;
     /// returns the rows written. On error nothing is committed and the files
-    /// are removed.
-    pub async fn commit(mut self) -> Result<u64> {
-        self.batches = None;
-        let rows = self.written().await?;
+    /// are removed. Then starts compacting the table's small segments when
+    /// it holds many ([`crate::segment_compaction`]).
+    pub async fn commit(self) -> Result<u64> {
+        let (settings, schema, table) = (
+            self.settings.clone(),
+            Arc::clone(&self.schema),
+            self.table.clone(),
+        );
+        let rows = self
+            .commit_as(|write| SegmentChange::Append(vec![write]))
+            .await?;
+        compact_later(&settings, &schema, &table);
+        Ok(rows)
+    }
+
+    /// Like [`Self::commit`], the new segment (the write directory's name)
+    /// committed as `change` makes it.
+    pub async fn commit_as(mut self, change: impl FnOnce(String) -> SegmentChange) -> Result<u64> {
+        let rows = self.writer.finish().await?;
         if rows > 0 {
-            let change = SegmentChange::Append(vec![self.write.clone()]);
+            let change = change(self.write.clone());
             commit_write(&self.schema, &self.table, &self.location, change).await?;
             self.committed = true;
         }
@@ -178,12 +197,10 @@ async fn write_files(
 }
 
 /// A sink dropped before its rows were committed (a failed or abandoned
-/// COPY, a lost connection) stops writing and removes its files.
+/// write, a lost connection) stops writing and removes its files.
 impl Drop for Sink {
     fn drop(&mut self) {
-        if let Some(writer) = self.writer.take() {
-            writer.abort();
-        }
+        self.writer.abort();
         if !self.committed {
             discard_write(&self.schema, &segment_url(&self.location, &self.write));
         }
