@@ -65,7 +65,7 @@ impl PhysicalExtensionCodec for SluicePhysicalCodec {
             })?;
             let input_bytes = u64::from_le_bytes(input_bytes.try_into().expect("8 bytes"));
             let plan = self.decode_plan(plan, ctx, proto_converter)?;
-            return Ok(Arc::new(SingleStageExec::from_parts(plan, input_bytes)));
+            return Ok(Arc::new(SingleStageExec::from_parts(plan, input_bytes)?));
         }
         if let Some(node) = buf.strip_prefix(PARALLEL_WRITE_TAG) {
             let [input] = inputs else {

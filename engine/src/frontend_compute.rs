@@ -28,7 +28,6 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{RecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
-use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
@@ -37,6 +36,8 @@ use futures::{Stream, StreamExt};
 use tokio::runtime::Runtime;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
+use crate::yielding::yielding_operators;
 
 /// Batches computed ahead of the connection reading them.
 const CHANNEL_CAPACITY: usize = 2;
@@ -58,10 +59,10 @@ static COMPUTE: LazyLock<Runtime> = LazyLock::new(|| {
 });
 
 /// `plan` running on the frontend's compute threads, every operator's
-/// output cooperative (see [`cooperative_operators`]).
+/// output yielding (see [`crate::yielding`]).
 pub fn on_compute_threads(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(Arc::new(FrontendComputeExec {
-        input: cooperative_operators(plan)?,
+        input: yielding_operators(plan)?,
         input_bytes: None,
     }))
 }
@@ -73,25 +74,15 @@ pub fn on_compute_threads_reading(
     input_bytes: u64,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     Ok(Arc::new(FrontendComputeExec {
-        input: cooperative_operators(plan)?,
+        input: yielding_operators(plan)?,
         input_bytes: Some(input_bytes),
     }))
 }
 
-/// `plan` with each operator's output counted against tokio's task budget
-/// ([`CooperativeExec`]). DataFusion makes only the leaves cooperative, but
-/// an operator can produce thousands of batches from one input batch (a
-/// nested loop join does), and an aggregate above it would then poll it
-/// without ever yielding: an interrupted plan would run on to its end before
-/// the abort could take effect.
-fn cooperative_operators(plan: Arc<dyn ExecutionPlan>) -> Result<Arc<dyn ExecutionPlan>> {
-    wrap_operator_inputs(plan, &|input, _| Arc::new(CooperativeExec::new(input)))
-}
-
 /// `plan` with the output of every operator below its root passed through
 /// `wrap` (told whether the operator is an input of the root), for wrappers
-/// that keep their input's properties: cooperative operators here,
-/// cancellable ones on the executors.
+/// that keep their input's properties: yielding operators
+/// ([`crate::yielding`]), cancellable ones on the executors.
 pub fn wrap_operator_inputs(
     plan: Arc<dyn ExecutionPlan>,
     wrap: &dyn Fn(Arc<dyn ExecutionPlan>, bool) -> Arc<dyn ExecutionPlan>,

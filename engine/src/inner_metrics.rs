@@ -23,16 +23,25 @@ use std::sync::Arc;
 use datafusion::physical_plan::metrics::{Count, Gauge, Metric, MetricValue, MetricsSet, Time};
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::yielding::is_yielding;
+
 /// Separates an inner operator's number from a metric's name.
 const SEPARATOR: char = '/';
 
 /// The metrics of every operator of `plan`, in pre-order, each summed over
-/// its partitions and named `<n>/<metric>`.
+/// its partitions and named `<n>/<metric>` ([`crate::yielding`]'s wrappers
+/// are not counted).
 pub(crate) fn encode(plan: &Arc<dyn ExecutionPlan>) -> MetricsSet {
     let mut encoded = MetricsSet::new();
     let mut pending = vec![Arc::clone(plan)];
     let mut number = 0usize;
     while let Some(node) = pending.pop() {
+        // Put in to run the plan, not in the planned one the numbers
+        // refer to.
+        if is_yielding(node.as_ref()) {
+            pending.extend(node.children().into_iter().cloned());
+            continue;
+        }
         if let Some(metrics) = node.metrics() {
             for metric in metrics.aggregate_by_name().iter() {
                 if let Some(value) = named(number, metric.value()) {

@@ -54,6 +54,7 @@ pub mod staged_join_order;
 pub mod storage;
 pub mod system;
 pub mod value_limits;
+pub mod yielding;
 
 pub use error::{EngineError, Result};
 pub use options::SluiceOptions;

@@ -57,6 +57,7 @@ use futures::StreamExt;
 use crate::inner_metrics;
 use crate::live_result::{returns_rows, LiveResultExec};
 use crate::options::{ServerPlannerSettings, SluiceOptions};
+use crate::yielding::yielding_operators;
 
 /// How the executors of a cluster share the machines' cores, which decides
 /// whether splitting a job into stages can make it faster.
@@ -356,9 +357,15 @@ impl SingleStageExec {
         (&self.input, self.input_bytes)
     }
 
-    /// Rebuilt from [`Self::parts`] (the plan's partitions already merged).
-    pub(crate) fn from_parts(input: Arc<dyn ExecutionPlan>, input_bytes: u64) -> Self {
-        Self { input, input_bytes }
+    /// Rebuilt from [`Self::parts`] (the plan's partitions already merged)
+    /// to be run: its operators yield now and then
+    /// ([`crate::yielding`]), so a cancelled task stops within a few
+    /// batches.
+    pub(crate) fn from_parts(input: Arc<dyn ExecutionPlan>, input_bytes: u64) -> Result<Self> {
+        Ok(Self {
+            input: yielding_operators(input)?,
+            input_bytes,
+        })
     }
 
     /// Wraps `plan`, merging its output partitions.

@@ -5,53 +5,43 @@
 //! not reach: a cancelled join ran on for minutes, holding its task slot and
 //! a core. So each operator of a stage is wrapped in a [`CancellableExec`]
 //! that ends its stream with an error once the task's [`CancelFlag`] is
-//! raised, and yields to the runtime every tokio budget's worth of batches
-//! (a stage reading local shuffle files never waits otherwise, so the abort
-//! would only be seen at the end). The flag is raised when the task's future
-//! is dropped: aborted, or finished. The wrappers under the stage's shuffle
-//! writer also compact its output's string views (see
-//! [`sluice_engine::compact`]).
+//! raised, at once even while it waits for its input (a single-stage task's
+//! plan sends nothing until its aggregate is done), and yields to the
+//! runtime every tokio budget's worth of batches (a stage reading local
+//! shuffle files never waits otherwise, so the abort would only be seen at
+//! the end). The flag is raised when the task's future is dropped: aborted,
+//! or finished. The wrappers under the stage's shuffle writer also compact
+//! its output's string views (see [`sluice_engine::compact`]).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::TaskContext;
+use datafusion::execution::{RecordBatchStream, TaskContext};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::coop::make_cooperative;
-
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, SendableRecordBatchStream,
 };
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use sluice_engine::compact::compact_views;
 use sluice_engine::frontend_compute::wrap_operator_inputs;
+use tokio_util::sync::{CancellationToken, DropGuard, WaitForCancellationFutureOwned};
 
 /// Raised when a task must stop.
 #[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag(CancellationToken);
 
 impl CancelFlag {
-    /// Whether the task must stop.
-    pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-
     /// A guard that raises the flag when dropped.
-    pub fn raise_on_drop(&self) -> RaiseOnDrop {
-        RaiseOnDrop(self.clone())
-    }
-}
-
-/// Raises its [`CancelFlag`] when dropped.
-pub struct RaiseOnDrop(CancelFlag);
-
-impl Drop for RaiseOnDrop {
-    fn drop(&mut self) {
-        self.0 .0.store(true, Ordering::Relaxed);
+    pub fn raise_on_drop(&self) -> DropGuard {
+        self.0.clone().drop_guard()
     }
 }
 
@@ -129,17 +119,53 @@ impl ExecutionPlan for CancellableExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = make_cooperative(self.input.execute(partition, context)?);
-        let schema = input.schema();
-        let (flag, stage_output) = (self.flag.clone(), self.stage_output);
-        let batches = input.map(move |batch| {
-            if flag.is_raised() {
-                Err(DataFusionError::Execution("task cancelled".into()))
-            } else if stage_output {
-                batch.and_then(compact_views)
-            } else {
-                batch
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, batches)))
+        Ok(Box::pin(UntilCancelled {
+            schema: input.schema(),
+            input,
+            cancelled: Box::pin(self.flag.0.clone().cancelled_owned()),
+            stage_output: self.stage_output,
+            ended: false,
+        }))
+    }
+}
+
+/// A task operator's batches until its task is cancelled, then one error.
+struct UntilCancelled {
+    schema: SchemaRef,
+    input: SendableRecordBatchStream,
+    /// Ready once the task's [`CancelFlag`] is raised.
+    cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Whether its batches are the stage's output, compacted before they
+    /// are written.
+    stage_output: bool,
+    /// Whether it gave its error or its input ended.
+    ended: bool,
+}
+
+impl Stream for UntilCancelled {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        if self.cancelled.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+            return Poll::Ready(Some(Err(DataFusionError::Execution(
+                "task cancelled".into(),
+            ))));
+        }
+        let batch = std::task::ready!(self.input.poll_next_unpin(cx));
+        self.ended = batch.is_none();
+        Poll::Ready(match batch {
+            Some(batch) if self.stage_output => Some(batch.and_then(compact_views)),
+            other => other,
+        })
+    }
+}
+
+impl RecordBatchStream for UntilCancelled {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
     }
 }

@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use sluice_sql_tests::{connect, SluiceServer};
+use sluice_sql_tests::{connect, SluiceServer, SmallQueries};
 use tokio_postgres::error::SqlState;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_sluice");
@@ -184,4 +184,96 @@ fn connections_and_statements_over_the_limits_are_refused_with_sqlstates() {
         assert_eq!(meanwhile.unwrap().get::<_, i64>(0), 100_000);
     });
     server.stop().expect("stops");
+}
+
+/// A cancelled query stops computing: its cores fall idle within seconds,
+/// whether it ran as one stage (the embedded default), split into stages,
+/// or on the frontend's compute threads. A count over a join on a key of
+/// ten values (10^11 joined rows, many minutes' work) sends nothing until
+/// its end, and its aggregate polls the
+/// join without ever waiting: aborting the task that drives it used to
+/// leave it running for many minutes.
+#[test]
+fn a_cancelled_query_stops_computing() {
+    let files = tempfile::tempdir().unwrap();
+    let dir = files.path().display().to_string();
+    let cluster = SluiceServer::start(Path::new(BINARY), 2).expect("starts");
+    let frontend =
+        SluiceServer::start_with_small_queries(Path::new(BINARY), 2, SmallQueries::Frontend)
+            .expect("starts");
+    // Each server, the placement's name, a statement choosing it, and the
+    // operator EXPLAIN shows for it.
+    let runs = [
+        (&cluster, "single_stage", "", "SingleStageExec"),
+        (
+            &cluster,
+            "stages",
+            "SET sluice.single_stage_max_bytes = 0",
+            "ShuffleWriterExec",
+        ),
+        (&frontend, "frontend", "", "FrontendComputeExec"),
+    ];
+    runtime().block_on(async {
+        for (server, name, setup, operator) in runs {
+            let client = connect(server.port()).await.unwrap();
+            client
+                .batch_execute(&format!(
+                    "COPY (SELECT i AS id, i % 10 AS bucket FROM generate_series(1, 1000000) AS t(i)) \
+                     TO '{dir}/{name}/' (FORMAT parquet); \
+                     CREATE EXTERNAL TABLE {name} STORED AS PARQUET LOCATION '{dir}/{name}/'; \
+                     {setup}"
+                ))
+                .await
+                .unwrap();
+            let join = format!("SELECT count(*) FROM {name} a JOIN {name} b ON a.bucket = b.bucket");
+            let plan = client.query(&format!("EXPLAIN {join}"), &[]).await.unwrap();
+            let plan: String = plan.iter().map(|row| row.get::<_, String>(1)).collect();
+            assert!(plan.contains(operator), "{name}: {plan}");
+            let cancel = client.cancel_token();
+            let canceller = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                cancel.cancel_query(tokio_postgres::NoTls).await
+            });
+            let error = client
+                .query_one(&join, &[])
+                .await
+                .expect_err("10^11 joined rows outlast the cancel");
+            assert_eq!(error.code(), Some(&SqlState::QUERY_CANCELED), "{name}: {error:?}");
+            canceller.await.unwrap().unwrap();
+            wait_until_idle(server.pid(), name).await;
+        }
+    });
+    cluster.stop().expect("stops");
+    frontend.stop().expect("stops");
+}
+
+/// Waits (up to 30 s) for a second in which process `pid` uses under a
+/// fifth of a core; a query still computing keeps both cores busy.
+async fn wait_until_idle(pid: u32, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut busy = Vec::new();
+    loop {
+        let before = cpu_seconds(pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let used = cpu_seconds(pid) - before;
+        if used < 0.2 {
+            return;
+        }
+        busy.push(format!("{used:.2}"));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: the server computes on after the cancel (CPU seconds per second: {})",
+            busy.join(", ")
+        );
+    }
+}
+
+/// User and system CPU time process `pid` has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command (which may hold spaces), from the state on:
+    // utime and stime are the 12th and 13th, in clock ticks (USER_HZ, 100).
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
 }
