@@ -14,12 +14,14 @@
 //! The frontend decides when the unit of work ends and calls
 //! [`PendingInserts::commit`]: at `COMMIT`, at the `Sync` that ends a batch
 //! of extended-protocol messages outside a transaction block, at the end of a
-//! simple query outside one, and before any other statement runs (so a read
-//! sees the session's own rows). Committing is one catalog update, as any
+//! simple query outside one, and before any other statement that names a
+//! table runs (so a read sees the session's own rows; see
+//! [`reads_no_table`]). Committing is one catalog update, as any
 //! write's: other sessions see all of the rows or none. `ROLLBACK`, an error
 //! in the batch and a lost connection drop what is pending; its files are
 //! removed.
 
+use std::ops::ControlFlow;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use datafusion::arrow::compute::concat_batches;
@@ -34,7 +36,7 @@ use datafusion::logical_expr::{DmlStatement, LogicalPlan, Values, WriteOp};
 use datafusion::physical_plan::collect;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion::sql::sqlparser::ast::{SetExpr, Statement};
+use datafusion::sql::sqlparser::ast::{visit_relations, SetExpr, Statement};
 
 use crate::catalog::managed_table;
 use crate::copy_from::BATCH_ROWS;
@@ -127,6 +129,15 @@ pub fn is_insert_values(statement: &Statement) -> bool {
             .source
             .as_ref()
             .is_some_and(|query| matches!(query.body.as_ref(), SetExpr::Values(_)))
+}
+
+/// Whether `statement` is a query that names no table, view or table
+/// function (`SELECT 1/0`, `SELECT now()`): it cannot read the rows pending,
+/// so they stay pending across it, and an error it raises in a block still
+/// drops them with the block, as PostgreSQL's transaction would.
+pub fn reads_no_table(statement: &Statement) -> bool {
+    matches!(statement, Statement::Query(_))
+        && visit_relations(statement, |_| ControlFlow::Break(())).is_continue()
 }
 
 impl PendingInserts {

@@ -36,6 +36,9 @@ struct OpenCursor {
     created: SystemTime,
     schema: SchemaRef,
     rows: Arc<tokio::sync::Mutex<CursorRows>>,
+    /// Whether it outlives the transaction block it was declared in
+    /// (`WITH HOLD`, or declared outside any block).
+    holdable: bool,
 }
 
 /// The cursors one connection has declared and not closed.
@@ -51,10 +54,11 @@ impl OpenCursors {
         config.get_extension::<Self>()
     }
 
-    /// Opens cursor `name`, declared by `statement`, over `rows`; `false`
-    /// (and nothing opened) when the connection has one of that name open
+    /// Opens cursor `name`, declared by `statement`, over `rows`, kept past
+    /// the end of its transaction block when `holdable`; `false` (and
+    /// nothing opened) when the connection has one of that name open
     /// already.
-    pub fn declare(&self, name: &str, statement: &str, rows: CursorRows) -> bool {
+    pub fn declare(&self, name: &str, statement: &str, rows: CursorRows, holdable: bool) -> bool {
         let mut cursors = self.lock();
         if cursors.iter().any(|cursor| cursor.name == name) {
             return false;
@@ -65,6 +69,7 @@ impl OpenCursors {
             created: SystemTime::now(),
             schema: rows.schema(),
             rows: Arc::new(tokio::sync::Mutex::new(rows)),
+            holdable,
         });
         true
     }
@@ -102,6 +107,12 @@ impl OpenCursors {
     /// Closes every cursor.
     pub fn close_all(&self) {
         self.lock().clear();
+    }
+
+    /// Closes the cursors that end with their transaction block (at its
+    /// `COMMIT` or `ROLLBACK`, as PostgreSQL does).
+    pub fn close_unheld(&self) {
+        self.lock().retain(|cursor| cursor.holdable);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<OpenCursor>> {
@@ -194,8 +205,9 @@ impl TableProvider for PgCursorsTable {
             time.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |since| since.as_micros() as i64)
         };
-        // Cursors are declared WITHOUT HOLD, text, forward only.
+        // Cursors are text and forward only.
         let none = || BooleanArray::from(vec![false; cursors.len()]);
+        let holdable = BooleanArray::from_iter(cursors.iter().map(|c| Some(c.holdable)));
         let batch = RecordBatch::try_new(
             self.schema(),
             vec![
@@ -205,7 +217,7 @@ impl TableProvider for PgCursorsTable {
                 Arc::new(StringArray::from_iter_values(
                     cursors.iter().map(|c| &c.statement),
                 )),
-                Arc::new(none()),
+                Arc::new(holdable),
                 Arc::new(none()),
                 Arc::new(none()),
                 Arc::new(

@@ -58,6 +58,21 @@ def main() -> None:
             pass
         count = conn.execute("SELECT count(*) FROM acked WHERE id < 0").fetchone()[0]
         assert count == 0, count
+        # A database error in a nested block rolls back to its savepoint
+        # (what psycopg sends on leaving it); the outer block goes on and
+        # commits the rest, as in PostgreSQL.
+        conn.execute("CREATE TABLE nested (id bigint)")
+        with conn.transaction():
+            conn.execute("INSERT INTO nested VALUES (1)")
+            try:
+                with conn.transaction():
+                    conn.execute("INSERT INTO nested VALUES (2)")
+                    conn.execute("SELECT 1/0")
+            except psycopg.errors.DivisionByZero:
+                pass
+            conn.execute("INSERT INTO nested VALUES (3)")
+        ids = [row[0] for row in conn.execute("SELECT id FROM nested ORDER BY id")]
+        assert ids == [1, 3], ids
     print("acknowledged", flush=True)
 
     # Rows of an open transaction block are not committed: a kill loses them.

@@ -151,11 +151,16 @@ impl Requested {
                 for (given, name) in [
                     (self.delimiter.is_some(), "DELIMITER"),
                     (self.null.is_some(), "NULL"),
-                    (self.header.is_some(), "HEADER"),
                 ] {
                     if given {
                         return Err(invalid(format!("cannot specify {name} in BINARY mode")));
                     }
+                }
+                if self.header.is_some() {
+                    return Err(PgError::new(
+                        SqlState::FEATURE_NOT_SUPPORTED,
+                        "cannot specify HEADER in BINARY mode",
+                    ));
                 }
                 return Ok(CopyFormat::Binary);
             }

@@ -67,6 +67,9 @@ impl SqlState {
     pub const INVALID_PASSWORD: Self = Self::of("28P01");
     /// `34000` invalid_cursor_name.
     pub const INVALID_CURSOR_NAME: Self = Self::of("34000");
+    /// `25P02` in_failed_sql_transaction: a statement other than `COMMIT`
+    /// or `ROLLBACK` in a transaction block an error ended.
+    pub const IN_FAILED_SQL_TRANSACTION: Self = Self::of("25P02");
     /// `2BP01` dependent_objects_still_exist: a schema dropped with its
     /// tables, without CASCADE.
     pub const DEPENDENT_OBJECTS_STILL_EXIST: Self = Self::of("2BP01");

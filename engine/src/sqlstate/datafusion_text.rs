@@ -70,6 +70,16 @@ fn configuration(text: &str) -> PgError {
 /// Errors raised while running: an unreachable peer, a name taken, limits
 /// of Arrow's arrays and of the regex engine.
 fn execution(text: &str, error: &DataFusionError) -> PgError {
+    // SessionContext's EXECUTE and DEALLOCATE of a name never prepared.
+    if let Some(name) = text
+        .strip_prefix("Prepared statement '")
+        .and_then(|rest| rest.strip_suffix("' does not exist"))
+    {
+        return PgError::new(
+            SqlState::INVALID_SQL_STATEMENT_NAME,
+            format!("prepared statement \"{name}\" does not exist"),
+        );
+    }
     let lower = text.to_lowercase();
     if UNREACHABLE.iter().any(|words| lower.contains(words)) {
         return super::unreachable_cluster(error);

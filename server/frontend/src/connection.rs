@@ -34,6 +34,7 @@ use datafusion_postgres::pgwire::api::{
 };
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
+use datafusion_postgres::pgwire::messages::simplequery::Query;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use datafusion_postgres::{DfSessionService, QueryHook};
 use futures::{FutureExt, Stream};
@@ -61,6 +62,7 @@ use super::simple::SimpleQueries;
 use super::slots::ConnectionSlot;
 use super::sqlstate::{self, SqlStateErrorHandler};
 use super::startup::Startup;
+use super::transaction::{restore_failed_block, TransactionHook};
 use super::Frontend;
 use crate::query_log::QueryTracker;
 use sluice_engine::pending_inserts::PendingInserts;
@@ -73,6 +75,7 @@ use sluice_engine::sqlstate::SqlState;
 /// with `caps`.
 fn query_hooks(caps: &Arc<ConnectionCaps>, copies: &Arc<CopyInSlot>) -> Vec<Arc<dyn QueryHook>> {
     vec![
+        Arc::new(TransactionHook),
         Arc::new(AccessHook),
         Arc::new(PendingInsertsHook),
         Arc::new(CapsHook {
@@ -459,6 +462,24 @@ impl<T> Drop for TrackedRows<T> {
 
 #[async_trait]
 impl SimpleQueryHandler for SessionHandler {
+    /// pgwire's, after a `ROLLBACK TO SAVEPOINT` that ends a failed block's
+    /// failed state has marked it (see [`restore_failed_block`]).
+    async fn on_query<C>(&self, client: &mut C, query: Query) -> PgWireResult<()>
+    where
+        C: ClientInfo
+            + ClientPortalStore
+            + futures::Sink<PgWireBackendMessage>
+            + Unpin
+            + Send
+            + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as futures::Sink<PgWireBackendMessage>>::Error>,
+    {
+        restore_failed_block(client, &query.query);
+        self._on_query(client, query).await
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo

@@ -22,12 +22,14 @@ use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::copy::CopyData;
 use futures::StreamExt;
+use sluice_engine::sqlstate::{PgError, SqlState};
 
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::pgwire::api::portal::Format;
 
 use super::data_rows::encode_tuples;
 use super::pg_text;
+use super::sqlstate::wire_error;
 
 /// The signature, flags and header extension length that open a binary
 /// COPY (PostgreSQL's `PGCOPY` format, version 0).
@@ -45,7 +47,9 @@ struct CopyFormat {
 }
 
 impl CopyFormat {
-    fn new(options: &[CopyOption]) -> Result<Self, String> {
+    fn new(options: &[CopyOption]) -> Result<Self, PgError> {
+        let unsupported = |message: String| PgError::new(SqlState::FEATURE_NOT_SUPPORTED, message);
+        let syntax = |message: &str| PgError::new(SqlState::SYNTAX_ERROR, message);
         let (mut csv, mut binary) = (false, false);
         let (mut header, mut delimiter, mut null) = (false, None, None);
         for option in options {
@@ -54,32 +58,39 @@ impl CopyFormat {
                     "text" => (csv, binary) = (false, false),
                     "csv" => (csv, binary) = (true, false),
                     "binary" => (csv, binary) = (false, true),
-                    other => return Err(format!("COPY format \"{other}\" not recognized")),
+                    other => {
+                        return Err(PgError::new(
+                            SqlState::INVALID_PARAMETER_VALUE,
+                            format!("COPY format \"{other}\" not recognized"),
+                        ))
+                    }
                 },
                 CopyOption::Header(value) => header = *value,
                 CopyOption::Delimiter(value) => delimiter = Some(*value),
                 CopyOption::Null(value) => null = Some(value.clone()),
-                other => return Err(format!("COPY option {other} is not supported")),
+                other => return Err(unsupported(format!("COPY option {other} is not supported"))),
             }
         }
         if binary {
-            // PostgreSQL's words for each.
+            // PostgreSQL's words and codes for each.
             if delimiter.is_some() {
-                return Err("cannot specify DELIMITER in BINARY mode".into());
+                return Err(syntax("cannot specify DELIMITER in BINARY mode"));
             }
             if null.is_some() {
-                return Err("cannot specify NULL in BINARY mode".into());
+                return Err(syntax("cannot specify NULL in BINARY mode"));
             }
             if header {
-                return Err("cannot specify HEADER in BINARY mode".into());
+                return Err(unsupported("cannot specify HEADER in BINARY mode".into()));
             }
         }
         if header && !csv {
-            return Err("COPY HEADER available only in CSV mode".into());
+            return Err(unsupported("COPY HEADER available only in CSV mode".into()));
         }
         let delimiter = delimiter.unwrap_or(if csv { ',' } else { '\t' });
         if !delimiter.is_ascii() {
-            return Err("COPY delimiter must be a single one-byte character".into());
+            return Err(unsupported(
+                "COPY delimiter must be a single one-byte character".into(),
+            ));
         }
         Ok(Self {
             csv,
@@ -219,7 +230,7 @@ async fn copy_out(
     source: &CopySource,
     options: &[CopyOption],
 ) -> PgWireResult<Response> {
-    let format = CopyFormat::new(options).map_err(|e| api(DataFusionError::NotImplemented(e)))?;
+    let format = CopyFormat::new(options).map_err(wire_error)?;
     let frame = context.sql(&source_query(source)).await.map_err(api)?;
     let columns = frame.schema().fields().len();
     let header = if format.binary {

@@ -22,6 +22,7 @@ use datafusion_postgres::pgwire::api::portal::Format;
 use datafusion_postgres::pgwire::api::results::{FieldInfo, Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::types::format::FormatOptions;
 
 use sluice_engine::cursor_rows::CursorRows;
@@ -90,7 +91,8 @@ async fn run(
         }
         _ => {
             let cursors = declared_cursors(statement)?;
-            Some(declare(cursors, context).await)
+            let in_block = client.transaction_status() != TransactionStatus::Idle;
+            Some(declare(cursors, context, in_block).await)
         }
     }
 }
@@ -110,8 +112,14 @@ fn declared_cursors(statement: &Statement) -> Option<&[Declare]> {
 }
 
 /// Plans each of `cursors`' queries in `context`, starts it and opens a
-/// cursor over its rows.
-async fn declare(cursors: &[Declare], context: &SessionContext) -> PgWireResult<Response> {
+/// cursor over its rows. Those declared `in_block` without `WITH HOLD` close
+/// with the block; PostgreSQL refuses them outside a block, Sluice keeps
+/// them until `CLOSE`.
+async fn declare(
+    cursors: &[Declare],
+    context: &SessionContext,
+    in_block: bool,
+) -> PgWireResult<Response> {
     let open = open_cursors(context)?;
     for declare in cursors {
         let (Some(name), Some(query)) = (declare.names.first(), &declare.for_query) else {
@@ -130,7 +138,8 @@ async fn declare(cursors: &[Declare], context: &SessionContext) -> PgWireResult<
         let optimized = state.optimize(&plan).map_err(api)?;
         let rows = CursorRows::new(batches(&state, &optimized).await?);
         let statement = format!("DECLARE {} CURSOR FOR {query}", name.value);
-        if !open.declare(&name.value, &statement, rows) {
+        let holdable = declare.hold == Some(true) || !in_block;
+        if !open.declare(&name.value, &statement, rows, holdable) {
             return Err(already_open(name));
         }
     }

@@ -45,6 +45,7 @@ pub mod slots;
 pub mod sqlstate;
 mod startup;
 pub mod tls;
+mod transaction;
 
 use std::future::Future;
 use std::sync::{Arc, LazyLock};

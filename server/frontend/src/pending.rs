@@ -3,8 +3,8 @@
 //!
 //! [`PendingInsertsHook`] ends what is pending where a statement needs it:
 //! `COMMIT` commits it, `ROLLBACK` drops it, and any statement other than
-//! another `INSERT … VALUES` commits it before it runs, so reads see the
-//! session's own rows.
+//! another `INSERT … VALUES` or a query naming no table commits it before it
+//! runs, so reads see the session's own rows.
 //!
 //! Outside a transaction block an INSERT is acknowledged only once its rows
 //! are committed: in an extended-protocol batch (psycopg's `executemany`,
@@ -27,7 +27,7 @@ use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::pgwire::messages::response::TransactionStatus;
 use datafusion_postgres::pgwire::messages::PgWireBackendMessage;
 use futures::{Sink, SinkExt};
-use sluice_engine::pending_inserts::{is_insert_values, PendingInserts};
+use sluice_engine::pending_inserts::{is_insert_values, reads_no_table, PendingInserts};
 
 use super::responses::api;
 use super::sqlstate::classify;
@@ -228,7 +228,7 @@ impl PendingInsertsHook {
             }
             // Refused until the failed block ends.
             _ if failed => return None,
-            statement if is_insert_values(statement) => return None,
+            statement if is_insert_values(statement) || reads_no_table(statement) => return None,
             _ => {}
         }
         match pending.commit().await {

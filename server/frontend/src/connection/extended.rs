@@ -33,6 +33,7 @@ use super::super::cursor;
 use super::super::datafusion_ddl::SluiceParser;
 use super::super::off_worker::OffWorker;
 use super::super::portal;
+use super::super::transaction::restore_failed_block_for;
 use super::{guarded, track, SessionHandler};
 
 #[async_trait]
@@ -228,6 +229,9 @@ impl ExtendedQueryHandler for SessionHandler {
             }
         };
         let statement = portal.statement.statement.1.as_ref().map(|(s, _)| s);
+        if let Some(statement) = statement {
+            restore_failed_block_for(client, statement);
+        }
         let unstarted = matches!(*portal.state().lock().await, PortalExecutionState::Initial);
         let ready = matches!(client.state(), PgWireConnectionState::ReadyForQuery);
         if statement.is_some_and(is_insert_values) && unstarted && ready {
