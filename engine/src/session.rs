@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use ballista_core::extension::{EndpointOverrideFn, SessionConfigExt, SessionStateExt};
-use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::execution::{FunctionRegistry, SessionState, SessionStateBuilder};
 use datafusion::prelude::SessionContext;
 
 use crate::atomic_copy::{CopyJournal, StagedCopies};
@@ -23,6 +23,7 @@ use crate::recovery::JobControl;
 use crate::roles::base_config;
 use crate::sandbox::{LocationSandbox, SandboxedTableFactory, SessionSandbox};
 use crate::storage::{runtime_env_with, StorageOptions};
+use crate::value_limits::RegexOperatorsCapped;
 use datafusion::datasource::listing::ListingTableUrl;
 use datafusion::physical_optimizer::optimizer::PhysicalOptimizer;
 use std::path::PathBuf;
@@ -198,9 +199,10 @@ impl SessionFactory {
                 Arc::clone(&sandbox),
             ));
         }
-        let template = SessionContext::new_with_state(state);
+        let mut template = SessionContext::new_with_state(state);
         // Before any plan is built or folded, the amplifying functions
-        // are capped (see [`crate::value_limits`]).
+        // are capped, and the regex operators made calls of the capped
+        // `regexp_like` (see [`crate::value_limits`]).
         let capped: Vec<_> = template
             .state()
             .scalar_functions()
@@ -208,6 +210,13 @@ impl SessionFactory {
             .filter_map(crate::value_limits::capped)
             .collect();
         for function in capped {
+            if function.name() == "regexp_like" {
+                template
+                    .register_function_rewrite(Arc::new(RegexOperatorsCapped::new(Arc::clone(
+                        &function,
+                    ))))
+                    .map_err(|e| EngineError::datafusion("capping the regex operators", e))?;
+            }
             template.register_udf(function.as_ref().clone());
         }
         let catalog = match &options.catalog {

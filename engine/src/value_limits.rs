@@ -9,7 +9,8 @@
 //! `54000`, as PostgreSQL's `repeat` answers "requested length too large")
 //! when one call's output, over all the rows of its batch, would exceed
 //! [`MAX_VALUE_BYTES`]. Regular expressions longer than [`MAX_PATTERN_BYTES`]
-//! are refused the same way before they are compiled.
+//! are refused the same way before they are compiled, whether given to a
+//! `regexp_*` function or to the `~` operators ([`RegexOperatorsCapped`]).
 //!
 //! The wrapped functions keep their names: registered in the frontend, the
 //! scheduler and every executor ([`capped`]), they replace DataFusion's own
@@ -22,10 +23,14 @@ use datafusion::arrow::array::{Array, ArrayRef, Int64Array};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::compute::kernels::length::length;
 use datafusion::arrow::datatypes::{DataType, FieldRef};
-use datafusion::common::Result;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::Transformed;
+use datafusion::common::{DFSchema, Result};
+use datafusion::logical_expr::expr::BinaryExpr;
+use datafusion::logical_expr::expr_rewriter::FunctionRewrite;
 use datafusion::logical_expr::{
-    ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature,
+    lit, ColumnarValue, Documentation, Expr, Operator, ReturnFieldArgs, ScalarFunctionArgs,
+    ScalarUDF, ScalarUDFImpl, Signature,
 };
 
 /// The most bytes one call of an amplifying function may produce for one
@@ -96,6 +101,60 @@ pub fn cap_all(functions: impl IntoIterator<Item = Arc<ScalarUDF>>) -> Vec<Arc<S
         .into_iter()
         .map(|function| capped(&function).unwrap_or(function))
         .collect()
+}
+
+/// `~`, `~*`, `!~` and `!~*` as calls of the capped `regexp_like`
+/// (`NOT` around it for the negated ones), so their patterns are bounded as
+/// the functions' are: the Arrow kernels behind the operators compile any
+/// pattern, and a 100,000-way alternation took seconds before failing with
+/// `XX000`. Column names stay the operators' (DataFusion's analyzer keeps
+/// the name of a rewritten expression).
+#[derive(Debug)]
+pub struct RegexOperatorsCapped {
+    /// The capped `regexp_like` of the session.
+    regexp_like: Arc<ScalarUDF>,
+}
+
+impl RegexOperatorsCapped {
+    /// The rewrite calling `regexp_like`, which must be the capped one
+    /// ([`capped`]).
+    pub fn new(regexp_like: Arc<ScalarUDF>) -> Self {
+        Self { regexp_like }
+    }
+}
+
+impl FunctionRewrite for RegexOperatorsCapped {
+    fn name(&self) -> &str {
+        "regex_operators_capped"
+    }
+
+    fn rewrite(
+        &self,
+        expr: Expr,
+        _schema: &DFSchema,
+        _config: &ConfigOptions,
+    ) -> Result<Transformed<Expr>> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = expr else {
+            return Ok(Transformed::no(expr));
+        };
+        let (negated, flags) = match op {
+            Operator::RegexMatch => (false, None),
+            Operator::RegexIMatch => (false, Some("i")),
+            Operator::RegexNotMatch => (true, None),
+            Operator::RegexNotIMatch => (true, Some("i")),
+            _ => {
+                return Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op,
+                    right,
+                })))
+            }
+        };
+        let mut args = vec![*left, *right];
+        args.extend(flags.map(lit));
+        let matches = self.regexp_like.call(args);
+        Ok(Transformed::yes(if negated { !matches } else { matches }))
+    }
 }
 
 /// A function whose calls are refused when their output would be too large.
